@@ -1,0 +1,1 @@
+"""swapmeet.cli: the `swapmeet` command. Nothing imports this package."""
