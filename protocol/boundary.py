@@ -1,0 +1,624 @@
+"""The trust boundary: the one path from untrusted bytes to verified, typed objects.
+
+Bytes from the network, a file or the local API enter swapmeet only through
+:func:`decode`. It either returns an object from :mod:`.objects` (every rule
+below held and every signature verified) or raises :class:`InvalidObject`
+naming the field and the broken rule. Nothing else may store, index or
+forward bytes that did not come out of here.
+
+Wire forms (docs/PROTOCOL.md has the CDDL):
+
+- single-author object: ``["swapmeet/1", kind, author, body, signature]``;
+  the signature is Ed25519 by ``author`` over ``["swapmeet/1", kind, author, body]``
+  (the same array without its last element); the id is SHA-256 of the whole.
+- exchange: ``["swapmeet/1", "exchange", body, signatures]``; each party signs
+  ``["swapmeet/1", "exchange", body]`` and the id is SHA-256 of that, so all
+  parties name one exchange while signatures arrive. ``signatures`` has one
+  slot per party: a signature, or null while that party has not signed.
+
+Rules, in the order they are checked, each for the reason given:
+
+ 1. Size: at most ``MAX_SIZE[kind]`` bytes (or the largest of them before the
+    kind is known). Bounds memory and CPU per message.
+ 2. Encoding: deterministic CBOR, depth <= 8, no tags (see :mod:`.cbor`). One
+    value, one encoding, one id: otherwise a peer re-encodes an object to
+    make it look new and defeat deduplication.
+ 3. Envelope: the domain string is ``swapmeet/1`` (unknown versions are refused,
+    not guessed at); the kind is known and is the one the caller expects.
+ 4. Schema: every field known, of its exact type (integers, never floats or
+    bools, for quantities and times), within its range and length; text has
+    no control or bidirectional-override characters (it ends up on terminals).
+ 5. Signature: valid Ed25519 by the author (every signed slot, for an
+    exchange) over the domain-separated structure, so a signature made for one
+    kind, version or author can never be replayed as another.
+ 6. Embedded objects (the listing in an offer, the listings and offer in an
+    exchange, the exchange in a rating, the payload of a ledger entry) go
+    through this same path, recursively, so evidence carries its own proof.
+ 7. Kind rules (see each ``_<kind>`` function): expiry after creation and
+    bounded lifetimes; an offer takes only items the listing has, in at most
+    the listed quantity; every party of an exchange gives and receives; an
+    exchange never makes a listing's author give more of a listed item than
+    the listing has; a rating or a receipt is by a party; a ledger entry
+    records only complete exchanges its author is a party to.
+ 8. Freshness (only when the caller passes ``now``, as the node does for live
+    gossip, never when re-verifying stored history): nothing created more than
+    ``CLOCK_SKEW`` seconds in the future; listings and offers not yet expired.
+
+Times are integer Unix seconds. ``CLOCK_SKEW`` (5 minutes) is how far apart two
+honest clocks may be.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+import nacl.exceptions
+import nacl.signing
+
+from . import cbor
+from .errors import InvalidObject
+from .objects import (
+    DOMAIN,
+    KIND_ENTRY,
+    KIND_EXCHANGE,
+    KIND_LISTING,
+    KIND_OFFER,
+    KIND_RATING,
+    KIND_RECEIPT,
+    KIND_WITHDRAWAL,
+    KINDS,
+    LISTING_TYPES,
+    Exchange,
+    Item,
+    LedgerEntry,
+    Leg,
+    Listing,
+    Offer,
+    Rating,
+    Receipt,
+    Signed,
+    SignedObject,
+    Withdrawal,
+)
+
+CLOCK_SKEW = 300
+DAY = 86_400
+MAX_LISTING_LIFETIME = 366 * DAY
+MAX_OFFER_LIFETIME = 30 * DAY
+MAX_SIGNING_WINDOW = 7 * DAY
+MAX_TIME = 2**40  # year ~36800: rejects absurd times without a calendar
+MAX_QTY = 10**12
+MAX_PARTIES = 8
+MAX_LEGS = 64
+MAX_ITEMS = 16
+MAX_LISTINGS_PER_EXCHANGE = 8
+MAX_SEQ = 2**53
+
+MAX_SIZE: dict[str, int] = {
+    KIND_LISTING: 16 * 1024,
+    KIND_WITHDRAWAL: 1024,
+    KIND_OFFER: 24 * 1024,
+    KIND_RECEIPT: 2048,
+    # 8 listings plus an offer (which embeds a listing), with room for the legs
+    KIND_EXCHANGE: 192 * 1024,
+    KIND_RATING: 200 * 1024,
+    KIND_ENTRY: 200 * 1024,
+}
+MAX_ANY_SIZE = max(MAX_SIZE.values())
+
+ID_SIZE = 32
+KEY_SIZE = 32
+SIG_SIZE = 64
+SERIES_SIZE = 16
+NONCE_SIZE = 16
+ZERO_ID = bytes(ID_SIZE)
+
+PAYLOAD_KINDS = (KIND_EXCHANGE, KIND_RATING, KIND_RECEIPT)
+
+_SIG_TRAILER = 2 + SIG_SIZE  # a 64-byte bstr encodes as 0x58 0x40 + 64 bytes
+
+# C0/C1 controls and bidi overrides: they rewrite what a terminal shows.
+_BAD_CHARS_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_BAD_CHARS_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_TAG = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+_CATEGORY = re.compile(r"([a-z0-9][a-z0-9-]{0,31})(/[a-z0-9][a-z0-9-]{0,31}){0,3}")
+_GEOHASH = re.compile(r"[0-9b-hjkmnp-z]{1,5}")  # at most 5 chars: about 5 km, coarse on purpose
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def decode(data: bytes, *, kind: str | tuple[str, ...] | None = None, now: int | None = None) -> Any:
+    """Verify ``data`` and return the typed object it encodes.
+
+    ``kind`` restricts the accepted kinds (a str or a tuple of them); ``now``
+    turns on the freshness rules for live objects. Raises :class:`InvalidObject`.
+    """
+    kinds = (kind,) if isinstance(kind, str) else kind
+    max_size = MAX_ANY_SIZE if kinds is None else max(MAX_SIZE[k] for k in kinds)
+    label = kinds[0] if kinds and len(kinds) == 1 else "object"
+    obj = _decode(bytes(data), label, kinds, max_size)
+    if now is not None:
+        check_fresh(obj, now, label)
+    return obj
+
+
+def object_id(data: bytes) -> bytes:
+    """The id of a single-author object's bytes (exchanges: use ``decode(...).id``)."""
+    return hashlib.sha256(data).digest()
+
+
+def check_fresh(obj: SignedObject, now: int, path: str = "object") -> None:
+    """Rule 8: nothing from the future; live listings and offers not expired."""
+    created = obj.time if isinstance(obj, LedgerEntry) else obj.created
+    if created > now + CLOCK_SKEW:
+        raise InvalidObject(f"{path}.created", f"{created} is in the future (now {now})", "future")
+    if isinstance(obj, Listing | Offer) and obj.expires <= now:
+        raise InvalidObject(f"{path}.expires", f"expired at {obj.expires} (now {now})", "expired")
+    if isinstance(obj, Exchange) and not obj.complete and obj.deadline <= now:
+        raise InvalidObject(f"{path}.deadline", f"signing deadline {obj.deadline} has passed", "lapsed")
+
+
+def signing_bytes_of_exchange(raw: bytes, signatures: tuple[bytes | None, ...]) -> bytes:
+    """The bytes every party signs, cut from a canonical exchange encoding."""
+    sigs_len = len(cbor.encode(list(signatures)))
+    return b"\x83" + raw[1 : len(raw) - sigs_len]
+
+
+# --------------------------------------------------------------------------- envelope
+
+
+def _decode(data: bytes, path: str, kinds: tuple[str, ...] | None, max_size: int) -> Any:
+    value = cbor.decode(data, path=path, max_size=max_size)
+    if type(value) is not list or len(value) not in (4, 5):
+        raise InvalidObject(path, "expected an envelope array of 4 or 5 elements", "envelope")
+    if value[0] != DOMAIN:
+        raise InvalidObject(f"{path}[0]", f"unknown protocol version {value[0]!r}, expected {DOMAIN!r}", "version")
+    kind = value[1]
+    if kind not in KINDS:
+        raise InvalidObject(f"{path}[1]", f"unknown kind {kind!r}", "kind")
+    if kinds is not None and kind not in kinds:
+        raise InvalidObject(f"{path}[1]", f"expected {' or '.join(kinds)}, got {kind}", "kind")
+    path = kind if path in ("object", kind) else path
+    if len(data) > MAX_SIZE[kind]:
+        raise InvalidObject(path, f"{len(data)} bytes exceeds the {kind} limit of {MAX_SIZE[kind]}", "size")
+    if kind == KIND_EXCHANGE:
+        if len(value) != 4:
+            raise InvalidObject(path, "an exchange is [domain, kind, body, signatures]", "envelope")
+        return _exchange(data, value, path)
+    if len(value) != 5:
+        raise InvalidObject(path, "expected [domain, kind, author, body, signature]", "envelope")
+    author = _bytes(value[2], f"{path}.author", KEY_SIZE)
+    body = value[3]
+    signature = _bytes(value[4], f"{path}.signature", SIG_SIZE)
+    if type(body) is not dict:
+        raise InvalidObject(f"{path}.body", "expected a map", "type")
+    # Check the signature before the body rules: a forged object should cost as little as possible.
+    message = b"\x84" + data[1:-_SIG_TRAILER]
+    if not _verify(author, message, signature):
+        raise InvalidObject(f"{path}.signature", "does not verify for the author", "signature")
+    header = (data, hashlib.sha256(data).digest(), author)
+    return _BODY_RULES[kind](header, body, f"{path}.body")
+
+
+def _verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    try:
+        nacl.signing.VerifyKey(public_key).verify(message, signature)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError):
+        return False
+    return True
+
+
+def _embedded(value: Any, path: str, kind: str) -> Any:
+    data = _bytes(value, path, None)
+    return _decode(data, path, (kind,), MAX_SIZE[kind])
+
+
+# --------------------------------------------------------------------------- field helpers
+
+
+def _fields(body: Any, path: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    if type(body) is not dict:
+        raise InvalidObject(path, "expected a map", "type")
+    for key in body:
+        if key not in required and key not in optional:
+            raise InvalidObject(f"{path}.{key}", "unknown field", "unknown-field")
+    for key in required:
+        if key not in body:
+            raise InvalidObject(f"{path}.{key}", "missing", "missing-field")
+    return body
+
+
+def _int(value: Any, path: str, low: int, high: int) -> int:
+    if type(value) is not int:  # excludes bool (a subclass of int) and float
+        raise InvalidObject(path, f"must be an integer, got {type(value).__name__}", "type")
+    if not low <= value <= high:
+        raise InvalidObject(path, f"must be between {low} and {high}, got {value}", "range")
+    return value
+
+
+def _time(value: Any, path: str) -> int:
+    return _int(value, path, 0, MAX_TIME)
+
+
+def _bytes(value: Any, path: str, size: int | None) -> bytes:
+    if type(value) is not bytes:
+        raise InvalidObject(path, f"must be a byte string, got {type(value).__name__}", "type")
+    if size is not None and len(value) != size:
+        raise InvalidObject(path, f"must be {size} bytes, got {len(value)}", "length")
+    return value
+
+
+def _text(value: Any, path: str, low: int, high: int, *, multiline: bool = False) -> str:
+    if type(value) is not str:
+        raise InvalidObject(path, f"must be text, got {type(value).__name__}", "type")
+    if not low <= len(value) <= high:
+        raise InvalidObject(path, f"length must be between {low} and {high}, got {len(value)}", "length")
+    bad = (_BAD_CHARS_TEXT if multiline else _BAD_CHARS_LINE).search(value)
+    if bad:
+        raise InvalidObject(path, f"contains control character U+{ord(bad.group()):04X}", "text")
+    return value
+
+
+def _pattern(value: Any, path: str, pattern: re.Pattern[str], what: str) -> str:
+    if type(value) is not str or not pattern.fullmatch(value):
+        raise InvalidObject(path, f"must be {what}, got {value!r}", "format")
+    return value
+
+
+def _list(value: Any, path: str, low: int, high: int) -> list[Any]:
+    if type(value) is not list:
+        raise InvalidObject(path, f"must be an array, got {type(value).__name__}", "type")
+    if not low <= len(value) <= high:
+        raise InvalidObject(path, f"must have between {low} and {high} elements, got {len(value)}", "length")
+    return value
+
+
+def _items(value: Any, path: str, low: int) -> tuple[Item, ...]:
+    items = []
+    seen: set[tuple[str, str]] = set()
+    for i, raw in enumerate(_list(value, path, low, MAX_ITEMS)):
+        where = f"{path}[{i}]"
+        f = _fields(raw, where, ("qty", "item", "unit"))
+        item = Item(
+            item=_text(f["item"], f"{where}.item", 1, 80),
+            qty=_int(f["qty"], f"{where}.qty", 1, MAX_QTY),
+            unit=_text(f["unit"], f"{where}.unit", 1, 16),
+        )
+        # One line per thing: two lines of the same item would let quantity checks be split.
+        if item.key in seen:
+            raise InvalidObject(where, f"{item.item!r} ({item.unit}) is listed twice", "duplicate")
+        seen.add(item.key)
+        items.append(item)
+    return tuple(items)
+
+
+def _lifetime(created: int, expires: int, path: str, limit: int, name: str = "expires") -> None:
+    if expires <= created:
+        raise InvalidObject(f"{path}.{name}", f"{expires} is not after created {created}", "expiry")
+    if expires - created > limit:
+        raise InvalidObject(f"{path}.{name}", f"more than {limit // DAY} days after created", "expiry")
+
+
+# --------------------------------------------------------------------------- kinds
+
+Header = tuple[bytes, bytes, bytes]  # raw bytes, id, author
+
+
+def _listing(header: Header, body: Any, path: str) -> Listing:
+    f = _fields(
+        body,
+        path,
+        ("rev", "desc", "have", "tags", "type", "want", "title", "series", "created", "expires", "category"),
+        ("loc", "due", "window"),
+    )
+    created = _time(f["created"], f"{path}.created")
+    expires = _time(f["expires"], f"{path}.expires")
+    _lifetime(created, expires, path, MAX_LISTING_LIFETIME)
+    listing_type = f["type"]
+    if listing_type not in LISTING_TYPES:
+        raise InvalidObject(
+            f"{path}.type", f"must be one of {', '.join(LISTING_TYPES)}, got {listing_type!r}", "format"
+        )
+    window = None
+    if "window" in f:
+        # A rental is for a stretch of time; other kinds have no window.
+        if listing_type != "rental":
+            raise InvalidObject(f"{path}.window", "only a rental has a time window", "window")
+        start, end = (_time(t, f"{path}.window[{i}]") for i, t in enumerate(_list(f["window"], f"{path}.window", 2, 2)))
+        if end <= start:
+            raise InvalidObject(f"{path}.window", f"ends ({end}) before it starts ({start})", "window")
+        window = (start, end)
+    elif listing_type == "rental":
+        raise InvalidObject(f"{path}.window", "a rental needs a time window [start, end]", "window")
+    due = None
+    if "due" in f:
+        if listing_type != "loan":
+            raise InvalidObject(f"{path}.due", "only a loan has a repayment due time", "due")
+        due = _time(f["due"], f"{path}.due")
+        if due <= created:
+            raise InvalidObject(f"{path}.due", "repayment is due before the loan was listed", "due")
+    tags = tuple(
+        _pattern(t, f"{path}.tags[{i}]", _TAG, "a lowercase tag [a-z0-9-]")
+        for i, t in enumerate(_list(f["tags"], f"{path}.tags", 0, 16))
+    )
+    if len(set(tags)) != len(tags):
+        raise InvalidObject(f"{path}.tags", "contains a tag twice", "duplicate")
+    category = f["category"]
+    if category != "":
+        _pattern(category, f"{path}.category", _CATEGORY, "empty or a path like 'tools/garden'")
+    raw, oid, author = header
+    return Listing(
+        raw=raw,
+        id=oid,
+        author=author,
+        series=_bytes(f["series"], f"{path}.series", SERIES_SIZE),
+        rev=_int(f["rev"], f"{path}.rev", 0, 2**32),
+        type=listing_type,
+        title=_text(f["title"], f"{path}.title", 1, 120),
+        desc=_text(f["desc"], f"{path}.desc", 0, 4000, multiline=True),
+        category=category,
+        tags=tags,
+        have=_items(f["have"], f"{path}.have", 1),
+        want=_items(f["want"], f"{path}.want", 0),
+        window=window,
+        due=due,
+        loc=_pattern(f["loc"], f"{path}.loc", _GEOHASH, "a geohash of at most 5 characters") if "loc" in f else None,
+        created=created,
+        expires=expires,
+    )
+
+
+def _withdrawal(header: Header, body: Any, path: str) -> Withdrawal:
+    f = _fields(body, path, ("series", "created"))
+    raw, oid, author = header
+    return Withdrawal(
+        raw=raw,
+        id=oid,
+        author=author,
+        series=_bytes(f["series"], f"{path}.series", SERIES_SIZE),
+        created=_time(f["created"], f"{path}.created"),
+    )
+
+
+def _offer(header: Header, body: Any, path: str) -> Offer:
+    raw, oid, author = header
+    f = _fields(body, path, ("give", "take", "taker", "created", "expires", "listing"), ("note", "counters"))
+    listing: Listing = _embedded(f["listing"], f"{path}.listing", KIND_LISTING)
+    taker = _bytes(f["taker"], f"{path}.taker", KEY_SIZE)
+    created = _time(f["created"], f"{path}.created")
+    expires = _time(f["expires"], f"{path}.expires")
+    _lifetime(created, expires, path, MAX_OFFER_LIFETIME)
+    counters = _bytes(f["counters"], f"{path}.counters", ID_SIZE) if "counters" in f else None
+    # Who may write it: the taker (an offer) or the maker answering an offer (a counter).
+    if taker == listing.author:
+        raise InvalidObject(f"{path}.taker", "the taker cannot be the listing's own author", "party")
+    if author == listing.author:
+        if counters is None:
+            raise InvalidObject(f"{path}.counters", "an offer by the listing's author must counter an offer", "party")
+    elif author != taker:
+        raise InvalidObject(f"{path}.taker", "an offer is written by its taker or the listing's author", "party")
+    # An offer cannot outlive or predate the listing it is about.
+    if created + CLOCK_SKEW < listing.created:
+        raise InvalidObject(f"{path}.created", "is before the listing was created", "expiry")
+    if created >= listing.expires:
+        raise InvalidObject(f"{path}.created", "is after the listing expired", "expiry")
+    if expires > listing.expires:
+        raise InvalidObject(f"{path}.expires", "is after the listing expires", "expiry")
+    give = _items(f["give"], f"{path}.give", 0)
+    take = _items(f["take"], f"{path}.take", 1)
+    # An offer takes only what the listing has, and at most the listed quantity.
+    for i, item in enumerate(take):
+        available = listing.quantity_of(item.key)
+        if available == 0:
+            raise InvalidObject(f"{path}.take[{i}]", f"the listing has no {item.item!r} ({item.unit})", "not-listed")
+        if item.qty > available:
+            raise InvalidObject(f"{path}.take[{i}].qty", f"{item.qty} exceeds the listed {available}", "over-quantity")
+    return Offer(
+        raw=raw,
+        id=oid,
+        author=author,
+        listing=listing,
+        taker=taker,
+        give=give,
+        take=take,
+        counters=counters,
+        note=_text(f["note"], f"{path}.note", 0, 500, multiline=True) if "note" in f else "",
+        created=created,
+        expires=expires,
+    )
+
+
+def _exchange(data: bytes, value: list[Any], path: str) -> Exchange:
+    body = value[2]
+    f = _fields(body, f"{path}.body", ("legs", "nonce", "parties", "created", "deadline", "listings"), ("offer",))
+    bpath = f"{path}.body"
+    parties = tuple(
+        _bytes(p, f"{bpath}.parties[{i}]", KEY_SIZE)
+        for i, p in enumerate(_list(f["parties"], f"{bpath}.parties", 2, MAX_PARTIES))
+    )
+    if len(set(parties)) != len(parties):
+        raise InvalidObject(f"{bpath}.parties", "a party is listed twice", "duplicate")
+    created = _time(f["created"], f"{bpath}.created")
+    deadline = _time(f["deadline"], f"{bpath}.deadline")
+    _lifetime(created, deadline, bpath, MAX_SIGNING_WINDOW, "deadline")
+    legs = []
+    for i, raw_leg in enumerate(_list(f["legs"], f"{bpath}.legs", 1, MAX_LEGS)):
+        where = f"{bpath}.legs[{i}]"
+        lf = _fields(raw_leg, where, ("to", "from", "items"))
+        giver = _int(lf["from"], f"{where}.from", 0, len(parties) - 1)
+        receiver = _int(lf["to"], f"{where}.to", 0, len(parties) - 1)
+        if giver == receiver:
+            raise InvalidObject(where, "a party cannot give to itself", "self-leg")
+        legs.append(Leg(giver, receiver, _items(lf["items"], f"{where}.items", 1)))
+    # Every party gives something and receives something: no free riders, no gifts in disguise.
+    for i in range(len(parties)):
+        if not any(leg.giver == i for leg in legs):
+            raise InvalidObject(f"{bpath}.parties[{i}]", "gives nothing in this exchange", "party-gives-nothing")
+        if not any(leg.receiver == i for leg in legs):
+            raise InvalidObject(f"{bpath}.parties[{i}]", "receives nothing in this exchange", "party-receives-nothing")
+    listings = tuple(
+        _embedded(x, f"{bpath}.listings[{i}]", KIND_LISTING)
+        for i, x in enumerate(_list(f["listings"], f"{bpath}.listings", 0, MAX_LISTINGS_PER_EXCHANGE))
+    )
+    offer: Offer | None = _embedded(f["offer"], f"{bpath}.offer", KIND_OFFER) if "offer" in f else None
+    sig_values = _list(value[3], f"{path}.signatures", len(parties), len(parties))
+    signatures = tuple(
+        None if s is None else _bytes(s, f"{path}.signatures[{i}]", SIG_SIZE) for i, s in enumerate(sig_values)
+    )
+    message = signing_bytes_of_exchange(data, signatures)
+    for i, sig in enumerate(signatures):
+        if sig is not None and not _verify(parties[i], message, sig):
+            raise InvalidObject(f"{path}.signatures[{i}]", "does not verify for that party", "signature")
+    exchange = Exchange(
+        raw=data,
+        id=hashlib.sha256(message).digest(),
+        parties=parties,
+        legs=tuple(legs),
+        listings=listings,
+        offer=offer,
+        created=created,
+        deadline=deadline,
+        nonce=_bytes(f["nonce"], f"{bpath}.nonce", NONCE_SIZE),
+        signatures=signatures,
+    )
+    _exchange_rules(exchange, bpath)
+    return exchange
+
+
+def _exchange_rules(x: Exchange, path: str) -> None:
+    ids = [listing.id for listing in x.listings]
+    if len(set(ids)) != len(ids):
+        raise InvalidObject(f"{path}.listings", "a listing is included twice", "duplicate")
+    for i, listing in enumerate(x.listings):
+        where = f"{path}.listings[{i}]"
+        if listing.author not in x.parties:
+            raise InvalidObject(where, "its author is not a party to the exchange", "party")
+        if x.created >= listing.expires:
+            raise InvalidObject(where, "had expired when the exchange was created", "expiry")
+        # The listing's author never gives more of a listed item than the listing has.
+        given = x.given_by(listing.author)
+        for item in listing.have:
+            if given.get(item.key, 0) > item.qty:
+                raise InvalidObject(
+                    where,
+                    f"its author gives {given[item.key]} of {item.item!r} but listed {item.qty}",
+                    "over-quantity",
+                )
+    if x.offer is not None:
+        offer = x.offer
+        if offer.listing.id not in ids:
+            raise InvalidObject(f"{path}.offer", "its listing is not among the exchange's listings", "offer-listing")
+        if len(x.parties) == 2:
+            # A two-party exchange settling an offer is exactly that offer: the
+            # taker gives `give` to the maker and takes `take` from it.
+            if set(x.parties) != {offer.taker, offer.maker}:
+                raise InvalidObject(
+                    f"{path}.parties", "must be the offer's taker and the listing's author", "offer-mismatch"
+                )
+            taker, maker = x.index_of(offer.taker), x.index_of(offer.maker)
+            expected = {(maker, taker): _totals(offer.take), (taker, maker): _totals(offer.give)}
+            actual: dict[tuple[int, int], dict[tuple[str, str], int]] = {}
+            for leg in x.legs:
+                bucket = actual.setdefault((leg.giver, leg.receiver), {})
+                for item in leg.items:
+                    bucket[item.key] = bucket.get(item.key, 0) + item.qty
+            if {k: v for k, v in actual.items() if v} != {k: v for k, v in expected.items() if v}:
+                raise InvalidObject(f"{path}.legs", "do not match the offer being settled", "offer-mismatch")
+        elif offer.taker not in x.parties or offer.maker not in x.parties:
+            raise InvalidObject(f"{path}.offer", "its taker and maker must be parties", "offer-mismatch")
+
+
+def _totals(items: tuple[Item, ...]) -> dict[tuple[str, str], int]:
+    return {item.key: item.qty for item in items}
+
+
+def _rating(header: Header, body: Any, path: str) -> Rating:
+    raw, oid, author = header
+    f = _fields(body, path, ("score", "comment", "created", "subject", "exchange"))
+    exchange: Exchange = _embedded(f["exchange"], f"{path}.exchange", KIND_EXCHANGE)
+    subject = _bytes(f["subject"], f"{path}.subject", KEY_SIZE)
+    # Only a party to a complete exchange may rate, and only another party of it.
+    if not exchange.complete:
+        raise InvalidObject(f"{path}.exchange", "is not complete (a party has not signed)", "incomplete")
+    if author not in exchange.parties:
+        raise InvalidObject(f"{path}.author", "is not a party to the rated exchange", "non-party")
+    if subject not in exchange.parties:
+        raise InvalidObject(f"{path}.subject", "is not a party to the rated exchange", "non-party")
+    if subject == author:
+        raise InvalidObject(f"{path}.subject", "cannot rate oneself", "self-rating")
+    created = _time(f["created"], f"{path}.created")
+    if created + CLOCK_SKEW < exchange.created:
+        raise InvalidObject(f"{path}.created", "is before the exchange was created", "expiry")
+    return Rating(
+        raw=raw,
+        id=oid,
+        author=author,
+        exchange=exchange,
+        subject=subject,
+        score=_int(f["score"], f"{path}.score", 1, 5),
+        comment=_text(f["comment"], f"{path}.comment", 0, 500, multiline=True),
+        created=created,
+    )
+
+
+def _receipt(header: Header, body: Any, path: str) -> Receipt:
+    raw, oid, author = header
+    f = _fields(body, path, ("legs", "created", "exchange"))
+    legs = tuple(
+        _int(x, f"{path}.legs[{i}]", 0, MAX_LEGS - 1)
+        for i, x in enumerate(_list(f["legs"], f"{path}.legs", 1, MAX_LEGS))
+    )
+    if list(legs) != sorted(set(legs)):
+        raise InvalidObject(f"{path}.legs", "must be strictly increasing leg indices", "format")
+    return Receipt(
+        raw=raw,
+        id=oid,
+        author=author,
+        exchange_id=_bytes(f["exchange"], f"{path}.exchange", ID_SIZE),
+        legs=legs,
+        created=_time(f["created"], f"{path}.created"),
+    )
+
+
+def _entry(header: Header, body: Any, path: str) -> LedgerEntry:
+    raw, oid, author = header
+    f = _fields(body, path, ("seq", "prev", "time", "payload"))
+    seq = _int(f["seq"], f"{path}.seq", 1, MAX_SEQ)
+    prev = _bytes(f["prev"], f"{path}.prev", ID_SIZE)
+    # The first entry has no predecessor; every later one names one.
+    if (seq == 1) != (prev == ZERO_ID):
+        raise InvalidObject(f"{path}.prev", "must be 32 zero bytes exactly when seq is 1", "link")
+    time = _time(f["time"], f"{path}.time")
+    payload_data = _bytes(f["payload"], f"{path}.payload", None)
+    payload = _decode(payload_data, f"{path}.payload", PAYLOAD_KINDS, MAX_SIZE[KIND_ENTRY])
+    if isinstance(payload, Exchange):
+        # A chain records settled facts only, and only the author's own.
+        if not payload.complete:
+            raise InvalidObject(f"{path}.payload", "an exchange on a chain must be complete", "incomplete")
+        if author not in payload.parties:
+            raise InvalidObject(f"{path}.payload", "the entry's author is not a party to the exchange", "non-party")
+        payload_time = payload.created
+    else:
+        if payload.author != author:
+            raise InvalidObject(
+                f"{path}.payload", f"a {payload.kind} on a chain must be by the chain's author", "non-party"
+            )
+        payload_time = payload.created
+    if time + CLOCK_SKEW < payload_time:
+        raise InvalidObject(f"{path}.time", "is before its payload was created", "expiry")
+    return LedgerEntry(raw=raw, id=oid, author=author, seq=seq, prev=prev, time=time, payload=payload)
+
+
+_BODY_RULES = {
+    KIND_LISTING: _listing,
+    KIND_WITHDRAWAL: _withdrawal,
+    KIND_OFFER: _offer,
+    KIND_RATING: _rating,
+    KIND_RECEIPT: _receipt,
+    KIND_ENTRY: _entry,
+}
+
+__all__ = ["CLOCK_SKEW", "MAX_SIZE", "InvalidObject", "Signed", "check_fresh", "decode", "object_id"]
