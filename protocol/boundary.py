@@ -459,11 +459,15 @@ def _exchange(data: bytes, value: list[Any], path: str) -> Exchange:
             raise InvalidObject(f"{bpath}.parties[{i}]", "gives nothing in this exchange", "party-gives-nothing")
         if not any(leg.receiver == i for leg in legs):
             raise InvalidObject(f"{bpath}.parties[{i}]", "receives nothing in this exchange", "party-receives-nothing")
+    offer: Offer | None = _embedded(f["offer"], f"{bpath}.offer", KIND_OFFER) if "offer" in f else None
+    # The offer's listing is usually also in `listings`: identical bytes were just
+    # verified, so reuse that object instead of checking the same signature twice.
     listings = tuple(
-        _embedded(x, f"{bpath}.listings[{i}]", KIND_LISTING)
+        offer.listing
+        if offer is not None and x == offer.listing.raw
+        else _embedded(x, f"{bpath}.listings[{i}]", KIND_LISTING)
         for i, x in enumerate(_list(f["listings"], f"{bpath}.listings", 0, MAX_LISTINGS_PER_EXCHANGE))
     )
-    offer: Offer | None = _embedded(f["offer"], f"{bpath}.offer", KIND_OFFER) if "offer" in f else None
     sig_values = _list(value[3], f"{path}.signatures", len(parties), len(parties))
     signatures = tuple(
         None if s is None else _bytes(s, f"{path}.signatures[{i}]", SIG_SIZE) for i, s in enumerate(sig_values)
