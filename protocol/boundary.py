@@ -104,7 +104,8 @@ MAX_SIZE: dict[str, int] = {
     # 8 listings plus an offer (which embeds a listing), with room for the legs
     KIND_EXCHANGE: 192 * 1024,
     KIND_RATING: 200 * 1024,
-    KIND_ENTRY: 200 * 1024,
+    # an entry carries a rating or an exchange plus its own few fields
+    KIND_ENTRY: 208 * 1024,
 }
 MAX_ANY_SIZE = max(MAX_SIZE.values())
 
@@ -141,7 +142,7 @@ def decode(data: bytes, *, kind: str | tuple[str, ...] | None = None, now: int |
     label = kinds[0] if kinds and len(kinds) == 1 else "object"
     obj = _decode(bytes(data), label, kinds, max_size)
     if now is not None:
-        check_fresh(obj, now, label)
+        check_fresh(obj, now)
     return obj
 
 
@@ -150,11 +151,15 @@ def object_id(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def check_fresh(obj: SignedObject, now: int, path: str = "object") -> None:
+def check_fresh(obj: SignedObject, now: int) -> None:
     """Rule 8: nothing from the future; live listings and offers not expired."""
-    created = obj.time if isinstance(obj, LedgerEntry) else obj.created
+    path = f"{obj.kind}.body"
+    if isinstance(obj, LedgerEntry):
+        created, field = obj.time, "time"
+    else:
+        created, field = obj.created, "created"
     if created > now + CLOCK_SKEW:
-        raise InvalidObject(f"{path}.created", f"{created} is in the future (now {now})", "future")
+        raise InvalidObject(f"{path}.{field}", f"{created} is in the future (now {now})", "future")
     if isinstance(obj, Listing | Offer) and obj.expires <= now:
         raise InvalidObject(f"{path}.expires", f"expired at {obj.expires} (now {now})", "expired")
     if isinstance(obj, Exchange) and not obj.complete and obj.deadline <= now:
@@ -407,7 +412,8 @@ def _offer(header: Header, body: Any, path: str) -> Offer:
         raise InvalidObject(f"{path}.created", "is after the listing expired", "expiry")
     if expires > listing.expires:
         raise InvalidObject(f"{path}.expires", "is after the listing expires", "expiry")
-    give = _items(f["give"], f"{path}.give", 0)
+    # The taker gives something: an exchange where one side only receives is a gift, not a barter.
+    give = _items(f["give"], f"{path}.give", 1)
     take = _items(f["take"], f"{path}.take", 1)
     # An offer takes only what the listing has, and at most the listed quantity.
     for i, item in enumerate(take):
@@ -513,6 +519,8 @@ def _exchange_rules(x: Exchange, path: str) -> None:
                 )
     if x.offer is not None:
         offer = x.offer
+        if x.created >= offer.expires:
+            raise InvalidObject(f"{path}.offer", "had expired when the exchange was created", "expiry")
         if offer.listing.id not in ids:
             raise InvalidObject(f"{path}.offer", "its listing is not among the exchange's listings", "offer-listing")
         if len(x.parties) == 2:
@@ -548,7 +556,7 @@ def _rating(header: Header, body: Any, path: str) -> Rating:
     if not exchange.complete:
         raise InvalidObject(f"{path}.exchange", "is not complete (a party has not signed)", "incomplete")
     if author not in exchange.parties:
-        raise InvalidObject(f"{path}.author", "is not a party to the rated exchange", "non-party")
+        raise InvalidObject(f"{path.removesuffix('.body')}.author", "is not a party to the rated exchange", "non-party")
     if subject not in exchange.parties:
         raise InvalidObject(f"{path}.subject", "is not a party to the rated exchange", "non-party")
     if subject == author:

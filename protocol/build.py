@@ -37,7 +37,7 @@ from .objects import (
     Withdrawal,
 )
 
-_ITEM_TEXT = re.compile(r"\s*(\d+)\s*(?:([^\s\d][^\s]*)\s+)?[xX×]\s+(\S.*?)\s*")
+_ITEM_TEXT = re.compile(r"\s*([0-9]+)\s*(?:([^\W\d_]\S*)\s+)?[xX×]\s+(\S.*?)\s*")
 
 
 def parse_item(text: str, path: str = "item") -> Item:

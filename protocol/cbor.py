@@ -79,7 +79,9 @@ def _check_map(value: dict[Any, Any], _immutable: bool) -> dict[Any, Any]:
     ok = _KEY_ORDER_OK.get(keys)
     if ok is None:
         ok = _deterministic_key_order(keys)
-        if len(_KEY_ORDER_OK) < 4096:  # the schema has few key sets; don't let peers grow this
+        # The schema has a few dozen key sets: cache only small, well-ordered ones, so
+        # hostile maps (many or long keys) can neither fill the cache nor pin memory.
+        if ok and len(_KEY_ORDER_OK) < 1024 and len(keys) <= 16 and sum(map(len, keys)) <= 256:
             _KEY_ORDER_OK[keys] = ok
     if not ok:
         raise ValueError(f"map keys must be text in deterministic order, got {list(keys)!r}")

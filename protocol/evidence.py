@@ -7,8 +7,9 @@ the proof is needed:
   sequence number. An honest author's chain never has two entries at one seq.
   Wire form ``["swapmeet/1", "fork-proof", entry_a, entry_b]`` with the two
   entries' bytes ordered by id, so one fork has one proof encoding.
-- over-commitment proof: a listing plus complete exchanges, each including
-  that listing and each signed by its author, in which the author gives more
+- over-commitment proof: a listing plus exchanges, each including that
+  listing and each signed by the listing's author (complete or not: the
+  author's signature is its commitment), in which the author gives more
   of a listed item in total than the listing offered. Wire form
   ``["swapmeet/1", "overcommit-proof", listing, [exchange, ...]]`` with the
   exchanges ordered by id.

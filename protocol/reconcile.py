@@ -325,8 +325,7 @@ class _Reader:
 
     def take(self, n: int, path: str) -> bytes:
         if n > self.remaining():
-            raise InvalidObject(path, f"truncated: needs {n} bytes, {self.remaining()} left",
-                                "truncated")
+            raise InvalidObject(path, f"truncated: needs {n} bytes, {self.remaining()} left", "truncated")
         out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
@@ -349,16 +348,13 @@ class _Reader:
         raise InvalidObject(path, f"varint longer than {_MAX_VARINT_BYTES} bytes", "varint")
 
 
-def decode_message(
-    data: bytes, *, max_size: int = DEFAULT_FRAME_LIMIT, max_ranges: int = MAX_RANGES
-) -> list[Range]:
+def decode_message(data: bytes, *, max_size: int = DEFAULT_FRAME_LIMIT, max_ranges: int = MAX_RANGES) -> list[Range]:
     """Strictly decode one message; any defect raises ``InvalidObject`` and nothing else."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise InvalidObject("reconcile", f"expected bytes, got {type(data).__name__}", "type")
     data = bytes(data)
     if len(data) > max_size:
-        raise InvalidObject("reconcile", f"message of {len(data)} bytes exceeds the frame "
-                            f"limit of {max_size}", "limit")
+        raise InvalidObject("reconcile", f"message of {len(data)} bytes exceeds the frame limit of {max_size}", "limit")
     if not data:
         raise InvalidObject("reconcile.version", "empty message", "truncated")
     if data[0] != VERSION:
@@ -402,8 +398,7 @@ def decode_message(
                 raise InvalidObject(path, "adjacent Skip ranges must be coalesced", "canonical")
             rng = Range(upper, Mode.SKIP)
         elif mode_n == Mode.FINGERPRINT:
-            rng = Range(upper, Mode.FINGERPRINT,
-                        fingerprint=r.take(FINGERPRINT_SIZE, path + ".fingerprint"))
+            rng = Range(upper, Mode.FINGERPRINT, fingerprint=r.take(FINGERPRINT_SIZE, path + ".fingerprint"))
         elif mode_n == Mode.IDLIST:
             rng = Range(upper, Mode.IDLIST, ids=_read_ids(r, path))
         elif mode_n == Mode.IDDIFF:
@@ -419,8 +414,9 @@ def decode_message(
         prev_mode = rng.mode
         ranges.append(rng)
     if prev_mode == Mode.SKIP:
-        raise InvalidObject(f"reconcile.ranges[{len(ranges) - 1}]",
-                            "a trailing Skip range must be omitted", "canonical")
+        raise InvalidObject(
+            f"reconcile.ranges[{len(ranges) - 1}]", "a trailing Skip range must be omitted", "canonical"
+        )
     return ranges
 
 
@@ -627,8 +623,7 @@ class Reconciler:
         self.rounds += 1
         if self.rounds > self.max_rounds:
             raise InvalidObject("reconcile", f"more than {self.max_rounds} rounds", "limit")
-        ranges = decode_message(msg, max_size=self.frame_limit,
-                                max_ranges=max(MAX_RANGES, self.frame_limit // 4))
+        ranges = decode_message(msg, max_size=self.frame_limit, max_ranges=max(MAX_RANGES, self.frame_limit // 4))
         out = _Output(self.frame_limit)
         lo = 0  # index of our first item at or above the current lower bound
         for n, r in enumerate(ranges):
@@ -649,8 +644,7 @@ class Reconciler:
                     stop = self._answer_list(out, lo, hi, r)
             else:  # IDDIFF
                 if not initiator:
-                    raise InvalidObject(f"reconcile.ranges[{n}].mode",
-                                        "IdDiff is only sent by the responder", "mode")
+                    raise InvalidObject(f"reconcile.ranges[{n}].mode", "IdDiff is only sent by the responder", "mode")
                 self._resolve_diff(lo, hi, r, f"reconcile.ranges[{n}]")
                 out.skip(r.upper)
             if stop is not None:
@@ -718,18 +712,15 @@ class Reconciler:
     def _resolve_diff(self, lo: int, hi: int, r: Range, path: str) -> None:
         own = self._ids[lo:hi]
         if r.listed != len(own):
-            raise InvalidObject(path + ".listed", f"covers {r.listed} ids but we listed "
-                                f"{len(own)} there", "bitmap")
+            raise InvalidObject(path + ".listed", f"covers {r.listed} ids but we listed {len(own)} there", "bitmap")
         mine = set(own)
         for j, i in enumerate(r.ids):
             if i in mine:
-                raise InvalidObject(f"{path}.ids[{j}]", "id we listed reported as missing",
-                                    "conflict")
+                raise InvalidObject(f"{path}.ids[{j}]", "id we listed reported as missing", "conflict")
         self.have.update(i for n, i in enumerate(own) if _bit(r.bitmap, n))
         self.need.update(r.ids)
         self._check_need()
 
     def _check_need(self) -> None:
         if len(self.need) > self.max_ids:
-            raise InvalidObject("reconcile", f"peer announced more than {self.max_ids} ids",
-                                "limit")
+            raise InvalidObject("reconcile", f"peer announced more than {self.max_ids} ids", "limit")

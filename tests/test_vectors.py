@@ -1,0 +1,175 @@
+"""The code against the wire test vectors in tests/vectors/ (format: tests/vectors/README.md).
+
+Other implementations check themselves against the same files. Here we also
+check that the generator still reproduces the committed files byte for byte,
+so the files cannot silently drift away from the code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from swapmeet.protocol import boundary, build, cbor, evidence
+from swapmeet.protocol.errors import InvalidObject
+from swapmeet.protocol.identity import Identity, peer_id, peer_id_bytes, public_key_from_peer_id
+from swapmeet.protocol.objects import DOMAIN, Exchange
+
+VECTORS = Path(__file__).resolve().parent / "vectors"
+KIND_FILES = [
+    "listing.json",
+    "withdrawal.json",
+    "offer.json",
+    "exchange.json",
+    "rating.json",
+    "receipt.json",
+    "entry.json",
+    "encoding.json",
+    "envelope.json",
+]
+
+
+def _load(name: str) -> dict[str, Any]:
+    return json.loads((VECTORS / name).read_text(encoding="utf-8"))
+
+
+def _cases(section: str, files: list[str]) -> list[Any]:
+    return [pytest.param(vector, id=f"{name}:{vector['name']}") for name in files for vector in _load(name)[section]]
+
+
+def _generator() -> Any:
+    spec = importlib.util.spec_from_file_location("swapmeet_vectors_generate", VECTORS / "generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --------------------------------------------------------------------------- signed objects
+
+
+@pytest.mark.parametrize("vector", _cases("valid", KIND_FILES))
+def test_valid_vector_decodes(vector: dict[str, Any]) -> None:
+    data = bytes.fromhex(vector["bytes"])
+    obj = boundary.decode(data, kind=vector["kind"], now=vector.get("now"))
+    assert obj.kind == vector["kind"]
+    assert obj.raw == data
+    assert obj.id.hex() == vector["id"]
+    # The id: SHA-256 of the whole object, or for an exchange of its signing bytes (no signatures).
+    hashed = vector["signing_bytes"] if obj.kind == "exchange" else vector["bytes"]
+    assert hashlib.sha256(bytes.fromhex(hashed)).hexdigest() == vector["id"]
+
+
+@pytest.mark.parametrize("vector", _cases("valid", KIND_FILES))
+def test_valid_vector_resigns_to_the_same_bytes(vector: dict[str, Any]) -> None:
+    """Ed25519 is deterministic: the seed(s) and the signing bytes give back the exact object."""
+    data = bytes.fromhex(vector["bytes"])
+    signing = bytes.fromhex(vector["signing_bytes"])
+    value = cbor.decode(data, max_size=boundary.MAX_ANY_SIZE)
+    if vector["kind"] == "exchange":
+        # [domain, "exchange", body, signatures]; everyone signs [domain, "exchange", body].
+        assert signing == cbor.encode(value[:3]) == b"\x83" + data[1 : len(data) - len(cbor.encode(value[3]))]
+        parties, signatures = value[2]["parties"], value[3]
+        assert len(vector["seeds"]) == len(parties) == len(signatures)
+        for seed, party, signature in zip(vector["seeds"], parties, signatures, strict=True):
+            if seed is None:
+                assert signature is None
+            else:
+                who = Identity(bytes.fromhex(seed))
+                assert who.public_key == party
+                assert who.sign(signing) == signature
+        assert cbor.encode([DOMAIN, "exchange", value[2], signatures]) == data
+    else:
+        # [domain, kind, author, body, signature]; the author signs the first four: 0x85 -> 0x84, minus 66 bytes.
+        assert signing == cbor.encode(value[:4]) == b"\x84" + data[1:-66]
+        (seed,) = vector["seeds"]
+        who = Identity(bytes.fromhex(seed))
+        assert who.public_key == value[2]
+        assert build.sign(who, vector["kind"], value[3]) == data
+
+
+@pytest.mark.parametrize("vector", _cases("invalid", KIND_FILES))
+def test_invalid_vector_is_refused(vector: dict[str, Any]) -> None:
+    with pytest.raises(InvalidObject) as info:
+        boundary.decode(bytes.fromhex(vector["bytes"]), kind=vector["decode_kind"], now=vector.get("now"))
+    assert {"code": info.value.code, "path": info.value.path} == vector["error"], info.value.reason
+
+
+def test_every_kind_has_valid_and_invalid_vectors() -> None:
+    kinds = {v["kind"] for name in KIND_FILES for v in _load(name)["valid"]}
+    assert kinds == {"listing", "withdrawal", "offer", "exchange", "rating", "receipt", "entry"}
+    for name in KIND_FILES[:7]:
+        assert len(_load(name)["invalid"]) >= 3, name
+
+
+def test_vector_names_are_unique() -> None:
+    names = [v["name"] for name in [*KIND_FILES, "proofs.json"] for s in ("valid", "invalid") for v in _load(name)[s]]
+    assert len(names) == len(set(names))
+
+
+# --------------------------------------------------------------------------- proofs, identity, item text
+
+
+@pytest.mark.parametrize("vector", _cases("valid", ["proofs.json"]))
+def test_valid_proof(vector: dict[str, Any]) -> None:
+    data = bytes.fromhex(vector["bytes"])
+    assert evidence.decode_proof(data).raw == data
+
+
+@pytest.mark.parametrize("vector", _cases("invalid", ["proofs.json"]))
+def test_invalid_proof(vector: dict[str, Any]) -> None:
+    with pytest.raises(InvalidObject) as info:
+        evidence.decode_proof(bytes.fromhex(vector["bytes"]))
+    assert {"code": info.value.code, "path": info.value.path} == vector["error"], info.value.reason
+
+
+@pytest.mark.parametrize("key", _load("identity.json")["keys"], ids=lambda k: k["name"])
+def test_identity_vector(key: dict[str, Any]) -> None:
+    who = Identity(bytes.fromhex(key["seed"]))
+    assert who.public_key.hex() == key["public_key"]
+    assert peer_id_bytes(who.public_key).hex() == key["peer_id_bytes"]
+    assert peer_id(who.public_key) == who.peer_id == key["peer_id"]
+    assert public_key_from_peer_id(key["peer_id"]) == who.public_key
+
+
+def test_identity_vector_matches_rfc8032() -> None:
+    keys = {k["name"]: k["public_key"] for k in _load("identity.json")["keys"]}
+    assert keys["alice"] == "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"  # RFC 8032 TEST 1
+
+
+@pytest.mark.parametrize("case", _load("item-text.json")["valid"], ids=lambda c: c["text"])
+def test_item_text_parses(case: dict[str, Any]) -> None:
+    item = build.parse_item(case["text"])
+    assert (item.qty, item.unit, item.item) == (case["qty"], case["unit"], case["item"])
+    assert str(item) == case["str"]
+    assert build.parse_item(str(item)) == item
+
+
+@pytest.mark.parametrize("case", _load("item-text.json")["invalid"], ids=lambda c: c["text"])
+def test_item_text_refused(case: dict[str, Any]) -> None:
+    with pytest.raises(InvalidObject) as info:
+        build.parse_item(case["text"])
+    assert {"code": info.value.code, "path": info.value.path} == case["error"]
+
+
+# --------------------------------------------------------------------------- the files match the code
+
+
+def test_generator_reproduces_the_files() -> None:
+    rendered = _generator().render()
+    on_disk = {p.name for p in VECTORS.glob("*.json")}
+    assert on_disk == set(rendered), "run: python tests/vectors/generate.py"
+    for name, text in rendered.items():
+        assert (VECTORS / name).read_text(encoding="utf-8") == text, f"{name} is stale: run tests/vectors/generate.py"
+
+
+def test_exchange_ids_ignore_signatures() -> None:
+    by_name = {v["name"]: v for v in _load("exchange.json")["valid"]}
+    ids = {by_name[n]["id"] for n in ("exchange-proposed", "exchange-maker-signed", "exchange-complete")}
+    assert len(ids) == 1
+    complete = boundary.decode(bytes.fromhex(by_name["exchange-complete"]["bytes"]), kind="exchange")
+    assert isinstance(complete, Exchange) and complete.complete
