@@ -46,14 +46,16 @@ def id_(app: App, as_json: bool) -> None:
     """Show this node's peer id and public key."""
     home = app.home()
     identity = identity_store.load_identity(home)
-    info = {"peer_id": identity.peer_id, "public_key": identity.public_key.hex(), "addrs": []}
+    from swapmeet.node.api_client import live_addrs  # [] unless a node runs for this home
+
+    info = {"peer_id": identity.peer_id, "public_key": identity.public_key.hex(), "addrs": live_addrs(home)}
     if as_json:
         click.echo(json.dumps(info))
         return
     rows = [
         ("peer id", info["peer_id"]),
         ("public key", info["public_key"]),
-        ("addrs", "(none)"),
+        *(("addrs" if i == 0 else "", a) for i, a in enumerate(info["addrs"] or ["(none: no node is running)"])),
         ("key file", str(home.identity_key)),
     ]
     width = max(len(label) for label, _ in rows)

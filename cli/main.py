@@ -99,6 +99,13 @@ def _register(group: click.Group) -> None:
     for command in identity_cmds.COMMANDS:
         group.add_command(command)
 
+    from . import node_cmds
+
+    for command in node_cmds.COMMANDS:
+        group.add_command(command)
+    group.add_command(__import__("swapmeet.cli.ledger_cmds", fromlist=["ledger"]).ledger)
+    group.add_command(__import__("swapmeet.cli.audit_cmd", fromlist=["audit"]).audit)
+
 
 _register(cli)
 

@@ -70,6 +70,16 @@ class Home:
     def config(self) -> Path:
         return self.root / "config.toml"
 
+    @property
+    def node_lock(self) -> Path:
+        """Held (flock) by the running node, so two nodes never share one home."""
+        return self.root / "node.lock"
+
+    @property
+    def peers_file(self) -> Path:
+        """Multiaddrs of the peers this node knew, redialled at the next start."""
+        return self.root / "peers.json"
+
     def ensure(self) -> Home:
         """Create the directory (mode 0700, parents as needed) if it does not exist.
 

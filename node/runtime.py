@@ -1,0 +1,459 @@
+"""The running node: one trio nursery that owns every task of a swapmeet peer.
+
+``run_node`` opens the offer book, starts the libp2p host (``p2p.open_host``),
+joins the gossip topics, serves the book-sync stream protocol and the local
+HTTP API, and runs until SIGINT/SIGTERM or ``swapmeet node stop``; shutdown is
+cancellation of that one nursery, so no task outlives the node.
+
+Data paths, all through the trust boundary before anything is stored or
+forwarded:
+
+- gossip in: the topic validator decodes the batch (every object verified,
+  fresh, within its author's rate) *before* py-libp2p delivers or forwards it;
+  the subscription reader then stores the already-verified objects.
+- sync in: objects fetched from or pushed by a peer are decoded the same way,
+  one by one, and stored.
+- local API: what the user publishes is built by ``protocol.build`` (which
+  decodes what it signs), stored, then queued for gossip.
+- gossip out: objects waiting to be published are packed into batches, since
+  py-libp2p's cost is per message, not per byte.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import random
+import signal
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from swapmeet.protocol import batch, boundary
+from swapmeet.protocol.build import make_withdrawal
+from swapmeet.protocol.errors import InvalidObject, SwapmeetError
+from swapmeet.protocol.identity import Identity
+from swapmeet.protocol.objects import KIND_LISTING, KIND_OFFER, KIND_WITHDRAWAL, Listing, Withdrawal
+from swapmeet.protocol.ratelimit import AuthorRateLimiter
+
+from . import p2p
+from .api import (
+    AmbiguousPrefix,
+    Conflict,
+    ListingSpec,
+    UnknownObject,
+    create_app,
+    new_token,
+    package_version,
+    remove_cookie,
+    serve_api,
+    write_cookie,
+)
+from .book import AddStatus, OfferBook
+from .home import Home
+from .sync import BookSync, sync_quietly
+
+log = logging.getLogger("swapmeet.node")
+
+DEFAULT_PORT = 4001
+DEFAULT_LISTEN = (f"/ip4/0.0.0.0/tcp/{DEFAULT_PORT}",)
+TOPIC_KINDS: dict[str, tuple[str, ...]] = {
+    "listings": (KIND_LISTING, KIND_WITHDRAWAL),
+    "offers": (KIND_OFFER,),
+}
+PUBLISH_COALESCE_S = 0.02  # objects published within this window share one gossip message
+PEER_WATCH_S = 0.5
+RESYNC_S = 60.0
+PRUNE_S = 60.0
+SAVE_PEERS_S = 30.0
+MAX_SAVED_PEERS = 64
+
+
+@dataclass
+class NodeConfig:
+    listen: list[str] = field(default_factory=lambda: list(DEFAULT_LISTEN))
+    api_port: int = 0
+    net: str = "main"
+    bootstrap: list[str] = field(default_factory=list)
+    mdns: bool = True
+    dht: bool = True
+    debug: bool = False
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+class Node:
+    """A swapmeet peer. Implements the local API's ``NodeAPI`` protocol."""
+
+    def __init__(self, home: Home, identity: Identity, config: NodeConfig) -> None:
+        self.home = home
+        self.identity = identity
+        self.config = config
+        self.book = OfferBook.in_home(home)
+        self.started = time.monotonic()
+        self.host: p2p.P2PHost | None = None
+        self._scope = trio.CancelScope()
+        self._limiter = AuthorRateLimiter()
+        # Validator -> reader hand-over of decoded batches, keyed by the message's hash,
+        # so a batch is verified once; bounded because a reader may never claim one.
+        self._verified: OrderedDict[bytes, list[Any]] = OrderedDict()
+        self._outbox: dict[str, list[bytes]] = {name: [] for name in TOPIC_KINDS}
+        self._outbox_ready = trio.Event()
+        self._synced_peers: set[str] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.config
+        token = new_token()
+        try:
+            with self._scope:
+                async with p2p.open_host(
+                    self.identity.seed,
+                    cfg.listen,
+                    net=cfg.net,
+                    bootstrap=[*cfg.bootstrap, *self._saved_peers()],
+                    enable_mdns=cfg.mdns,
+                    enable_dht=cfg.dht,
+                    gossip_topics=list(TOPIC_KINDS),
+                    debug=cfg.debug,
+                ) as host:
+                    self.host = host
+                    sync = BookSync(
+                        host,
+                        p2p.protocol_id(cfg.net, "book-sync"),
+                        items=self._live_items,
+                        fetch=self._raws,
+                        accept=self._accept_from_peer,
+                    )
+                    sync.install()
+                    async with trio.open_nursery() as nursery:
+                        for name in TOPIC_KINDS:
+                            sub = await host.subscribe(p2p.topic(cfg.net, name), self._validator(name))
+                            nursery.start_soon(self._read_gossip, name, sub)
+                        nursery.start_soon(self._publisher)
+                        nursery.start_soon(self._watch_peers, sync)
+                        nursery.start_soon(self._every, PRUNE_S, self._prune)
+                        nursery.start_soon(self._every, SAVE_PEERS_S, self._save_peers)
+                        port = await nursery.start(
+                            partial_serve(create_app(self, token), cfg.api_port),
+                        )
+                        write_cookie(self.home, port, token)
+                        log.info("node %s on network %r", self.identity.peer_id, cfg.net)
+                        for addr in host.listen_addrs():
+                            log.info("listening on %s", addr)
+                        task_status.started()
+        finally:
+            remove_cookie(self.home, token)
+            self.host = None
+            self.book.close()
+            log.info("node stopped")
+
+    async def stop(self) -> None:
+        self._scope.cancel()
+
+    async def _every(self, interval: float, job: Any) -> None:
+        while True:
+            await trio.sleep(interval)
+            await job()
+
+    # ------------------------------------------------------------------ gossip
+
+    def _validator(self, topic_name: str) -> Any:
+        kinds = TOPIC_KINDS[topic_name]
+
+        def validate(from_peer: str, data: bytes) -> bool:
+            # Runs before py-libp2p delivers or forwards the message: nothing invalid passes on.
+            try:
+                objects = batch.decode_batch(data, kinds=kinds, now=_now())
+            except InvalidObject as err:
+                log.info("rejected a %s message from %s: %s", topic_name, from_peer[-8:], err)
+                return False
+            now = time.monotonic()
+            for obj in objects:
+                if not self._limiter.allow(obj.author, now):
+                    log.info("rejected a %s message from %s: author over its rate limit", topic_name, from_peer[-8:])
+                    return False
+            self._verified[hashlib.sha256(data).digest()] = objects
+            while len(self._verified) > 1024:
+                self._verified.popitem(last=False)
+            return True
+
+        return validate
+
+    async def _read_gossip(self, topic_name: str, sub: p2p.Subscription) -> None:
+        assert self.host is not None
+        async for from_peer, data in sub:
+            objects = self._verified.pop(hashlib.sha256(data).digest(), None)
+            if from_peer == self.host.peer_id:
+                continue  # our own publication: stored before it was announced
+            if objects is None:  # the hand-over cache turned over before we read it: verify again
+                try:
+                    objects = batch.decode_batch(data, kinds=TOPIC_KINDS[topic_name], now=_now())
+                except InvalidObject:
+                    continue
+            new = await self._store(objects)
+            if new:
+                log.info("gossip from %s: %d new object(s)", from_peer[-8:], new)
+
+    async def _store(self, objects: Iterable[Any]) -> int:
+        results = await trio.to_thread.run_sync(self.book.add_many, list(objects), _now())
+        return sum(1 for r in results if r.status in (AddStatus.NEW, AddStatus.REPLACEMENT))
+
+    def _announce(self, topic_name: str, raw: bytes) -> None:
+        self._outbox[topic_name].append(raw)
+        self._outbox_ready.set()
+
+    async def _publisher(self) -> None:
+        assert self.host is not None
+        while True:
+            await self._outbox_ready.wait()
+            await trio.sleep(PUBLISH_COALESCE_S)
+            self._outbox_ready = trio.Event()
+            for name, raws in self._outbox.items():
+                if not raws:
+                    continue
+                self._outbox[name] = []
+                for data in batch.pack(raws, max_size=p2p.DEFAULT_MAX_MESSAGE_SIZE):
+                    try:
+                        await self.host.publish(p2p.topic(self.config.net, name), data)
+                    except p2p.P2PError as exc:
+                        log.warning("could not publish on %s: %s", name, exc)
+
+    # ------------------------------------------------------------------ sync
+
+    async def _live_items(self) -> list[tuple[int, bytes]]:
+        return await trio.to_thread.run_sync(self.book.ids_with_times, _now())
+
+    async def _raws(self, ids: list[bytes]) -> list[bytes]:
+        return await trio.to_thread.run_sync(self.book.raws, ids)
+
+    async def _accept_from_peer(self, raws: list[bytes], peer: str) -> int:
+        now, objects, refused = _now(), [], 0
+        for raw in raws:
+            try:
+                objects.append(boundary.decode(raw, kind=(KIND_LISTING, KIND_WITHDRAWAL, KIND_OFFER), now=now))
+            except InvalidObject as err:
+                refused += 1
+                log.debug("sync from %s: refused an object: %s", peer[-8:], err)
+        if refused:
+            log.info("sync from %s: refused %d invalid or expired object(s)", peer[-8:], refused)
+        return await self._store(objects)
+
+    async def _watch_peers(self, sync: BookSync) -> None:
+        """Sync with every newly connected peer, and with a random one every RESYNC_S seconds."""
+        assert self.host is not None
+        me = self.host.peer_id
+        known: set[str] = set()
+        last_resync = time.monotonic()
+        async with trio.open_nursery() as nursery:
+            while True:
+                current = set(self.host.connected_peers())
+                for peer in sorted(current - known):
+                    log.info("peer connected: %s", peer)
+                    if BookSync.initiates(me, peer):
+                        nursery.start_soon(sync_quietly, sync, peer)
+                for peer in sorted(known - current):
+                    log.info("peer disconnected: %s", peer)
+                if current - known:
+                    nursery.start_soon(self._save_peers)  # a restarted node redials whom it knew
+                known = current
+                if time.monotonic() - last_resync > RESYNC_S and current:
+                    last_resync = time.monotonic()
+                    mine = [p for p in current if BookSync.initiates(me, p)]
+                    if mine:
+                        nursery.start_soon(sync_quietly, sync, random.choice(mine))
+                await trio.sleep(PEER_WATCH_S)
+
+    # ------------------------------------------------------------------ housekeeping
+
+    async def _prune(self) -> None:
+        removed = await trio.to_thread.run_sync(self.book.prune, _now())
+        if removed:
+            log.info("pruned %d expired object(s)", removed)
+
+    def _saved_peers(self) -> list[str]:
+        try:
+            addrs = json.loads(self.home.peers_file.read_text())
+        except (OSError, ValueError):
+            return []
+        mine = f"/p2p/{self.identity.peer_id}"
+        return [a for a in addrs if isinstance(a, str) and "/p2p/" in a and not a.endswith(mine)][:MAX_SAVED_PEERS]
+
+    async def _save_peers(self) -> None:
+        await trio.to_thread.run_sync(self._save_peers_sync)
+
+    def _save_peers_sync(self) -> None:
+        """Remember connected peers' addresses so a restarted node redials them (a persistent peerstore)."""
+        if self.host is None:
+            return
+        addrs = []
+        for peer in self.host.connected_peers():
+            for addr in self.host.known_addrs(peer)[:2]:
+                if "/tcp/" in addr and "/ip4/0.0.0.0/" not in addr:
+                    addrs.append(f"{addr}/p2p/{peer}" if "/p2p/" not in addr else addr)
+        if not addrs:
+            return
+        merged = list(dict.fromkeys([*addrs, *self._saved_peers()]))[:MAX_SAVED_PEERS]
+        tmp = self.home.peers_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(merged))
+        os.replace(tmp, self.home.peers_file)
+
+    # ------------------------------------------------------------------ NodeAPI
+
+    def status(self) -> dict[str, Any]:
+        stats = self.book.stats()
+        host = self.host
+        return {
+            "peer_id": self.identity.peer_id,
+            "net": self.config.net,
+            "addrs": host.listen_addrs() if host else [],
+            "peers": len(host.connected_peers()) if host else 0,
+            "book": {"listings": stats.listings, "offers": stats.offers, "withdrawals": stats.withdrawals},
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "version": package_version(),
+        }
+
+    def peers(self) -> list[dict[str, Any]]:
+        host = self.host
+        if host is None:
+            return []
+        return [{"peer_id": p, "addrs": host.known_addrs(p)} for p in host.connected_peers()]
+
+    async def publish(self, spec: ListingSpec) -> Listing:
+        listing = spec.to_listing(self.identity, now=_now())
+        await self._store([listing])
+        self._announce("listings", listing.raw)
+        log.info("published listing %s: %s", listing.id.hex()[:12], listing.title)
+        return listing
+
+    async def withdraw(self, listing_id: bytes) -> Withdrawal:
+        obj = await trio.to_thread.run_sync(self.book.load, listing_id)
+        if obj is None:
+            raise UnknownObject(f"no live listing {listing_id.hex()[:12]} in the book")
+        if not isinstance(obj, Listing):
+            raise Conflict(f"{listing_id.hex()[:12]} is a {obj.kind}, not a listing")
+        if obj.author != self.identity.public_key:
+            raise Conflict(f"listing {listing_id.hex()[:12]} is not yours: only its author can withdraw it")
+        withdrawal = make_withdrawal(self.identity, obj, created=max(_now(), obj.created))
+        await self._store([withdrawal])
+        self._announce("listings", withdrawal.raw)
+        log.info("withdrew listing %s", listing_id.hex()[:12])
+        return withdrawal
+
+    async def listings(
+        self,
+        query: str | None = None,
+        *,
+        type: str | None = None,
+        category: str | None = None,
+        author: bytes | None = None,
+        wants: str | None = None,
+        limit: int = 100,
+    ) -> list[Listing]:
+        return await trio.to_thread.run_sync(
+            lambda: self.book.search(
+                query, kind=type, category=category, author=author, wants=wants, limit=limit, now=_now()
+            )
+        )
+
+    async def resolve(self, prefix_hex: str) -> bytes:
+        matches = await trio.to_thread.run_sync(self.book.ids_with_prefix, prefix_hex, 2)
+        if not matches:
+            raise UnknownObject(f"no object with an id starting {prefix_hex}")
+        if len(matches) > 1:
+            raise AmbiguousPrefix(f"{prefix_hex} matches several objects; type more of the id")
+        return matches[0]
+
+    async def get(self, id: bytes) -> Any:
+        return await trio.to_thread.run_sync(self.book.load, id)
+
+
+def partial_serve(app: Any, port: int) -> Any:
+    async def serve(task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        await serve_api(app, port=port, task_status=task_status)
+
+    return serve
+
+
+def configure_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not debug:
+        # Third-party chatter (hypercorn, zeroconf, multiaddr...) only when debugging.
+        for name in ("hypercorn", "zeroconf", "asyncio", "multiaddr", "async_service"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+async def _main(node: Node) -> None:
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            nursery.start_soon(_stop_on_signal, signals, node)
+            await node.run()
+            nursery.cancel_scope.cancel()
+
+
+async def _stop_on_signal(signals: Any, node: Node) -> None:
+    async for signum in signals:
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        await node.stop()
+        return
+
+
+def run_node(
+    home: Home,
+    identity: Identity,
+    *,
+    listen: list[str],
+    api_port: int,
+    net: str,
+    bootstrap: list[str],
+    mdns: bool,
+    debug: bool,
+    dht: bool = True,
+) -> None:
+    """Run a node in the foreground until SIGINT/SIGTERM or ``swapmeet node stop``."""
+    configure_logging(debug)
+    config = NodeConfig(
+        listen=list(listen) or list(DEFAULT_LISTEN),
+        api_port=api_port,
+        net=net,
+        bootstrap=list(bootstrap),
+        mdns=mdns,
+        dht=dht,
+        debug=debug,
+    )
+    with hold_home_lock(home):
+        node = Node(home, identity, config)
+        trio.run(_main, node)
+
+
+class NodeAlreadyRunning(SwapmeetError):
+    exit_code = 1
+
+
+@contextmanager
+def hold_home_lock(home: Home) -> Iterator[None]:
+    """An exclusive lock on the home for the node's lifetime (released by the OS even on kill -9)."""
+    home.ensure()
+    fd = os.open(home.node_lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise NodeAlreadyRunning(f"another node is already running for home {home}") from None
+        yield
+    finally:
+        os.close(fd)
