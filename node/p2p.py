@@ -78,6 +78,7 @@ __all__ = [
     "PublishRejectedError",
     "StreamClosedError",
     "Subscription",
+    "configure_logging",
     "identity_key_pair",
     "open_host",
     "protocol_id",
