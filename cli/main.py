@@ -24,6 +24,8 @@ attribute; without one it is 2. Click's own usage errors also exit 2.
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import click
@@ -56,6 +58,11 @@ class SwapmeetGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort, EOFError):
             raise  # click's own handling (EOF at a prompt is an abort)
+        except BrokenPipeError:
+            # The reader went away (`swapmeet ledger show | head`): not an error. Point stdout
+            # at /dev/null so the interpreter's final flush does not complain either.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(EXIT_OK)
         except SwapmeetError as err:
             if _debug(ctx):
                 raise
@@ -94,17 +101,10 @@ def cli(ctx: click.Context, home: str | None, debug: bool) -> None:
 
 
 def _register(group: click.Group) -> None:
-    from . import identity_cmds
+    from . import audit_cmd, identity_cmds, ledger_cmds, node_cmds
 
-    for command in identity_cmds.COMMANDS:
+    for command in (*identity_cmds.COMMANDS, *node_cmds.COMMANDS, ledger_cmds.ledger, audit_cmd.audit):
         group.add_command(command)
-
-    from . import node_cmds
-
-    for command in node_cmds.COMMANDS:
-        group.add_command(command)
-    group.add_command(__import__("swapmeet.cli.ledger_cmds", fromlist=["ledger"]).ledger)
-    group.add_command(__import__("swapmeet.cli.audit_cmd", fromlist=["audit"]).audit)
 
 
 _register(cli)
