@@ -422,7 +422,7 @@ def withdraw(app: App, listing_id: str, as_json: bool) -> None:
 
 
 @click.command("listings")
-@click.argument("query", required=False)
+@click.argument("query", nargs=-1)
 @click.option("--kind", type=click.Choice(LISTING_TYPES), default=None, help="Only this kind.")
 @click.option("--category", default=None, help="Only this category (e.g. tools/garden).")
 @click.option("--author", default=None, metavar="PEERID", help="Only by this author (PeerID or hex public key).")
@@ -432,7 +432,7 @@ def withdraw(app: App, listing_id: str, as_json: bool) -> None:
 @pass_app
 def listings(
     app: App,
-    query: str | None,
+    query: tuple[str, ...],
     kind: str | None,
     category: str | None,
     author: str | None,
@@ -445,7 +445,9 @@ def listings(
         from swapmeet.node.api import parse_author
 
         parse_author(author)  # fail here, with exit 2, rather than at the node
-    found = _client(app).listings(query, type=kind, category=category, author=author, wants=wants, limit=limit)
+    found = _client(app).listings(
+        " ".join(query) or None, type=kind, category=category, author=author, wants=wants, limit=limit
+    )
     if as_json:
         print_json(found)
         return
