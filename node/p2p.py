@@ -48,6 +48,7 @@ from libp2p.network.config import ConnectionConfig
 from libp2p.network.stream.exceptions import StreamEOF, StreamReset
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.peer.peerstore import PeerStoreError
 from libp2p.pubsub.gossipsub import PROTOCOL_ID as GOSSIPSUB_V10
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11 as GOSSIPSUB_V11
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V12 as GOSSIPSUB_V12
@@ -683,7 +684,9 @@ class P2PHost:
         """Addresses the peerstore holds for ``peer_id`` (from dials, identify, mDNS, DHT)."""
         try:
             return [str(a) for a in self._host.get_peerstore().addrs(_to_id(peer_id))]
-        except BaseLibp2pError:
+        except (BaseLibp2pError, PeerStoreError):
+            # PeerStoreError is a KeyError, not a BaseLibp2pError (peerstore.py:491); it is raised
+            # for a peer whose addresses expired or that disconnected a moment ago.
             return []
 
     # -------------------------------------------------------------- gossip

@@ -164,7 +164,14 @@ class Node:
     async def _every(self, interval: float, job: Any) -> None:
         while True:
             await trio.sleep(interval)
+            await self._housekeeping(job)
+
+    async def _housekeeping(self, job: Any) -> None:
+        """Run a housekeeping job; its failure is logged with its traceback but never stops the node."""
+        try:
             await job()
+        except Exception:
+            log.exception("housekeeping job %s failed", getattr(job, "__name__", job))
 
     # ------------------------------------------------------------------ gossip
 
@@ -265,7 +272,7 @@ class Node:
                 for peer in sorted(known - current):
                     log.info("peer disconnected: %s", peer)
                 if current - known:
-                    nursery.start_soon(self._save_peers)  # a restarted node redials whom it knew
+                    nursery.start_soon(self._housekeeping, self._save_peers)  # a restart redials them
                 known = current
                 if time.monotonic() - last_resync > RESYNC_S and current:
                     last_resync = time.monotonic()
@@ -290,19 +297,20 @@ class Node:
         return [a for a in addrs if isinstance(a, str) and "/p2p/" in a and not a.endswith(mine)][:MAX_SAVED_PEERS]
 
     async def _save_peers(self) -> None:
-        await trio.to_thread.run_sync(self._save_peers_sync)
-
-    def _save_peers_sync(self) -> None:
         """Remember connected peers' addresses so a restarted node redials them (a persistent peerstore)."""
         if self.host is None:
             return
+        # Read the host's state here, on the trio thread (py-libp2p is not thread-safe);
+        # only the file write goes to a worker thread.
         addrs = []
         for peer in self.host.connected_peers():
             for addr in self.host.known_addrs(peer)[:2]:
                 if "/tcp/" in addr and "/ip4/0.0.0.0/" not in addr:
-                    addrs.append(f"{addr}/p2p/{peer}" if "/p2p/" not in addr else addr)
-        if not addrs:
-            return
+                    addrs.append(addr if "/p2p/" in addr else f"{addr}/p2p/{peer}")
+        if addrs:
+            await trio.to_thread.run_sync(self._write_peers, addrs)
+
+    def _write_peers(self, addrs: list[str]) -> None:
         merged = list(dict.fromkeys([*addrs, *self._saved_peers()]))[:MAX_SAVED_PEERS]
         tmp = self.home.peers_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(merged))
@@ -437,7 +445,12 @@ def run_node(
     )
     with hold_home_lock(home):
         node = Node(home, identity, config)
-        trio.run(_main, node)
+        try:
+            trio.run(_main, node)
+        except Exception:
+            # A crash is a bug: the node's log must say where, whatever the CLI prints.
+            log.exception("the node crashed")
+            raise
 
 
 class NodeAlreadyRunning(SwapmeetError):
