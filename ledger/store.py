@@ -45,6 +45,7 @@ from swapmeet.protocol.identity import Identity, peer_id
 from swapmeet.protocol.objects import KIND_ENTRY, LedgerEntry, Payload
 
 from . import schema
+from .durable import fsync_dir
 from .errors import LedgerBusy, LedgerDamaged, LedgerError, LedgerMissing
 from .export_file import read_export, validate_export, write_export
 
@@ -202,7 +203,7 @@ class LedgerStore:
                 cls._configure(conn)
                 if empty:
                     schema.initialize(conn)
-                    _fsync_dir(path.parent)  # the new file's directory entry must survive power loss too
+                    fsync_dir(path.parent)  # the new file's directory entry must survive power loss too
         except sqlite3.OperationalError as exc:
             conn.close()
             if "locked" in str(exc) or "busy" in str(exc):
@@ -577,16 +578,3 @@ def _wrap(exc: sqlite3.DatabaseError, path: Path) -> LedgerError:
     if "malformed" in text or "not a database" in text or "corrupt" in text:
         return LedgerDamaged(f"the ledger database {path} is damaged: {text}")
     return LedgerError(f"ledger database {path}: {text}")
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # not supported on this platform/file system: nothing more we can do
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

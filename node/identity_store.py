@@ -22,6 +22,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from swapmeet.ledger.durable import fsync_dir
 from swapmeet.protocol import keyfile
 from swapmeet.protocol.errors import KeyFileError, SwapmeetError
 from swapmeet.protocol.identity import Identity
@@ -169,7 +170,7 @@ def _write_new_file(path: Path, data: bytes) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 def _link_no_clobber(tmp: Path, path: Path) -> None:
@@ -189,17 +190,3 @@ def _link_no_clobber(tmp: Path, path: Path) -> None:
         if os.path.lexists(path):
             raise _exists(path) from None
         os.replace(tmp, path)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the new directory entry durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
