@@ -39,7 +39,9 @@ Rules, in the order they are checked, each for the reason given:
     the listed quantity; every party of an exchange gives and receives; an
     exchange never makes a listing's author give more of a listed item than
     the listing has; a rating or a receipt is by a party; a ledger entry
-    records only complete exchanges its author is a party to.
+    records only complete exchanges its author is a party to; a notice
+    declines an offer (by its recipient), or cancels an offer (by its author)
+    or an exchange (by a party whose slot in the copy it names is empty).
  8. Freshness (only when the caller passes ``now``, as the node does for live
     gossip, never when re-verifying stored history): nothing created more than
     ``CLOCK_SKEW`` seconds in the future; listings and offers not yet expired.
@@ -64,17 +66,22 @@ from .objects import (
     KIND_ENTRY,
     KIND_EXCHANGE,
     KIND_LISTING,
+    KIND_NOTICE,
     KIND_OFFER,
     KIND_RATING,
     KIND_RECEIPT,
     KIND_WITHDRAWAL,
     KINDS,
     LISTING_TYPES,
+    NOTICE_ACTIONS,
+    NOTICE_CANCEL,
+    NOTICE_DECLINE,
     Exchange,
     Item,
     LedgerEntry,
     Leg,
     Listing,
+    Notice,
     Offer,
     Rating,
     Receipt,
@@ -104,6 +111,8 @@ MAX_SIZE: dict[str, int] = {
     # 8 listings plus an offer (which embeds a listing), with room for the legs
     KIND_EXCHANGE: 192 * 1024,
     KIND_RATING: 200 * 1024,
+    # like a rating: an exchange (or an offer) plus a few fields
+    KIND_NOTICE: 200 * 1024,
     # an entry carries a rating or an exchange plus its own few fields
     KIND_ENTRY: 208 * 1024,
 }
@@ -624,6 +633,54 @@ def _entry(header: Header, body: Any, path: str) -> LedgerEntry:
     return LedgerEntry(raw=raw, id=oid, author=author, seq=seq, prev=prev, time=time, payload=payload)
 
 
+def _notice(header: Header, body: Any, path: str) -> Notice:
+    raw, oid, author = header
+    f = _fields(body, path, ("action", "created"), ("note", "offer", "exchange"))
+    # A notice is about one thing, named by the thing itself, so it carries its own proof.
+    if ("offer" in f) == ("exchange" in f):
+        raise InvalidObject(path, "must name exactly one of offer or exchange", "target")
+    action = f["action"]
+    if action not in NOTICE_ACTIONS:
+        raise InvalidObject(f"{path}.action", f"must be one of {', '.join(NOTICE_ACTIONS)}, got {action!r}", "format")
+    created = _time(f["created"], f"{path}.created")
+    author_path = f"{path.removesuffix('.body')}.author"
+    offer: Offer | None = None
+    exchange: Exchange | None = None
+    if "offer" in f:
+        offer = _embedded(f["offer"], f"{path}.offer", KIND_OFFER)
+        # Only the one who has to answer an offer declines it; only its author withdraws it.
+        if action == NOTICE_DECLINE and author != offer.recipient:
+            raise InvalidObject(author_path, "only the offer's recipient can decline it", "party")
+        if action == NOTICE_CANCEL and author != offer.author:
+            raise InvalidObject(author_path, "only the offer's author can cancel it", "party")
+        target_created = offer.created
+    else:
+        exchange = _embedded(f["exchange"], f"{path}.exchange", KIND_EXCHANGE)
+        # An exchange is not answered but signed or not: a party leaves it by cancelling.
+        if action != NOTICE_CANCEL:
+            raise InvalidObject(f"{path}.action", "an exchange can only be cancelled", "action")
+        if author not in exchange.parties:
+            raise InvalidObject(author_path, "is not a party to the cancelled exchange", "non-party")
+        # A signature cannot be taken back: a cancel is a promise not to sign, by one who has not.
+        if exchange.signatures[exchange.index_of(author)] is not None:
+            raise InvalidObject(f"{path}.exchange", "the author has signed it and cannot cancel it", "signed")
+        target_created = exchange.created
+    # A notice answers something that already existed.
+    if created + CLOCK_SKEW < target_created:
+        what = "offer" if offer is not None else "exchange"
+        raise InvalidObject(f"{path}.created", f"is before the {what} was created", "expiry")
+    return Notice(
+        raw=raw,
+        id=oid,
+        author=author,
+        action=action,
+        offer=offer,
+        exchange=exchange,
+        note=_text(f["note"], f"{path}.note", 0, 500, multiline=True) if "note" in f else "",
+        created=created,
+    )
+
+
 _BODY_RULES = {
     KIND_LISTING: _listing,
     KIND_WITHDRAWAL: _withdrawal,
@@ -631,6 +688,7 @@ _BODY_RULES = {
     KIND_RATING: _rating,
     KIND_RECEIPT: _receipt,
     KIND_ENTRY: _entry,
+    KIND_NOTICE: _notice,
 }
 
 __all__ = ["CLOCK_SKEW", "MAX_SIZE", "InvalidObject", "Signed", "check_fresh", "decode", "object_id"]

@@ -21,6 +21,7 @@ from .objects import (
     KIND_ENTRY,
     KIND_EXCHANGE,
     KIND_LISTING,
+    KIND_NOTICE,
     KIND_OFFER,
     KIND_RATING,
     KIND_RECEIPT,
@@ -30,6 +31,7 @@ from .objects import (
     LedgerEntry,
     Leg,
     Listing,
+    Notice,
     Offer,
     Payload,
     Rating,
@@ -236,3 +238,12 @@ def make_rating(
 def make_receipt(identity: Identity, exchange: Exchange, *, legs: Sequence[int], created: int) -> Receipt:
     body = {"legs": sorted(set(legs)), "created": created, "exchange": exchange.id}
     return boundary.decode(sign(identity, KIND_RECEIPT, body), kind=KIND_RECEIPT)
+
+
+def make_notice(identity: Identity, target: Offer | Exchange, *, action: str, created: int, note: str = "") -> Notice:
+    """A signed ``decline`` or ``cancel`` of an offer, or ``cancel`` of an exchange (see :class:`Notice`)."""
+    body: dict[str, object] = {"action": action, "created": created}
+    body["exchange" if isinstance(target, Exchange) else "offer"] = target.raw
+    if note:
+        body["note"] = note
+    return boundary.decode(sign(identity, KIND_NOTICE, body), kind=KIND_NOTICE)

@@ -27,6 +27,7 @@ KIND_EXCHANGE = "exchange"
 KIND_ENTRY = "entry"
 KIND_RATING = "rating"
 KIND_RECEIPT = "receipt"
+KIND_NOTICE = "notice"
 KINDS: tuple[str, ...] = (
     KIND_LISTING,
     KIND_WITHDRAWAL,
@@ -35,7 +36,12 @@ KINDS: tuple[str, ...] = (
     KIND_ENTRY,
     KIND_RATING,
     KIND_RECEIPT,
+    KIND_NOTICE,
 )
+
+NOTICE_DECLINE = "decline"
+NOTICE_CANCEL = "cancel"
+NOTICE_ACTIONS: tuple[str, ...] = (NOTICE_DECLINE, NOTICE_CANCEL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +238,34 @@ class Receipt(Signed):
         return KIND_RECEIPT
 
 
+@dataclass(frozen=True, slots=True)
+class Notice(Signed):
+    """A signed statement that ends a negotiation, so that it is evidence.
+
+    ``decline``: the recipient of ``offer`` refuses it. ``cancel``: the author
+    of ``offer`` withdraws it, or a party of ``exchange`` that has not signed
+    it promises never to sign it (a signature, once given, cannot be taken back).
+    Exactly one of ``offer`` and ``exchange`` is set.
+    """
+
+    action: str
+    offer: Offer | None
+    exchange: Exchange | None
+    note: str
+    created: int
+
+    @property
+    def kind(self) -> str:
+        return KIND_NOTICE
+
+    @property
+    def target_id(self) -> bytes:
+        """The id of the offer or exchange the notice is about."""
+        target = self.offer if self.offer is not None else self.exchange
+        assert target is not None
+        return target.id
+
+
 Payload = Exchange | Rating | Receipt
 
 
@@ -249,4 +283,4 @@ class LedgerEntry(Signed):
         return KIND_ENTRY
 
 
-SignedObject = Listing | Withdrawal | Offer | Exchange | LedgerEntry | Rating | Receipt
+SignedObject = Listing | Withdrawal | Offer | Exchange | LedgerEntry | Rating | Receipt | Notice
