@@ -56,11 +56,9 @@ import hashlib
 import re
 from typing import Any
 
-import nacl.exceptions
-import nacl.signing
-
 from . import cbor
 from .errors import InvalidObject
+from .identity import verify_signature
 from .objects import (
     DOMAIN,
     KIND_ENTRY,
@@ -211,18 +209,10 @@ def _decode(data: bytes, path: str, kinds: tuple[str, ...] | None, max_size: int
         raise InvalidObject(f"{path}.body", "expected a map", "type")
     # Check the signature before the body rules: a forged object should cost as little as possible.
     message = b"\x84" + data[1:-_SIG_TRAILER]
-    if not _verify(author, message, signature):
+    if not verify_signature(author, message, signature):
         raise InvalidObject(f"{path}.signature", "does not verify for the author", "signature")
     header = (data, hashlib.sha256(data).digest(), author)
     return _BODY_RULES[kind](header, body, f"{path}.body")
-
-
-def _verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
-    try:
-        nacl.signing.VerifyKey(public_key).verify(message, signature)
-    except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError):
-        return False
-    return True
 
 
 def _embedded(value: Any, path: str, kind: str) -> Any:
@@ -489,7 +479,7 @@ def _exchange(data: bytes, value: list[Any], path: str) -> Exchange:
     )
     message = signing_bytes_of_exchange(data, signatures)
     for i, sig in enumerate(signatures):
-        if sig is not None and not _verify(parties[i], message, sig):
+        if sig is not None and not verify_signature(parties[i], message, sig):
             raise InvalidObject(f"{path}.signatures[{i}]", "does not verify for that party", "signature")
     exchange = Exchange(
         raw=data,

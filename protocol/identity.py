@@ -56,7 +56,7 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> boo
     """True when ``signature`` is a valid Ed25519 signature of ``message`` by ``public_key``."""
     try:
         nacl.signing.VerifyKey(public_key).verify(message, signature)
-    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError):
         return False
     return True
 
