@@ -261,6 +261,14 @@ class Node:
         assert self.host is not None
         me = self.host.peer_id
         known: set[str] = set()
+        # One session at a time: after one peer has filled the gaps, sessions with the others
+        # find little left to fetch (parallel sessions would each download the same objects).
+        one_at_a_time = trio.Lock()
+
+        async def sync_with(peer: str) -> None:
+            async with one_at_a_time:
+                await sync_quietly(sync, peer)
+
         last_resync = time.monotonic()
         async with trio.open_nursery() as nursery:
             while True:
@@ -268,7 +276,7 @@ class Node:
                 for peer in sorted(current - known):
                     log.info("peer connected: %s", peer)
                     if BookSync.initiates(me, peer):
-                        nursery.start_soon(sync_quietly, sync, peer)
+                        nursery.start_soon(sync_with, peer)
                 for peer in sorted(known - current):
                     log.info("peer disconnected: %s", peer)
                 if current - known:
@@ -278,7 +286,7 @@ class Node:
                     last_resync = time.monotonic()
                     mine = [p for p in current if BookSync.initiates(me, p)]
                     if mine:
-                        nursery.start_soon(sync_quietly, sync, random.choice(mine))
+                        nursery.start_soon(sync_with, random.choice(mine))
                 await trio.sleep(PEER_WATCH_S)
 
     # ------------------------------------------------------------------ housekeeping
