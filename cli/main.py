@@ -101,9 +101,11 @@ def cli(ctx: click.Context, home: str | None, debug: bool) -> None:
 
 
 def _register(group: click.Group) -> None:
-    from . import audit_cmd, identity_cmds, ledger_cmds, node_cmds
+    from . import audit_cmd, config_cmds, identity_cmds, ledger_cmds, node_cmds
 
     for command in (*identity_cmds.COMMANDS, *node_cmds.COMMANDS, ledger_cmds.ledger, audit_cmd.audit):
+        group.add_command(command)
+    for command in config_cmds.COMMANDS:
         group.add_command(command)
 
 

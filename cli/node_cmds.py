@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from swapmeet.node import identity_store
+from swapmeet.node.config import DEFAULT_LISTEN, DEFAULT_NET, load_config
 from swapmeet.protocol.errors import InvalidObject, SwapmeetError
 from swapmeet.protocol.objects import LISTING_TYPES
 
@@ -37,15 +38,11 @@ if TYPE_CHECKING:
     from swapmeet.node.api_client import ApiClient
     from swapmeet.node.home import Home
 
-# A fixed, documented default port (not 0) so LAN peers and bootstrap lists can name a node by its host alone.
-DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
-DEFAULT_NET = "main"
 SHORT_ID = 12
 STOP_WAIT_S = 30.0
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
-_NET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
 
 
 class NodeAlreadyRunning(SwapmeetError):
@@ -213,28 +210,58 @@ def node() -> None:
     "--listen",
     multiple=True,
     metavar="MULTIADDR",
-    help=f"libp2p listen address, repeatable [default: {DEFAULT_LISTEN}, i.e. every interface, TCP port 4001].",
+    help=f"libp2p listen address /ip4|ip6/ADDR/tcp/PORT, repeatable [default: {DEFAULT_LISTEN[0]};"
+    " config: listen; env: SWAPMEET_LISTEN].",
 )
 @click.option(
     "--api-port",
     type=click.IntRange(0, 65535),
-    default=0,
-    show_default=True,
-    help="Port of the local API on 127.0.0.1 (0: any free port; clients find it in <home>/api.cookie).",
+    default=None,
+    help="Port of the local API on 127.0.0.1; 0: any free port, clients find it in <home>/api.cookie"
+    " [default: 0; config: api_port; env: SWAPMEET_API_PORT].",
 )
-@click.option("--net", default=DEFAULT_NET, show_default=True, help="Network name: separate markets never mix.")
-@click.option("--bootstrap", multiple=True, metavar="MULTIADDR", help="A peer to dial (with /p2p/...), repeatable.")
-@click.option("--no-mdns", is_flag=True, help="Do not discover peers on the local network.")
+@click.option(
+    "--net",
+    default=None,
+    help=f"Network name: separate markets never mix [default: {DEFAULT_NET}; config: net; env: SWAPMEET_NET].",
+)
+@click.option(
+    "--bootstrap",
+    multiple=True,
+    metavar="MULTIADDR",
+    help="A peer to dial, .../tcp/PORT/p2p/PEERID, repeatable [config: bootstrap; env: SWAPMEET_BOOTSTRAP].",
+)
+@click.option(
+    "--mdns/--no-mdns",
+    default=None,
+    help="Discover peers on the local network [default: on; config: mdns; env: SWAPMEET_MDNS].",
+)
+@click.option(
+    "--dht/--no-dht",
+    default=None,
+    help="Run the Kademlia DHT for peer routing [default: on; config: dht; env: SWAPMEET_DHT].",
+)
 @pass_app
-def run(app: App, listen: tuple[str, ...], api_port: int, net: str, bootstrap: tuple[str, ...], no_mdns: bool) -> None:
+def run(
+    app: App,
+    listen: tuple[str, ...],
+    api_port: int | None,
+    net: str | None,
+    bootstrap: tuple[str, ...],
+    mdns: bool | None,
+    dht: bool | None,
+) -> None:
     """Run the node in the foreground until Ctrl-C or SIGTERM.
 
+    Settings come from the flags, else SWAPMEET_* environment variables, else
+    <home>/config.toml, else the defaults: `swapmeet config show` prints them.
     The identity key is unlocked with SWAPMEET_PASSPHRASE, or a prompt on a
     terminal. Runs one node per home: refuses if one already answers.
     """
-    if not _NET_NAME.fullmatch(net):
-        raise InvalidObject("--net", f"expected 1-32 of [a-z0-9._-], starting with a letter or digit, got {net!r}")
     home = app.home()
+    # Settings first: a typo in a flag, a variable or config.toml is reported (exit 2) before anything else.
+    flags = {"listen": listen, "api_port": api_port, "net": net, "bootstrap": bootstrap, "mdns": mdns, "dht": dht}
+    effective = load_config(home, flags=flags)
     _refuse_if_running(home)
     identity = identity_store.load_identity(home)
     from swapmeet.node.runtime import run_node  # libp2p: only when a node really starts
@@ -242,11 +269,12 @@ def run(app: App, listen: tuple[str, ...], api_port: int, net: str, bootstrap: t
     run_node(
         home,
         identity,
-        listen=list(listen) or [DEFAULT_LISTEN],
-        api_port=api_port,
-        net=net,
-        bootstrap=list(bootstrap),
-        mdns=not no_mdns,
+        listen=list(effective.listen),
+        api_port=effective.api_port,
+        net=effective.net,
+        bootstrap=list(effective.bootstrap),
+        mdns=effective.mdns,
+        dht=effective.dht,
         debug=app.debug,
     )
 

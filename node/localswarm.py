@@ -133,7 +133,10 @@ class LocalSwarm:
         self.base_dir = Path(tempfile.mkdtemp(prefix="swapmeet-swarm-") if base_dir is None else base_dir).absolute()
         self._keep_dir = keep_dir
         self.nodes: list[SwarmNode] = []
-        self._env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # The user's own node settings (SWAPMEET_API_PORT, SWAPMEET_BOOTSTRAP...) must not reach a
+        # test swarm: a fixed API port alone would break it. Everything else is passed through.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("SWAPMEET_")}
+        self._env = {**inherited, "PYTHONUNBUFFERED": "1", **(env or {})}
         self._closed = False
         self._sigterm: tuple[Callable[[int, Any], None], Any] | None = None
 

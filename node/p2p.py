@@ -64,6 +64,8 @@ from libp2p.tools.anyio_service import background_trio_service
 from libp2p.utils.address_validation import expand_wildcard_address
 from libp2p.utils.varint import encode_uvarint
 
+from .config import validate_net
+
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -91,7 +93,6 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- names
 
-_NET_RE = re.compile(r"[a-z0-9-]{1,32}")
 # Topic / protocol *names* ("listings", "offer-book-sync") follow the same
 # alphabet; a slash or space inside a name would make the id ambiguous.
 _NAME_RE = re.compile(r"[a-z0-9-]{1,64}")
@@ -108,13 +109,6 @@ _CLOSE_TIMEOUT = 5.0
 _SUBSCRIPTION_BUFFER = 10_000
 #: Longest publish() waits for a full outbound queue to drain (pitfall 13).
 _PUBLISH_STALL = 2.0
-
-
-def validate_net(net: str) -> str:
-    """Return ``net`` if it is a valid network name, else raise ValueError."""
-    if not isinstance(net, str) or not _NET_RE.fullmatch(net):
-        raise ValueError(f"invalid network name {net!r}: use 1-32 characters from a-z, 0-9 and '-'")
-    return net
 
 
 def _validate_name(name: str, what: str) -> str:
