@@ -413,7 +413,9 @@ class Settlement:
         elif rec.state is not _O.OPEN:
             out.append(Refuse("not-open", f"the offer is {rec.state}", e.offer_id))
         else:
-            notice = build.make_notice(self._identity, rec.offer, action=NOTICE_DECLINE, created=e.now, note=e.note)
+            notice = self._notice(rec.offer, NOTICE_DECLINE, e.now, e.note, e.offer_id, out)
+            if notice is None:
+                return
             self._move_offer(rec, "decline")
             rec.notice = notice
             out.append(Send(rec.offer.author, notice))
@@ -458,7 +460,9 @@ class Settlement:
             elif orec.state is not _O.OPEN:
                 out.append(Refuse("not-open", f"the offer is {orec.state}", e.target_id))
             else:
-                notice = build.make_notice(self._identity, orec.offer, action=NOTICE_CANCEL, created=e.now, note=e.note)
+                notice = self._notice(orec.offer, NOTICE_CANCEL, e.now, e.note, e.target_id, out)
+                if notice is None:
+                    return
                 self._move_offer(orec, "cancel")
                 orec.notice = notice
                 out.append(Send(orec.offer.recipient, notice))
@@ -646,13 +650,15 @@ class Settlement:
     def _why_not_sign(self, x: Exchange, now: int) -> Refuse | None:
         if now >= x.deadline:
             return Refuse("lapsed", "the signing deadline has passed", x.id)  # R2
+        # Checked whether or not we still keep the offer's record (records are forgotten
+        # some time after expiry): an expired offer is never settled, once or twice.
+        if x.offer is not None and now >= x.offer.expires:
+            return Refuse("expired", "the offer has expired", x.id)
         if x.offer is not None and (orec := self._offers.get(x.offer.id)) is not None:
             if orec.state is _O.ACCEPTED and orec.exchange != x.id:  # R3
                 return Refuse("offer-settled", f"the offer is settled by exchange {_hex(orec.exchange or b'')}", x.id)
             if orec.state is not _O.OPEN and orec.state is not _O.ACCEPTED:
                 return Refuse("not-open", f"the offer is {orec.state}", x.id)
-            if now >= x.offer.expires:
-                return Refuse("expired", "the offer has expired", x.id)
         over = self._over_commit(x)
         if over is not None:
             return Refuse("over-quantity", over, x.id)  # R4
@@ -677,7 +683,8 @@ class Settlement:
             self._reserve_after(rec, lambda: self._move_exchange(rec, "sign"), out)
             return
         o = x.offer
-        if o is None or o.author != self.me or len(x.parties) != 2:
+        # Sign by ourselves only an exchange for an offer we made and still hold the record of.
+        if o is None or o.author != self.me or len(x.parties) != 2 or o.id not in self._offers:
             out.append(Notify("awaiting-signature", f"exchange {_hex(x.id)} waits for this node's signature", x.id))
             return
         refusal = self._why_not_sign(x, now)
@@ -736,6 +743,14 @@ class Settlement:
         if send:
             out.extend(Send(p, x) for p in self._others(x))  # R10
         out.append(Completed(x.id))
+
+    def _notice(self, target: Any, action: str, now: int, note: str, ref: bytes, out: list[Decision]) -> Any:
+        """A signed notice, or None with a Refuse decision when the user's note is not acceptable."""
+        try:
+            return build.make_notice(self._identity, target, action=action, created=now, note=note)
+        except InvalidObject as err:
+            out.append(Refuse(err.code, str(err), ref))
+            return None
 
     def _cancel_exchange(self, rec: _ExchangeRecord, now: int, note: str, out: list[Decision]) -> None:
         notice = build.make_notice(self._identity, rec.x, action=NOTICE_CANCEL, created=now, note=_note(note))
@@ -925,7 +940,11 @@ class Settlement:
 
 
 def _note(text: str) -> str:
-    return text[:500]
+    """A user's note made acceptable to the notice rules: no control characters, at most 500 long."""
+    return "".join(c for c in text if c in "\n\t" or (c.isprintable() and c not in _BIDI))[:500]
+
+
+_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 _HANDLERS: dict[type, Callable[[Settlement, Any, list[Decision]], None]] = {

@@ -599,7 +599,7 @@ def test_taker_offer_expiry_refuses_a_late_acceptance():
     net.feed(ALICE, Accept(offer, now=T + 3000, nonce=NONCE, deadline=T + 4000))
     net.tick(T + 3600)  # Bob's offer expires before the acceptance reaches him
     out = net.deliver()
-    assert refusals(out) == ["not-open"]
+    assert refusals(out) == ["expired"]
     net.run()
     xid = net.m(ALICE).offer(offer.id).exchange_id
     assert states(net, xid) == {"alice": XS.CANCELLED, "bob": XS.CANCELLED}
@@ -924,3 +924,30 @@ def test_every_bit_flip_of_a_notice_is_refused():
         mutated[bit // 8] ^= 1 << (bit % 8)
         with pytest.raises(InvalidObject):
             boundary.decode(bytes(mutated))
+
+
+def test_an_offer_is_never_settled_twice_even_after_its_record_is_forgotten():
+    # Regression: the expiry check used to run only while the offer's record was kept.
+    net = Net(ALICE, BOB)
+    xid = barter(net, one_bike())
+    offer = net.m(BOB).exchange(xid).exchange.offer
+    later = offer.expires + 400
+    net.tick(later)  # the machine forgets the offer's record some time after expiry
+    again = build.sign_exchange(
+        build.exchange_for_offer(offer, created=offer.expires - 10, deadline=later + 600, nonce=b"\x98" * 16), ALICE
+    )
+    out = net.m(BOB).handle(ExchangeReceived(again, later))
+    assert not any(isinstance(d, Completed) for d in out)
+    assert not any(isinstance(d, Send) and getattr(d.obj, "complete", False) and d.obj.id == again.id for d in out)
+    assert net.node(BOB).ledger == [xid]
+
+
+def test_a_note_the_notice_rules_refuse_is_a_refusal_not_a_crash():
+    net = Net(ALICE, BOB)
+    net.feed(BOB, offer_event(one_bike()))
+    net.run()
+    offer = only_offer(net.m(ALICE), mine=False)
+    assert refusals(net.feed(ALICE, Decline(offer.id, now=T + 120, note="sold\x1b[2J"))) == ["text"]
+    assert refusals(net.feed(ALICE, Decline(offer.id, now=T + 120, note="x" * 501))) == ["length"]
+    assert net.m(ALICE).offer(offer.id).state is OS.OPEN
+    assert refusals(net.feed(BOB, Cancel(offer.id, now=T + 120, note="\u202egnp"))) == ["text"]

@@ -17,10 +17,10 @@ import pytest
 from swapmeet.protocol import boundary, build, cbor, evidence
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import Identity, peer_id, peer_id_bytes, public_key_from_peer_id
-from swapmeet.protocol.objects import DOMAIN, Exchange
+from swapmeet.protocol.objects import DOMAIN, KINDS, Exchange, Notice
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
-KIND_FILES = [
+SIGNED_KIND_FILES = [  # one file per signed kind
     "listing.json",
     "withdrawal.json",
     "offer.json",
@@ -28,9 +28,9 @@ KIND_FILES = [
     "rating.json",
     "receipt.json",
     "entry.json",
-    "encoding.json",
-    "envelope.json",
+    "notice.json",
 ]
+KIND_FILES = [*SIGNED_KIND_FILES, "encoding.json", "envelope.json"]
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -101,8 +101,8 @@ def test_invalid_vector_is_refused(vector: dict[str, Any]) -> None:
 
 def test_every_kind_has_valid_and_invalid_vectors() -> None:
     kinds = {v["kind"] for name in KIND_FILES for v in _load(name)["valid"]}
-    assert kinds == {"listing", "withdrawal", "offer", "exchange", "rating", "receipt", "entry"}
-    for name in KIND_FILES[:7]:
+    assert kinds == set(KINDS) == {name.removesuffix(".json") for name in SIGNED_KIND_FILES}
+    for name in SIGNED_KIND_FILES:
         assert len(_load(name)["invalid"]) >= 3, name
 
 
@@ -173,3 +173,18 @@ def test_exchange_ids_ignore_signatures() -> None:
     assert len(ids) == 1
     complete = boundary.decode(bytes.fromhex(by_name["exchange-complete"]["bytes"]), kind="exchange")
     assert isinstance(complete, Exchange) and complete.complete
+
+
+def test_notice_vectors_name_their_target() -> None:
+    """A notice carries the offer or exchange it is about; every valid one is by a party allowed to say it."""
+    for vector in _load("notice.json")["valid"]:
+        notice = boundary.decode(bytes.fromhex(vector["bytes"]), kind="notice")
+        assert isinstance(notice, Notice)
+        assert (notice.offer is None) != (notice.exchange is None)
+        if notice.offer is not None:
+            allowed = notice.offer.recipient if notice.action == "decline" else notice.offer.author
+            assert notice.author == allowed, vector["name"]
+        else:
+            assert notice.exchange is not None and notice.action == "cancel"
+            assert notice.author in notice.exchange.parties
+            assert notice.author not in notice.exchange.signed_by, vector["name"]

@@ -1475,7 +1475,346 @@ def entry_file(w: World) -> dict[str, Any]:
                 "entry.body.time",
             ),
             bad(
-                "entry-future", "Decoded with now = time - 301.", a1, "future", "entry.body.time", now=T + 4 * HOUR - 301
+                "entry-future",
+                "Decoded with now = time - 301.",
+                a1,
+                "future",
+                "entry.body.time",
+                now=T + 4 * HOUR - 301,
+            ),
+        ],
+    }
+
+
+def notice_file(w: World) -> dict[str, Any]:
+    """Declines and cancels: who may say no to what (PROTOCOL.md 6.9, 10.9 and 12)."""
+    ring_carol = build.sign_exchange(
+        build.propose_exchange(
+            parties=[ALICE.public_key, BOB.public_key, CAROL.public_key],
+            legs=[
+                Leg(0, 1, (it("1 x garden chair"),)),
+                Leg(1, 2, (it("2 hour x bike repair"),)),
+                Leg(2, 0, (it("1 kg x honey"), it("1 iou x dog walk"))),
+            ],
+            listings=[w.chairs],
+            created=T + 4 * HOUR,
+            deadline=T + 2 * DAY,
+            nonce=NONCES[5],
+        ),
+        CAROL,
+    )
+    decline = build.make_notice(
+        ALICE, w.offer, action="decline", created=T + 2 * HOUR, note="Sorry, the chairs are promised to a neighbour."
+    )
+    decline_counter = build.make_notice(BOB, w.counter, action="decline", created=T + 2 * HOUR + 1800)
+    cancel_offer = build.make_notice(BOB, w.offer, action="cancel", created=T + 90 * 60)
+    cancel_counter = build.make_notice(ALICE, w.counter, action="cancel", created=T + 2 * HOUR + 600)
+    cancel_exchange = build.make_notice(
+        BOB, w.maker_signed, action="cancel", created=T + 4 * HOUR, note="Found chairs closer to home."
+    )
+    cancel_proposed = build.make_notice(ALICE, w.proposed, action="cancel", created=T + 3 * HOUR + 60)
+    cancel_ring = build.make_notice(ALICE, ring_carol, action="cancel", created=T + 5 * HOUR)
+    cancel_early = build.make_notice(BOB, w.offer, action="cancel", created=T + HOUR - 300)
+    good = [
+        valid(
+            "notice-decline-offer",
+            "Alice, the offer's recipient (the listing's author), declines Bob's offer.",
+            decline,
+            seeds_of(ALICE),
+        ),
+        valid(
+            "notice-decline-counter",
+            "Bob, the recipient of Alice's counter-offer (its taker), declines it. No note.",
+            decline_counter,
+            seeds_of(BOB),
+        ),
+        valid("notice-cancel-offer", "Bob, the offer's author, withdraws it.", cancel_offer, seeds_of(BOB)),
+        valid(
+            "notice-cancel-counter",
+            "Alice, the author of the counter-offer, withdraws it.",
+            cancel_counter,
+            seeds_of(ALICE),
+        ),
+        valid(
+            "notice-cancel-exchange",
+            "Bob has not signed the exchange Alice signed (his slot is null): he cancels it.",
+            cancel_exchange,
+            seeds_of(BOB),
+        ),
+        valid(
+            "notice-cancel-proposed-exchange",
+            "Alice cancels a copy of the exchange that nobody has signed.",
+            cancel_proposed,
+            seeds_of(ALICE),
+        ),
+        valid(
+            "notice-cancel-ring",
+            "Three parties; only Carol has signed. Alice, who has not, cancels.",
+            cancel_ring,
+            seeds_of(ALICE),
+        ),
+        valid(
+            "notice-created-at-skew-limit",
+            "created = the offer's created - 300 (CLOCK_SKEW): still after it, as far as clocks can tell.",
+            cancel_early,
+            seeds_of(BOB),
+        ),
+        valid(
+            "notice-about-expired-offer",
+            "Decoded with now long after the offer expired: a notice has no expiry, and freshness applies only to "
+            "the notice's own created (the embedded offer is evidence, not a live object).",
+            decline,
+            seeds_of(ALICE),
+            now=T + 60 * DAY,
+        ),
+        valid(
+            "notice-fresh-at-skew-limit",
+            "Decoded with now = created - 300 (CLOCK_SKEW): not in the future yet.",
+            decline,
+            seeds_of(ALICE),
+            now=T + 2 * HOUR - 300,
+        ),
+    ]
+
+    def bad(
+        name: str, description: str, body: Any, code: str, path: str, who: Identity = ALICE, now: int | None = None
+    ) -> dict[str, Any]:
+        return invalid(name, description, sign(who, "notice", body), code, path, "notice", now)
+
+    base = body_of(decline.raw)  # Alice declines Bob's offer
+    xbase = body_of(cancel_exchange.raw)  # Bob cancels the exchange Alice signed
+    flipped = decline.raw[:-1] + bytes([decline.raw[-1] ^ 0x01])
+    bad_offer = w.offer.raw[:-1] + bytes([w.offer.raw[-1] ^ 0x01])
+    bad_slot = cbor.decode(w.maker_signed.raw, max_size=boundary.MAX_ANY_SIZE)
+    bad_slot[3][0] = bytes([bad_slot[3][0][0] ^ 0x01]) + bad_slot[3][0][1:]
+    oversized = sign(ALICE, "notice", edit(base, pad=bytes(boundary.MAX_SIZE["notice"])))
+    assert boundary.MAX_SIZE["notice"] < len(oversized) <= boundary.MAX_ANY_SIZE
+    return {
+        "format": FORMAT,
+        "kind": "notice",
+        "valid": good,
+        "invalid": [
+            bad(
+                "notice-decline-by-non-recipient",
+                "Carol is neither party to Bob's offer: she cannot decline it.",
+                base,
+                "party",
+                "notice.author",
+                who=CAROL,
+            ),
+            bad(
+                "notice-decline-own-offer",
+                "Bob wrote the offer: its author cancels it, only its recipient (Alice) declines it.",
+                base,
+                "party",
+                "notice.author",
+                who=BOB,
+            ),
+            bad(
+                "notice-decline-own-counter",
+                "Alice wrote the counter-offer; its recipient is Bob.",
+                edit(base, offer=w.counter.raw, created=T + 3 * HOUR),
+                "party",
+                "notice.author",
+            ),
+            bad(
+                "notice-cancel-offer-by-recipient",
+                "Alice received the offer: she declines it, only its author (Bob) cancels it.",
+                edit(base, action="cancel"),
+                "party",
+                "notice.author",
+            ),
+            bad(
+                "notice-cancel-exchange-by-signer",
+                "Alice has signed the exchange she names: a signature cannot be taken back.",
+                xbase,
+                "signed",
+                "notice.body.exchange",
+            ),
+            bad(
+                "notice-cancel-complete-exchange",
+                "Bob cancels the complete exchange (his slot holds his signature).",
+                edit(xbase, exchange=w.complete.raw),
+                "signed",
+                "notice.body.exchange",
+                who=BOB,
+            ),
+            bad(
+                "notice-cancel-exchange-by-non-party",
+                "Carol is not a party to the exchange.",
+                xbase,
+                "non-party",
+                "notice.author",
+                who=CAROL,
+            ),
+            bad(
+                "notice-decline-exchange",
+                "An exchange is signed or cancelled, never declined.",
+                edit(xbase, action="decline"),
+                "action",
+                "notice.body.action",
+                who=BOB,
+            ),
+            bad(
+                "notice-unknown-action",
+                "action is 'decline' or 'cancel'.",
+                edit(base, action="reject"),
+                "format",
+                "notice.body.action",
+            ),
+            bad(
+                "notice-action-uppercase",
+                "Actions are matched exactly.",
+                edit(base, action="Decline"),
+                "format",
+                "notice.body.action",
+            ),
+            bad(
+                "notice-action-not-text",
+                "An integer action is not one of the actions either.",
+                edit(base, action=1),
+                "format",
+                "notice.body.action",
+            ),
+            bad(
+                "notice-no-target",
+                "Neither offer nor exchange.",
+                edit(base, drop=("offer",)),
+                "target",
+                "notice.body",
+            ),
+            bad(
+                "notice-two-targets",
+                "Both an offer and an exchange.",
+                edit(base, exchange=w.maker_signed.raw),
+                "target",
+                "notice.body",
+            ),
+            bad(
+                "notice-two-targets-unknown-action",
+                "Two faults: the target rule is checked before the action.",
+                edit(base, exchange=w.maker_signed.raw, action="reject"),
+                "target",
+                "notice.body",
+            ),
+            bad(
+                "notice-offer-is-a-listing",
+                "The offer field holds a listing.",
+                edit(base, offer=w.chairs.raw),
+                "kind",
+                "notice.body.offer[1]",
+            ),
+            bad(
+                "notice-exchange-is-an-offer",
+                "The exchange field holds an offer.",
+                edit(xbase, exchange=w.offer.raw),
+                "kind",
+                "notice.body.exchange[1]",
+                who=BOB,
+            ),
+            bad(
+                "notice-offer-not-bytes",
+                "The offer is embedded as a byte string, not by id.",
+                edit(base, offer=w.offer.id.hex()),
+                "type",
+                "notice.body.offer",
+            ),
+            invalid(
+                "notice-bad-signature",
+                "notice-decline-offer with the last bit of its signature flipped.",
+                flipped,
+                "signature",
+                "notice.signature",
+                "notice",
+            ),
+            bad(
+                "notice-offer-bad-signature",
+                "The embedded offer's signature is broken (last bit flipped).",
+                edit(base, offer=bad_offer),
+                "signature",
+                "notice.body.offer.signature",
+            ),
+            bad(
+                "notice-exchange-bad-signature",
+                "The embedded exchange's slot 0 (Alice's signature) is broken.",
+                edit(xbase, exchange=cbor.encode(bad_slot)),
+                "signature",
+                "notice.body.exchange.signatures[0]",
+                who=BOB,
+            ),
+            bad(
+                "notice-before-offer",
+                "created more than CLOCK_SKEW before the offer it answers.",
+                edit(base, created=T + HOUR - 301),
+                "expiry",
+                "notice.body.created",
+            ),
+            bad(
+                "notice-before-exchange",
+                "created more than CLOCK_SKEW before the exchange it cancels.",
+                edit(xbase, created=T + 3 * HOUR - 301),
+                "expiry",
+                "notice.body.created",
+                who=BOB,
+            ),
+            bad(
+                "notice-created-bool",
+                "true is not a time.",
+                edit(base, created=True),
+                "type",
+                "notice.body.created",
+            ),
+            bad(
+                "notice-note-too-long",
+                "note has at most 500 characters.",
+                edit(base, note="n" * 501),
+                "length",
+                "notice.body.note",
+            ),
+            bad(
+                "notice-note-escape",
+                "An ANSI escape sequence in the note.",
+                edit(base, note="\x1b[2Jsold"),
+                "text",
+                "notice.body.note",
+            ),
+            bad(
+                "notice-missing-action",
+                "action is required.",
+                edit(base, drop=("action",)),
+                "missing-field",
+                "notice.body.action",
+            ),
+            bad(
+                "notice-missing-created",
+                "created is required.",
+                edit(base, drop=("created",)),
+                "missing-field",
+                "notice.body.created",
+            ),
+            bad(
+                "notice-unknown-field",
+                "A field the schema does not have.",
+                edit(base, reason="price"),
+                "unknown-field",
+                "notice.body.reason",
+            ),
+            bad(
+                "notice-future",
+                "Decoded with now = created - 301.",
+                base,
+                "future",
+                "notice.body.created",
+                now=T + 2 * HOUR - 301,
+            ),
+            invalid(
+                "notice-oversized",
+                "Over the notice limit (204800 bytes) but within the largest limit: decoded with any kind "
+                "expected, refused once the kind is known.",
+                oversized,
+                "size",
+                "notice",
+                None,
             ),
         ],
     }
@@ -1955,6 +2294,7 @@ def render() -> dict[str, str]:
         "rating.json": rating_file(w),
         "receipt.json": receipt_file(w),
         "entry.json": entry_file(w),
+        "notice.json": notice_file(w),
         "proofs.json": proofs_file(w),
     }
     return {name: json.dumps(content, indent=1, ensure_ascii=True) + "\n" for name, content in files.items()}
