@@ -117,7 +117,7 @@ def _totals_line(report: AuditReport) -> str:
 
 
 @click.command("audit")
-@click.argument("files", nargs=-1, type=click.Path(dir_okay=True, path_type=Path))
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Verifying processes [default: all cores].")
 @pass_app
@@ -138,9 +138,9 @@ def audit(app: App, files: tuple[Path, ...], as_json: bool, workers: int | None)
         if files:
             for path in files:
                 if not path.is_file():
-                    raise UnusableInput(f"{path}: no such file")
-            # Framing first (cheap): a truncated or garbage file fails before any work, and we learn the total.
-            total: int | None = sum(validate_export(path) for path in files)
+                    raise UnusableInput(f"{path}: {'not a file' if path.exists() else 'no such file'}")
+            # A bad file fails on its own as it is read; a bar needs the total first (a cheap framing-only pass).
+            total: int | None = sum(validate_export(path) for path in files) if sys.stderr.isatty() else None
             source = _Files(list(files))
         else:
             try:

@@ -54,6 +54,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import OrderedDict
+from contextvars import ContextVar
 from typing import Any
 
 from . import cbor
@@ -138,16 +140,61 @@ _GEOHASH = re.compile(r"[0-9b-hjkmnp-z]{1,5}")  # at most 5 chars: about 5 km, c
 # --------------------------------------------------------------------------- entry point
 
 
-def decode(data: bytes, *, kind: str | tuple[str, ...] | None = None, now: int | None = None) -> Any:
+class DecodeCache:
+    """Objects recently decoded from *embedded* bytes, for reuse when the same bytes come again.
+
+    Safe because decoding is a pure function of the bytes: once some bytes
+    decoded to an object, the same bytes always decode to the same (immutable)
+    object; the kinds and size a caller accepts are still checked on every use,
+    and failures are never cached. Keys are the bytes themselves (exact: no
+    hash collision to argue about); at most ``limit`` of them, least recently
+    used dropped first. Worth it where the same listing, offer or exchange is
+    embedded many times (an audit: one exchange on each party's chain, in
+    every rating of it, its listing in its offer too).
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._objects: OrderedDict[bytes, Any] = OrderedDict()
+
+    def get(self, data: bytes, kinds: tuple[str, ...] | None, max_size: int) -> Any:
+        obj = self._objects.get(data)
+        if obj is None or (kinds is not None and obj.kind not in kinds) or len(data) > max_size:
+            return None
+        self._objects.move_to_end(data)
+        return obj
+
+    def put(self, data: bytes, obj: Any) -> None:
+        self._objects[data] = obj
+        if len(self._objects) > self.limit:
+            self._objects.popitem(last=False)
+
+
+_cache: ContextVar[DecodeCache | None] = ContextVar("swapmeet_decode_cache", default=None)
+
+
+def decode(
+    data: bytes,
+    *,
+    kind: str | tuple[str, ...] | None = None,
+    now: int | None = None,
+    cache: DecodeCache | None = None,
+) -> Any:
     """Verify ``data`` and return the typed object it encodes.
 
     ``kind`` restricts the accepted kinds (a str or a tuple of them); ``now``
-    turns on the freshness rules for live objects. Raises :class:`InvalidObject`.
+    turns on the freshness rules for live objects; ``cache`` reuses objects
+    decoded earlier from the same embedded bytes (see :class:`DecodeCache`).
+    Raises :class:`InvalidObject`.
     """
     kinds = (kind,) if isinstance(kind, str) else kind
     max_size = MAX_ANY_SIZE if kinds is None else max(MAX_SIZE[k] for k in kinds)
     label = kinds[0] if kinds and len(kinds) == 1 else "object"
-    obj = _decode(bytes(data), label, kinds, max_size)
+    token = _cache.set(cache)
+    try:
+        obj = _decode(bytes(data), label, kinds, max_size)
+    finally:
+        _cache.reset(token)
     if now is not None:
         check_fresh(obj, now)
     return obj
@@ -215,9 +262,17 @@ def _decode(data: bytes, path: str, kinds: tuple[str, ...] | None, max_size: int
     return _BODY_RULES[kind](header, body, f"{path}.body")
 
 
-def _embedded(value: Any, path: str, kind: str) -> Any:
+def _embedded(value: Any, path: str, kind: str | tuple[str, ...]) -> Any:
     data = _bytes(value, path, None)
-    return _decode(data, path, (kind,), MAX_SIZE[kind])
+    kinds = (kind,) if isinstance(kind, str) else kind
+    max_size = max(MAX_SIZE[k] for k in kinds)
+    cache = _cache.get()
+    if cache is not None and (obj := cache.get(data, kinds, max_size)) is not None:
+        return obj
+    obj = _decode(data, path, kinds, max_size)
+    if cache is not None:
+        cache.put(data, obj)
+    return obj
 
 
 # --------------------------------------------------------------------------- field helpers
@@ -604,7 +659,7 @@ def _entry(header: Header, body: Any, path: str) -> LedgerEntry:
         raise InvalidObject(f"{path}.prev", "must be 32 zero bytes exactly when seq is 1", "link")
     time = _time(f["time"], f"{path}.time")
     payload_data = _bytes(f["payload"], f"{path}.payload", None)
-    payload = _decode(payload_data, f"{path}.payload", PAYLOAD_KINDS, MAX_SIZE[KIND_ENTRY])
+    payload = _embedded(payload_data, f"{path}.payload", PAYLOAD_KINDS)
     if isinstance(payload, Exchange):
         # A chain records settled facts only, and only the author's own.
         if not payload.complete:

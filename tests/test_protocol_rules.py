@@ -447,3 +447,37 @@ def test_parse_item_forms():
     with pytest.raises(InvalidObject) as info:
         build.parse_item("three chairs", "have")
     assert info.value.path == "have"
+
+
+# --------------------------------------------------------------------------- the decode cache
+
+
+def test_decode_cache_reuses_only_successes_of_an_accepted_kind():
+    x = complete_exchange()
+    cache = boundary.DecodeCache(limit=4)
+    entry = build.make_entry(ALICE, seq=1, prev=bytes(32), time=T + 30, payload=x)
+    first = boundary.decode(entry.raw, kind="entry", cache=cache).payload
+    again = build.make_entry(BOB, seq=1, prev=bytes(32), time=T + 31, payload=x)
+    assert boundary.decode(again.raw, kind="entry", cache=cache).payload is first  # reused, not re-verified
+    rating = build.make_rating(BOB, x, subject=ALICE.public_key, score=5, created=T + 40)
+    assert boundary.decode(rating.raw, cache=cache).exchange is first
+    # Cached as an exchange, the same bytes are still refused where a listing is expected.
+    body = {
+        "give": [{"qty": 1, "item": "cake", "unit": "pc"}],
+        "take": [{"qty": 1, "item": "bike", "unit": "pc"}],
+        "taker": BOB.public_key,
+        "created": T + 10,
+        "expires": T + 60,
+        "listing": x.raw,
+    }
+    with pytest.raises(InvalidObject) as info:
+        boundary.decode(build.sign(BOB, "offer", body), cache=cache)
+    assert info.value.code == "kind"
+    # A failure is never remembered as anything: forged bytes fail every time.
+    forged = bytearray(x.raw)
+    forged[-1] ^= 1
+    bad_entry_body = {"seq": 1, "prev": bytes(32), "time": T + 30, "payload": bytes(forged)}
+    for _ in range(2):
+        with pytest.raises(InvalidObject) as info:
+            boundary.decode(build.sign(ALICE, "entry", bad_entry_body), cache=cache)
+        assert info.value.code == "signature"
