@@ -102,7 +102,9 @@ class Node:
         self.started = time.monotonic()
         self.host: p2p.P2PHost | None = None
         self._scope = trio.CancelScope()
-        self._limiter = AuthorRateLimiter()
+        self._limiter = AuthorRateLimiter()  # every author's objects arriving by gossip
+        self._own_pace = AuthorRateLimiter()  # the same budget, applied to what we publish
+        self._nursery: trio.Nursery | None = None
         # Validator -> reader hand-over of decoded batches, keyed by the message's hash,
         # so a batch is verified once; bounded because a reader may never claim one.
         self._verified: OrderedDict[bytes, list[Any]] = OrderedDict()
@@ -137,6 +139,7 @@ class Node:
                     )
                     sync.install()
                     async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
                         for name in TOPIC_KINDS:
                             sub = await host.subscribe(p2p.topic(cfg.net, name), self._validator(name))
                             nursery.start_soon(self._read_gossip, name, sub)
@@ -185,6 +188,8 @@ class Node:
             except InvalidObject as err:
                 log.info("rejected a %s message from %s: %s", topic_name, from_peer[-8:], err)
                 return False
+            if from_peer == self.identity.peer_id:
+                return True  # our own publication: paced by the publisher, not counted twice
             now = time.monotonic()
             for obj in objects:
                 if not self._limiter.allow(obj.author, now):
@@ -222,19 +227,39 @@ class Node:
 
     async def _publisher(self) -> None:
         assert self.host is not None
+        me = self.identity.public_key
         while True:
             await self._outbox_ready.wait()
             await trio.sleep(PUBLISH_COALESCE_S)
             self._outbox_ready = trio.Event()
             for name, raws in self._outbox.items():
-                if not raws:
+                # Pace our own objects at the per-author rate every other node enforces: a message
+                # over it would be rejected whole by our peers. What is over stays for the next round.
+                now = time.monotonic()
+                ready = 0
+                while ready < len(raws) and self._own_pace.allow(me, now):
+                    ready += 1
+                if ready == 0:
                     continue
-                self._outbox[name] = []
-                for data in batch.pack(raws, max_size=p2p.DEFAULT_MAX_MESSAGE_SIZE):
+                self._outbox[name] = raws[ready:]
+                for data in batch.pack(raws[:ready], max_size=p2p.DEFAULT_MAX_MESSAGE_SIZE):
                     try:
                         await self.host.publish(p2p.topic(self.config.net, name), data)
                     except p2p.P2PError as exc:
                         log.warning("could not publish on %s: %s", name, exc)
+            if any(self._outbox.values()):
+                self._wake_publisher_after(1.0 / self._own_pace.rate)
+
+    def _wake_publisher_after(self, delay: float) -> None:
+        """Run the publisher again after ``delay`` (objects held back by pacing are waiting)."""
+        event = self._outbox_ready
+
+        async def wake() -> None:
+            await trio.sleep(delay)
+            event.set()
+
+        assert self._nursery is not None
+        self._nursery.start_soon(wake)
 
     # ------------------------------------------------------------------ sync
 

@@ -30,6 +30,7 @@ from swapmeet.node.p2p import GossipSettings, open_host, topic
 from swapmeet.protocol import batch, boundary
 from swapmeet.protocol.build import make_listing, parse_item
 from swapmeet.protocol.identity import Identity
+from swapmeet.protocol.ratelimit import AuthorRateLimiter
 
 pytestmark = pytest.mark.slow
 
@@ -153,6 +154,17 @@ def test_listing_published_at_one_node_reaches_all_others(swarm: LocalSwarm) -> 
     assert seen["have"] == [{"item": "road bike", "qty": 1, "unit": "pc"}]
     assert seen["want"] == [{"item": "apples", "qty": 20, "unit": "kg"}]
     assert seen["expires"] == published["expires"]
+
+
+def test_a_burst_beyond_the_rate_budget_is_paced_not_lost(swarm: LocalSwarm) -> None:
+    # 60 listings at once: 50 fit the per-author burst, the rest go out at 5/s. Other nodes reject a
+    # message with an object over an author's budget, so the publisher must pace itself, and none
+    # may wait for a resync (60 s) to arrive.
+    burst = AuthorRateLimiter().burst
+    count = int(burst) + 10
+    ids = {publish(swarm, 0, unique(f"Jar {n}"))["id"] for n in range(count)}
+    wait_everywhere(swarm, ids, timeout=DELIVERY_S, what=f"a burst of {count} listings")
+    assert "over its rate limit" not in "".join(swarm.log_text(i) for i in swarm.running())
 
 
 def test_withdrawal_propagates(swarm: LocalSwarm) -> None:
