@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,33 +12,13 @@ from swapmeet.ledger.export_file import write_export
 from swapmeet.ledger.store import LedgerStore
 from swapmeet.ledger.synthetic import SyntheticLedger
 
-CLI = [sys.executable, "-m", "swapmeet.cli.main"]
-
-
-def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWAPMEET_")}
-    return subprocess.run(
-        [*CLI, "--home", str(home), "audit", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.cli_helpers import assert_one_line_error, run_cli
 
 
 def chains(defects: list[str] = (), count: int = 200) -> list[bytes]:  # type: ignore[assignment]
     """A small synthetic ledger in (author, seq) order, as the store and export files hold it."""
     raws = list(SyntheticLedger(authors=6, seed=4, defects=defects).entries(count))
     return sorted(raws, key=lambda raw: (peek(raw).author, peek(raw).seq))  # type: ignore[union-attr]
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("swapmeet: error: "), proc.stderr
-    for needle in needles:
-        assert needle in lines[0]
 
 
 @pytest.fixture
@@ -90,17 +68,17 @@ def test_several_files_are_audited_as_one_set_of_chains(tmp_path: Path) -> None:
 def test_garbage_file_exits_2_with_one_line(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.smx"
     garbage.write_bytes(os.urandom(3000))
-    assert_one_line_error(run(tmp_path / "home", str(garbage)), "garbage.smx")
+    assert_one_line_error(run(tmp_path / "home", str(garbage)), 2, "garbage.smx")
 
 
 def test_truncated_file_exits_2(tmp_path: Path, clean_file: Path) -> None:
     cut = tmp_path / "cut.smx"
     cut.write_bytes(clean_file.read_bytes()[:-500])
-    assert_one_line_error(run(tmp_path / "home", str(cut)), "cut.smx")
+    assert_one_line_error(run(tmp_path / "home", str(cut)), 2, "cut.smx")
 
 
 def test_missing_file_exits_2(tmp_path: Path) -> None:
-    assert_one_line_error(run(tmp_path / "home", str(tmp_path / "nope.smx")), "nope.smx")
+    assert_one_line_error(run(tmp_path / "home", str(tmp_path / "nope.smx")), 2, "nope.smx")
 
 
 def test_local_store(tmp_path: Path) -> None:
@@ -115,3 +93,7 @@ def test_local_store(tmp_path: Path) -> None:
     report = json.loads(proc.stdout)
     assert [f["kind"] for f in report["findings"]] == ["fork"]
     assert report["chains"] == 6
+
+
+def run(home: Path, *args: str):
+    return run_cli("--home", str(home), "audit", *args, timeout=120)

@@ -9,7 +9,6 @@ the same way).
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
@@ -19,31 +18,7 @@ import pytest
 from swapmeet.protocol import keyfile
 from swapmeet.protocol.identity import Identity, peer_id
 
-CLI = [sys.executable, "-m", "swapmeet.cli.main"]
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the CLI with a clean environment (no SWAPMEET_* from the caller) and no stdin."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SWAPMEET_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [*CLI, *args],
-        env=full_env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("swapmeet: error: ")
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
+from tests.cli_helpers import assert_one_line_error, clean_env, run_cli
 
 
 def write_fast_encrypted_key(home: Path, passphrase: str) -> Identity:
@@ -228,3 +203,7 @@ def test_cli_import_stays_light() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+def run(*args: str, env: dict[str, str] | None = None):
+    return run_cli(*args, env=clean_env(**(env or {})))

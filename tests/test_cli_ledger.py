@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,31 +18,10 @@ from swapmeet.protocol import build, cbor
 from swapmeet.protocol.boundary import ZERO_ID, object_id
 from swapmeet.protocol.identity import peer_id
 
+from tests.cli_helpers import assert_one_line_error, run_cli
 from tests.protocol_fixtures import ALICE, BOB, T, complete_exchange, listing
 
-CLI = [sys.executable, "-m", "swapmeet.cli.main"]
 X = complete_exchange()
-
-
-def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWAPMEET_")}
-    return subprocess.run(
-        [*CLI, "--home", str(home), *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("swapmeet: error: "), proc.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 def chain(identity, n: int) -> list[bytes]:
@@ -252,3 +229,7 @@ def test_bad_files_exit_2_and_import_nothing(home: Path, tmp_path: Path, name: s
     fresh = tmp_path / "fresh"
     assert_one_line_error(run(fresh, "ledger", "import", str(path)), 2)
     assert not fresh.exists()
+
+
+def run(home: Path, *args: str):
+    return run_cli("--home", str(home), *args)

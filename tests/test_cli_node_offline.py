@@ -8,7 +8,6 @@ stale cookie counts as "not running", and ``id`` still works (with no addrs).
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from swapmeet.cli import node_cmds
 from swapmeet.node.api import write_cookie
 from swapmeet.node.home import Home
 
-CLI = [sys.executable, "-m", "swapmeet.cli.main"]
+from tests.cli_helpers import assert_one_line_error, run_cli
 
 CLIENT_COMMANDS = [
     ["node", "status"],
@@ -34,30 +33,8 @@ CLIENT_COMMANDS = [
 ]
 
 
-def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWAPMEET_")}
-    return subprocess.run(
-        [*CLI, "--home", str(home), *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    assert proc.stdout == ""
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("swapmeet: error: ")
-    return lines[0]
-
-
 def assert_not_running(proc: subprocess.CompletedProcess[str], home: Path) -> None:
-    line = one_line_error(proc, 3)
+    line = assert_one_line_error(proc, 3)
     assert f"no node is running for home {home}" in line
     assert f"start one with: swapmeet --home {home} node run" in line
 
@@ -107,7 +84,7 @@ def test_publish_bad_input_is_exit_2_before_contacting_a_node(
     tmp_path: Path, args: list[str], needles: list[str]
 ) -> None:
     home = tmp_path / "home"
-    line = one_line_error(run(home, "publish", "--title", "Road bike", *args), 2)
+    line = assert_one_line_error(run(home, "publish", "--title", "Road bike", *args), 2)
     for needle in needles:
         assert needle in line, (needle, line)
     assert "no node is running" not in line
@@ -115,15 +92,15 @@ def test_publish_bad_input_is_exit_2_before_contacting_a_node(
 
 def test_other_bad_input_is_exit_2(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    line = one_line_error(run(home, "withdraw", "not-hex"), 2)
+    line = assert_one_line_error(run(home, "withdraw", "not-hex"), 2)
     assert "ID" in line and "'not-hex'" in line
-    line = one_line_error(run(home, "withdraw", "ab"), 2)
+    line = assert_one_line_error(run(home, "withdraw", "ab"), 2)
     assert "at least 4 hex digits" in line
-    line = one_line_error(run(home, "listings", "--author", "bob"), 2)
+    line = assert_one_line_error(run(home, "listings", "--author", "bob"), 2)
     assert "PeerID" in line
     proc = run(home, "listings", "--kind", "barter")  # click's own usage error
     assert proc.returncode == 2 and "barter" in proc.stderr
-    line = one_line_error(run(home, "node", "run", "--net", "Bad Net!"), 2)
+    line = assert_one_line_error(run(home, "node", "run", "--net", "Bad Net!"), 2)
     assert "--net" in line
 
 
@@ -164,3 +141,7 @@ def test_time_and_output_helpers() -> None:
         [{"item": "bike", "qty": 2, "unit": "pc"}, {"item": "apples", "qty": 3, "unit": "kg"}]
     ) == ("2 x bike, 3 kg x apples")
     assert node_cmds.short("ab" * 32) == "ab" * 6
+
+
+def run(home: Path, *args: str):
+    return run_cli("--home", str(home), *args)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,26 +20,10 @@ from swapmeet.node.config import KEYS, ConfigError, load_config
 from swapmeet.node.home import Home
 from swapmeet.protocol.identity import peer_id
 
-CLI = [sys.executable, "-m", "swapmeet.cli.main"]
+from tests.cli_helpers import CLI, clean_env, run_cli
+
 PEER_A = peer_id(bytes(range(32)))
 PEER_B = peer_id(bytes(range(1, 33)))
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The test runner's environment without SWAPMEET_* (a developer's own settings must not leak in)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWAPMEET_")}
-    return {**env, **extra}
-
-
-def run(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, "--home", str(home), *args],
-        env=env if env is not None else clean_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def write_config(home: Path, text: str) -> Path:
@@ -282,9 +265,7 @@ def test_every_bad_input_through_the_cli(tmp_path: Path) -> None:
         jobs.append((" ".join(flags), ["--home", str(tmp_path / "flags"), "node", "run", *flags], clean_env(), needles))
 
     def call(job: tuple[str, list[str], dict[str, str], list[str]]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*CLI, *job[1]], env=job[2], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
-        )
+        return run_cli(*job[1], env=job[2], timeout=120)
 
     with ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 2)) as pool:
         results = list(pool.map(call, jobs))
@@ -344,9 +325,7 @@ def test_config_path_follows_the_home(tmp_path: Path) -> None:
     proc = run(tmp_path / "h", "config", "path")
     assert proc.returncode == 0 and proc.stdout == f"{tmp_path / 'h' / 'config.toml'}\n"
     env = clean_env(SWAPMEET_HOME=str(tmp_path / "from-env"))
-    proc = subprocess.run(
-        [*CLI, "config", "path"], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
-    )
+    proc = run_cli("config", "path", env=env)
     assert proc.returncode == 0 and proc.stdout.strip() == str(tmp_path / "from-env" / "config.toml")
 
 
@@ -380,11 +359,11 @@ def test_completion_help_and_bad_shell(tmp_path: Path) -> None:
 def test_completion_completes(tmp_path: Path) -> None:
     """The script's callback: what bash gets back for ``swapmeet con<TAB>`` and ``swapmeet node run --n<TAB>``."""
     env = clean_env(_SWAPMEET_COMPLETE="bash_complete", COMP_WORDS="swapmeet con", COMP_CWORD="1")
-    proc = subprocess.run([*CLI], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    proc = run_cli(env=env)
     assert proc.returncode == 0, proc.stderr
     assert "plain,config" in proc.stdout.splitlines()
     env.update(COMP_WORDS="swapmeet node run --n", COMP_CWORD="3")
-    proc = subprocess.run([*CLI], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    proc = run_cli(env=env)
     assert {"plain,--net", "plain,--no-mdns", "plain,--no-dht"} <= set(proc.stdout.splitlines())
 
 
@@ -419,3 +398,7 @@ def test_node_run_uses_the_effective_configuration(tmp_path: Path) -> None:
             node.kill()
             node.wait()
         log.close()
+
+
+def run(home: Path, *args: str, env: dict[str, str] | None = None):
+    return run_cli("--home", str(home), *args, env=env)
