@@ -68,7 +68,9 @@ TOPIC_KINDS: dict[str, tuple[str, ...]] = {
     "listings": (KIND_LISTING, KIND_WITHDRAWAL),
     "offers": (KIND_OFFER,),
 }
-PUBLISH_COALESCE_S = 0.02  # objects published within this window share one gossip message
+# No waiting window: objects that arrive while a publish is in flight go out together in the next
+# message (natural batching), and a lone publication is not delayed.
+PUBLISH_COALESCE_S = 0.0
 PEER_WATCH_S = 0.5
 RESYNC_S = 60.0
 PRUNE_S = 60.0
