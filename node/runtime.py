@@ -105,7 +105,10 @@ class Node:
         self.host: p2p.P2PHost | None = None
         self._scope = trio.CancelScope()
         self._limiter = AuthorRateLimiter()  # every author's objects arriving by gossip
-        self._own_pace = AuthorRateLimiter()  # the same budget, applied to what we publish
+        # What we publish is paced below the budget every node enforces (80 %): delays on the
+        # way can bunch paced messages together, and a receiver must still find them in budget.
+        enforced = AuthorRateLimiter()
+        self._own_pace = AuthorRateLimiter(rate=enforced.rate * 0.8, burst=enforced.burst * 0.8)
         self._nursery: trio.Nursery | None = None
         # Validator -> reader hand-over of decoded batches, keyed by the message's hash,
         # so a batch is verified once; bounded because a reader may never claim one.

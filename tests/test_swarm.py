@@ -157,9 +157,9 @@ def test_listing_published_at_one_node_reaches_all_others(swarm: LocalSwarm) -> 
 
 
 def test_a_burst_beyond_the_rate_budget_is_paced_not_lost(swarm: LocalSwarm) -> None:
-    # 60 listings at once: 50 fit the per-author burst, the rest go out at 5/s. Other nodes reject a
-    # message with an object over an author's budget, so the publisher must pace itself, and none
-    # may wait for a resync (60 s) to arrive.
+    # 60 listings at once: more than the per-author burst. Other nodes reject a message with an object
+    # over an author's budget, so the publisher must pace itself (below that budget, so that bunching
+    # on the way does not push it over), and none may wait for a resync (60 s) to arrive.
     burst = AuthorRateLimiter().burst
     count = int(burst) + 10
     ids = {publish(swarm, 0, unique(f"Jar {n}"))["id"] for n in range(count)}
