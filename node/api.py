@@ -117,6 +117,7 @@ class Conflict(ApiError):
 
     http_status = 409
     api_code = "conflict"
+    exit_code = 1  # refused: the request was well formed, the node's state says no
 
 
 ERRORS_BY_CODE: dict[str, type[ApiError]] = {

@@ -28,6 +28,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -482,13 +483,78 @@ def run_node(
         debug=debug,
     )
     with hold_home_lock(home):
+        check_ports_free(config)
         node = Node(home, identity, config)
         try:
             trio.run(_main, node)
+        except BaseExceptionGroup as group:
+            # A refusal raised inside the node's nurseries (say, the API port is taken) is the
+            # user's to read as one line, not a bug: take it out of the group trio wraps it in.
+            refusal = _only_refusal(group)
+            if refusal is None:
+                log.exception("the node crashed")
+                raise
+            raise refusal from None
         except Exception:
             # A crash is a bug: the node's log must say where, whatever the CLI prints.
             log.exception("the node crashed")
             raise
+
+
+class PortInUse(SwapmeetError):
+    exit_code = 2
+
+
+def check_ports_free(config: NodeConfig) -> None:
+    """Refuse to start on a TCP port another program (or another node) already listens on.
+
+    py-libp2p binds with SO_REUSEPORT, so a second node on the same port would start and share
+    the incoming connections, and a port held by another program fails without a word. A plain
+    bind (no SO_REUSEPORT) tells both apart from a free port. Port 0 (any free port) is skipped.
+    """
+    wanted = [(f"/ip4/{host}/tcp/{port}", host, int(port)) for host, port in _tcp_listen_addrs(config.listen)]
+    wanted.append(("the local API", "127.0.0.1", config.api_port))
+    for label, host, port in wanted:
+        if port == 0:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # SO_REUSEADDR: connections of a node that just stopped (TIME_WAIT) must not count as
+            # "in use"; an active listener still does.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                flag = "--api-port" if label == "the local API" else "--listen"
+                raise PortInUse(
+                    f"cannot listen on {label} ({host}:{port}): {exc.strerror or exc}; "
+                    f"is another node or program using it? choose another with {flag}"
+                ) from None
+
+
+def _tcp_listen_addrs(addrs: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for addr in addrs:
+        parts = addr.strip("/").split("/")
+        if len(parts) >= 4 and parts[0] == "ip4" and parts[2] == "tcp":
+            out.append((parts[1], parts[3]))
+    return out
+
+
+def _only_refusal(group: BaseExceptionGroup) -> SwapmeetError | None:
+    """The one SwapmeetError a group holds when it holds nothing else (cancellations aside)."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        elif not isinstance(exc, trio.Cancelled):
+            leaves.append(exc)
+
+    walk(group)
+    if len(leaves) == 1 and isinstance(leaves[0], SwapmeetError):
+        return leaves[0]
+    return None
 
 
 class NodeAlreadyRunning(SwapmeetError):

@@ -499,7 +499,7 @@ async def test_cli_commands_against_a_running_api(tmp_path: Path) -> None:
             text = ok(await cli(home, "withdraw", published["id"][:12]))
             assert text.startswith(f"withdrew listing {published['id'][:12]}")
             proc = await cli(home, "withdraw", published["id"][:12])
-            assert proc.returncode == 2 and b"already withdrawn" in proc.stderr
+            assert proc.returncode == 1 and b"already withdrawn" in proc.stderr
 
             proc = await cli(home, "node", "run", "--listen", "/ip4/127.0.0.1/tcp/0")
             assert proc.returncode == 1 and b"already running" in proc.stderr, proc.stderr
