@@ -34,6 +34,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import trio
@@ -57,7 +58,7 @@ from .api import (
     serve_api,
     write_cookie,
 )
-from .book import AddStatus, OfferBook
+from .book import OfferBook
 from .home import Home
 from .sync import BookSync, sync_quietly
 
@@ -116,7 +117,6 @@ class Node:
         self._verified: OrderedDict[bytes, list[Any]] = OrderedDict()
         self._outbox: dict[str, list[bytes]] = {name: [] for name in TOPIC_KINDS}
         self._outbox_ready = trio.Event()
-        self._synced_peers: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -153,9 +153,7 @@ class Node:
                         nursery.start_soon(self._watch_peers, sync)
                         nursery.start_soon(self._every, PRUNE_S, self._prune)
                         nursery.start_soon(self._every, SAVE_PEERS_S, self._save_peers)
-                        port = await nursery.start(
-                            partial_serve(create_app(self, token), cfg.api_port),
-                        )
+                        port = await nursery.start(partial(serve_api, create_app(self, token), port=cfg.api_port))
                         write_cookie(self.home, port, token)
                         log.info("node %s on network %r", self.identity.peer_id, cfg.net)
                         for addr in host.listen_addrs():
@@ -225,7 +223,7 @@ class Node:
 
     async def _store(self, objects: Iterable[Any]) -> int:
         results = await trio.to_thread.run_sync(self.book.add_many, list(objects), _now())
-        return sum(1 for r in results if r.status in (AddStatus.NEW, AddStatus.REPLACEMENT))
+        return sum(1 for r in results if r.forward)  # new, or a newer version of what we held
 
     def _announce(self, topic_name: str, raw: bytes) -> None:
         self._outbox[topic_name].append(raw)
@@ -423,13 +421,6 @@ class Node:
 
     async def get(self, id: bytes) -> Any:
         return await trio.to_thread.run_sync(self.book.load, id)
-
-
-def partial_serve(app: Any, port: int) -> Any:
-    async def serve(task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        await serve_api(app, port=port, task_status=task_status)
-
-    return serve
 
 
 def configure_logging(debug: bool) -> None:

@@ -658,8 +658,7 @@ def _entry(header: Header, body: Any, path: str) -> LedgerEntry:
     if (seq == 1) != (prev == ZERO_ID):
         raise InvalidObject(f"{path}.prev", "must be 32 zero bytes exactly when seq is 1", "link")
     time = _time(f["time"], f"{path}.time")
-    payload_data = _bytes(f["payload"], f"{path}.payload", None)
-    payload = _embedded(payload_data, f"{path}.payload", PAYLOAD_KINDS)
+    payload = _embedded(f["payload"], f"{path}.payload", PAYLOAD_KINDS)
     if isinstance(payload, Exchange):
         # A chain records settled facts only, and only the author's own.
         if not payload.complete:

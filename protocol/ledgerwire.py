@@ -233,14 +233,18 @@ def _parse_frame(value: Any) -> Frame:
 
 def encode_frame(frame: Frame) -> bytes:
     """The bytes of ``frame``; ValueError if a peer would refuse it (a bug on our side)."""
-    value = _frame_value(frame)
+    return _encode_checked(_frame_value(frame), _parse_frame, MAX_FRAME, "ledger-sync frame")
+
+
+def _encode_checked(value: Any, parse: Any, limit: int, what: str) -> bytes:
+    """Encode ``value`` after checking it with the same parser a receiving peer runs."""
     try:
-        _parse_frame(value)
+        parse(value)
     except InvalidObject as exc:
-        raise ValueError(f"cannot encode this ledger-sync frame: {exc}") from None
+        raise ValueError(f"cannot encode this {what}: {exc}") from None
     data = cbor.encode(value)
-    if len(data) > MAX_FRAME:
-        raise ValueError(f"ledger-sync frame of {len(data)} bytes exceeds {MAX_FRAME}")
+    if len(data) > limit:
+        raise ValueError(f"{what} of {len(data)} bytes exceeds {limit}")
     return data
 
 
@@ -284,15 +288,7 @@ def _parse_gossip(value: Any) -> Gossip:
 
 def encode_gossip(message: Gossip) -> bytes:
     """The bytes of a ledger gossip message; ValueError if a peer would refuse it."""
-    value = _gossip_value(message)
-    try:
-        _parse_gossip(value)
-    except InvalidObject as exc:
-        raise ValueError(f"cannot encode this ledger gossip message: {exc}") from None
-    data = cbor.encode(value)
-    if len(data) > MAX_GOSSIP:
-        raise ValueError(f"ledger gossip message of {len(data)} bytes exceeds {MAX_GOSSIP}")
-    return data
+    return _encode_checked(_gossip_value(message), _parse_gossip, MAX_GOSSIP, "ledger gossip message")
 
 
 def decode_gossip(data: bytes) -> Gossip:
