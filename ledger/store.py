@@ -270,7 +270,7 @@ class LedgerStore:
 
     # ------------------------------------------------------------------ writing
 
-    def append_own(self, identity: Identity, payload: Payload, time: int) -> LedgerEntry:
+    def append_own(self, identity: Identity, payload: Payload, time: int, *, once: bool = False) -> LedgerEntry:
         """Append ``payload`` to ``identity``'s own chain; durable once this returns.
 
         Reads the head, builds and signs the entry (seq = head + 1, prev = head
@@ -278,9 +278,22 @@ class LedgerStore:
         writers can never both take the same seq. Raises InvalidObject if the
         payload cannot go on this chain (e.g. an exchange the identity is not a
         party to).
+
+        ``once``: if the chain already holds an entry with this payload, return
+        that entry instead of appending another (checked in the same
+        transaction). Settlement appends a completed exchange this way, so a
+        crash between the append and the bookkeeping after it never appends
+        the exchange twice on restart.
         """
         author = identity.public_key
         with self._write() as conn:
+            if once:
+                held = conn.execute(
+                    "SELECT raw FROM entries WHERE author = ? AND payload_id = ? ORDER BY seq LIMIT 1",
+                    (author, payload.id),
+                ).fetchone()
+                if held is not None:
+                    return self._verified(held[0])
             head = conn.execute("SELECT seq, id FROM heads WHERE author = ?", (author,)).fetchone()
             seq, prev = (head[0] + 1, head[1]) if head else (1, ZERO_ID)
             entry = build.make_entry(identity, seq=seq, prev=prev, time=time, payload=payload)
@@ -399,6 +412,17 @@ class LedgerStore:
         for chain_raw, fork_raw in self._rows(sql, (author,) if author is not None else ()):
             proofs.append(evidence.fork_proof(self._verified(chain_raw), self._verified(fork_raw)))
         return proofs
+
+    def own_payload_ids(self, author: bytes, kind: str) -> set[bytes]:
+        """Ids of the payloads of one ``kind`` on ``author``'s chain (e.g. the exchanges it holds)."""
+        return {
+            row[0] for row in self._rows("SELECT payload_id FROM entries WHERE author = ? AND kind = ?", (author, kind))
+        }
+
+    def entries_with_payload(self, payload_id: bytes) -> list[LedgerEntry]:
+        """Every chain entry (any author) whose payload has this id, re-verified; e.g. who holds an exchange."""
+        rows = self._rows("SELECT raw FROM entries WHERE payload_id = ? ORDER BY author, seq", (payload_id,))
+        return [self._verified(row[0]) for row in rows]
 
     def forked_authors(self) -> set[bytes]:
         return {row[0] for row in self._rows("SELECT DISTINCT author FROM forks")}

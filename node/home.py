@@ -80,6 +80,16 @@ class Home:
         """Multiaddrs of the peers this node knew, redialled at the next start."""
         return self.root / "peers.json"
 
+    @property
+    def settlement_state(self) -> Path:
+        """The settlement machine's state, rewritten durably before every message the node sends."""
+        return self.root / "settlement.cbor"
+
+    @property
+    def forked_file(self) -> Path:
+        """Fork proofs received for authors whose chains this node does not hold."""
+        return self.root / "forked.cbor"
+
     def ensure(self) -> Home:
         """Create the directory (mode 0700, parents as needed) if it does not exist.
 

@@ -38,18 +38,33 @@ from functools import partial
 from typing import Any
 
 import trio
-from swapmeet.protocol import batch, boundary
+from swapmeet.ledger.store import LedgerStore
+from swapmeet.protocol import batch, boundary, ledgerwire
 from swapmeet.protocol.build import make_withdrawal
 from swapmeet.protocol.errors import InvalidObject, SwapmeetError
-from swapmeet.protocol.identity import Identity
-from swapmeet.protocol.objects import KIND_LISTING, KIND_OFFER, KIND_WITHDRAWAL, Listing, Withdrawal
+from swapmeet.protocol.identity import Identity, public_key_from_peer_id
+from swapmeet.protocol.objects import (
+    KIND_LISTING,
+    KIND_OFFER,
+    KIND_WITHDRAWAL,
+    Item,
+    Leg,
+    Listing,
+    Notice,
+    Offer,
+    Rating,
+    Receipt,
+    Withdrawal,
+)
 from swapmeet.protocol.ratelimit import AuthorRateLimiter
+from swapmeet.protocol.settlement_types import OfferView
 
 from . import p2p
 from .api import (
     AmbiguousPrefix,
     Conflict,
     ListingSpec,
+    Trade,
     UnknownObject,
     create_app,
     new_token,
@@ -60,6 +75,8 @@ from .api import (
 )
 from .book import OfferBook
 from .home import Home
+from .ledger_sync import NodeLedger
+from .settle import SETTLE_TOPIC, SettlementService
 from .sync import BookSync, sync_quietly
 
 log = logging.getLogger("swapmeet.node")
@@ -89,6 +106,8 @@ class NodeConfig:
     mdns: bool = True
     dht: bool = True
     debug: bool = False
+    archive: bool = False  # replicate every chain heard of, not only counterparties' and followed ones
+    follow: list[str] = field(default_factory=list)  # PeerIDs whose chains to replicate
 
 
 def _now() -> int:
@@ -117,6 +136,9 @@ class Node:
         self._verified: OrderedDict[bytes, list[Any]] = OrderedDict()
         self._outbox: dict[str, list[bytes]] = {name: [] for name in TOPIC_KINDS}
         self._outbox_ready = trio.Event()
+        self._ledger_store: LedgerStore | None = None
+        self.ledger: NodeLedger
+        self.settle: SettlementService
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -132,7 +154,7 @@ class Node:
                     bootstrap=[*cfg.bootstrap, *self._saved_peers()],
                     enable_mdns=cfg.mdns,
                     enable_dht=cfg.dht,
-                    gossip_topics=list(TOPIC_KINDS),
+                    gossip_topics=[*TOPIC_KINDS, ledgerwire.GOSSIP_TOPIC, SETTLE_TOPIC],
                     debug=cfg.debug,
                 ) as host:
                     self.host = host
@@ -144,8 +166,30 @@ class Node:
                         accept=self._accept_from_peer,
                     )
                     sync.install()
+                    self._ledger_store = await trio.to_thread.run_sync(LedgerStore.open, self.home.ledger_db)
+                    self.ledger = NodeLedger(
+                        self._ledger_store,
+                        self.identity,
+                        cfg.net,
+                        self.home.forked_file,
+                        archive=cfg.archive,
+                        followed=[public_key_from_peer_id(p) for p in cfg.follow],
+                        counterparties=lambda: self.settle.counterparties(),
+                        on_learned=lambda entries: self.settle.learned(entries),
+                    )
+                    self.settle = SettlementService(
+                        self.identity,
+                        self.home.settlement_state,
+                        self.ledger,
+                        cfg.net,
+                        gossip=self._gossip_settlement,
+                        ingest=self._ingest_verified,
+                        load=self.get,
+                    )
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
+                        await nursery.start(self.ledger.run, host)
+                        await nursery.start(self.settle.run, host)
                         for name in TOPIC_KINDS:
                             sub = await host.subscribe(p2p.topic(cfg.net, name), self._validator(name))
                             nursery.start_soon(self._read_gossip, name, sub)
@@ -163,6 +207,8 @@ class Node:
             remove_cookie(self.home, token)
             self.host = None
             self.book.close()
+            if self._ledger_store is not None:
+                self._ledger_store.close()
             log.info("node stopped")
 
     async def stop(self) -> None:
@@ -222,8 +268,38 @@ class Node:
                 log.info("gossip from %s: %d new object(s)", from_peer[-8:], new)
 
     async def _store(self, objects: Iterable[Any]) -> int:
-        results = await trio.to_thread.run_sync(self.book.add_many, list(objects), _now())
+        """Verified book objects into the book; offers to or from us also go to settlement."""
+        objects = list(objects)
+        results = await trio.to_thread.run_sync(self.book.add_many, objects, _now())
+        await self.settle.receive(o for o in objects if isinstance(o, Offer))
         return sum(1 for r in results if r.forward)  # new, or a newer version of what we held
+
+    async def _ingest_verified(self, objects: list[Any]) -> None:
+        """Verified objects that came for settlement (direct stream, settle topic): offers via the book."""
+        offers = [o for o in objects if isinstance(o, Offer)]
+        if offers:
+            await self._store(offers)
+        await self.settle.receive(o for o in objects if not isinstance(o, Offer))
+
+    def _gossip_settlement(self, topic_name: str, raw: bytes) -> None:
+        """Settlement's gossip: offers are stored and queued like any publication; the rest go out at once."""
+        if topic_name == "offers":
+            assert self._nursery is not None
+            self._nursery.start_soon(self._publish_offer, raw)
+            return
+        self._nursery.start_soon(self._publish_now, topic_name, raw)  # type: ignore[union-attr]
+
+    async def _publish_offer(self, raw: bytes) -> None:
+        offer = boundary.decode(raw, kind=KIND_OFFER)
+        await trio.to_thread.run_sync(self.book.add_many, [offer], _now())
+        self._announce("offers", raw)
+
+    async def _publish_now(self, topic_name: str, raw: bytes) -> None:
+        assert self.host is not None
+        try:
+            await self.host.publish(p2p.topic(self.config.net, topic_name), batch.pack([raw])[0])
+        except p2p.P2PError as exc:
+            log.warning("could not publish on %s: %s", topic_name, exc)
 
     def _announce(self, topic_name: str, raw: bytes) -> None:
         self._outbox[topic_name].append(raw)
@@ -412,15 +488,85 @@ class Node:
         )
 
     async def resolve(self, prefix_hex: str) -> bytes:
-        matches = await trio.to_thread.run_sync(self.book.ids_with_prefix, prefix_hex, 2)
+        matches = set(await trio.to_thread.run_sync(self.book.ids_with_prefix, prefix_hex, 2))
+        matches.update(i for i in self.settle.known_ids() if i.hex().startswith(prefix_hex))
         if not matches:
             raise UnknownObject(f"no object with an id starting {prefix_hex}")
         if len(matches) > 1:
             raise AmbiguousPrefix(f"{prefix_hex} matches several objects; type more of the id")
-        return matches[0]
+        return matches.pop()
 
     async def get(self, id: bytes) -> Any:
-        return await trio.to_thread.run_sync(self.book.load, id)
+        obj = await trio.to_thread.run_sync(self.book.load, id)
+        if obj is None and (offer := self.settle.machine.offer(id)) is not None:
+            obj = offer.offer
+        if obj is None and (exchange := self.settle.machine.exchange(id)) is not None:
+            obj = exchange.exchange
+        return obj
+
+    # settlement (the NodeAPI's issue-5 half): see SettlementService
+
+    async def make_offer(
+        self,
+        listing_id: bytes,
+        give: list[Item],
+        take: list[Item] | None = None,
+        *,
+        expires_in_s: int | None = None,
+        note: str = "",
+    ) -> Offer:
+        return await self.settle.make_offer(listing_id, give, take, expires_in_s, note)
+
+    async def offers(self, direction: str | None = None) -> list[OfferView]:
+        return self.settle.offers(direction)
+
+    async def accept(self, offer_id: bytes, *, deadline_in_s: int | None = None) -> Trade:
+        return await self.settle.accept(offer_id, deadline_in_s)
+
+    async def decline(self, offer_id: bytes, note: str = "") -> Notice:
+        return await self.settle.decline(offer_id, note)
+
+    async def counter(
+        self,
+        offer_id: bytes,
+        give: list[Item],
+        take: list[Item],
+        *,
+        expires_in_s: int | None = None,
+        note: str = "",
+    ) -> Offer:
+        return await self.settle.counter(offer_id, give, take, expires_in_s, note)
+
+    async def cancel(self, target_id: bytes, note: str = "") -> Notice:
+        return await self.settle.cancel(target_id, note)
+
+    async def propose(
+        self,
+        parties: list[bytes],
+        legs: list[Leg],
+        *,
+        listings: list[bytes] = (),  # type: ignore[assignment]
+        deadline_in_s: int | None = None,
+    ) -> Trade:
+        return await self.settle.propose(parties, legs, listings, deadline_in_s)
+
+    async def sign(self, exchange_id: bytes) -> Trade:
+        return await self.settle.sign(exchange_id)
+
+    async def trades(self) -> list[Trade]:
+        return await self.settle.trades()
+
+    async def trade(self, exchange_id: bytes) -> Trade:
+        return await self.settle.trade(exchange_id)
+
+    async def confirm(self, exchange_id: bytes, legs: list[int] | None = None) -> Receipt:
+        return await self.settle.confirm(exchange_id, legs)
+
+    async def rate(self, exchange_id: bytes, score: int, *, subject: bytes | None = None, comment: str = "") -> Rating:
+        return await self.settle.rate(exchange_id, score, subject, comment)
+
+    async def forked(self) -> list[bytes]:
+        return sorted(await self.ledger.forked())
 
 
 def configure_logging(debug: bool) -> None:
@@ -461,6 +607,8 @@ def run_node(
     mdns: bool,
     debug: bool,
     dht: bool = True,
+    archive: bool = False,
+    follow: list[str] | None = None,
 ) -> None:
     """Run a node in the foreground until SIGINT/SIGTERM or ``swapmeet node stop``."""
     configure_logging(debug)
@@ -472,6 +620,8 @@ def run_node(
         mdns=mdns,
         dht=dht,
         debug=debug,
+        archive=archive,
+        follow=list(follow or []),
     )
     with hold_home_lock(home):
         check_ports_free(config)
