@@ -165,7 +165,6 @@ class Node:
                         fetch=self._raws,
                         accept=self._accept_from_peer,
                     )
-                    sync.install()
                     self._ledger_store = await trio.to_thread.run_sync(LedgerStore.open, self.home.ledger_db)
                     self.ledger = NodeLedger(
                         self._ledger_store,
@@ -186,6 +185,7 @@ class Node:
                         ingest=self._ingest_verified,
                         load=self.get,
                     )
+                    sync.install()  # after settlement exists: what a peer pushes may be an offer to us
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
                         await nursery.start(self.ledger.run, host)

@@ -44,7 +44,7 @@ from typing import Any
 import trio
 from swapmeet.ledger.durable import fsync_dir
 from swapmeet.protocol import batch, boundary, build
-from swapmeet.protocol.errors import InvalidObject
+from swapmeet.protocol.errors import InvalidObject, SwapmeetError
 from swapmeet.protocol.identity import Identity, peer_id
 from swapmeet.protocol.objects import (
     KIND_EXCHANGE,
@@ -288,7 +288,10 @@ class SettlementService:
             elif isinstance(obj, Notice) and obj.author != self.me and self.me in _parties_of(obj):
                 event = NoticeReceived(obj, now)
             if event is not None:
-                await self.handle(event)
+                try:
+                    await self.handle(event)
+                except SwapmeetError as err:  # e.g. our chain refused the append: say so, keep serving
+                    log.warning("could not act on %s %s: %s", obj.kind, obj.id.hex()[:12], err)
 
     async def learned(self, entries: list[LedgerEntry]) -> None:
         """Entries of other chains holding our exchanges (replication): completion learned elsewhere (R6)."""

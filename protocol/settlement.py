@@ -61,7 +61,9 @@ R7 Persist before send. A decision list that changes the state starts with
 R8 Idempotence. A message that adds nothing gives no decisions. A copy of an
    exchange that lacks this node's signature, or its completion, is answered by
    sending this node's copy to the copy's signers (a re-send of the current
-   state). A message about something that is over is refused with a reason.
+   state); so is an offer this node accepted, received again from its author
+   (it evidently lacks the exchange: it gets this node's copy). A message
+   about something that is over is refused with a reason.
 R9 Signatures, not carriers. Objects may be relayed by anyone (gossip), so
    they are judged by their signatures: an exchange must name this node, a
    notice must be by a party (boundary), an offer must be to or by this node.
@@ -503,6 +505,7 @@ class Settlement:
     def _offer_received(self, e: OfferReceived, out: list[Decision]) -> None:
         o = e.offer
         if o.id in self._offers:
+            self._answer_resent_offer(self._offers[o.id], out)
             return  # R8: a duplicate, or our own offer echoed back
         if o.author == self.me:
             out.append(Refuse("unknown", "an offer by this node that it has no record of", o.id))
@@ -765,6 +768,14 @@ class Settlement:
 
         self._reserve_after(rec, cancel, out)
         out.append(Notify("cancelled", f"exchange {_hex(rec.x.id)} was cancelled by a party", rec.x.id))
+
+    def _answer_resent_offer(self, rec: _OfferRecord, out: list[Decision]) -> None:
+        """R8: an offer we accepted, sent again by its author, who so has not got our signed exchange."""
+        if rec.offer.author == self.me or rec.state is not _O.ACCEPTED or rec.exchange is None:
+            return
+        xrec = self._exchanges.get(rec.exchange)
+        if xrec is not None and xrec.state in (_X.SIGNED, _X.COMPLETE):
+            out.append(Send(rec.offer.author, xrec.x))
 
     def _answer_lagging(self, rec: _ExchangeRecord, theirs: Exchange, out: list[Decision]) -> None:
         """R8: the sender's copy lacks our signature or the completion: send ours back to its signers."""

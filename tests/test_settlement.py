@@ -543,6 +543,21 @@ def test_a_lagging_copy_is_answered_with_the_current_state():
     assert states(net, xid) == {"alice": XS.COMPLETE, "bob": XS.COMPLETE}
 
 
+def test_a_resent_offer_that_was_accepted_is_answered_with_the_exchange():
+    """Alice's signed exchange never reached Bob (offline); his retry of the offer gets it, and he completes."""
+    net = Net(ALICE, BOB)
+    net.feed(BOB, offer_event(one_bike()))
+    net.run()
+    offer = only_offer(net.m(ALICE), mine=False)
+    net.feed(ALICE, Accept(offer, now=T + 110, nonce=NONCE, deadline=DEADLINE))
+    net.wire.clear()  # the exchange to Bob is lost
+    out = net.feed(ALICE, OfferReceived(offer, now=T + 120))  # Bob's resume re-sends his open offer
+    xid = net.m(ALICE).offer(offer.id).exchange_id
+    assert [(s.to, s.obj.id) for s in sends(out)] == [(BOB.public_key, xid)]
+    net.run()
+    assert states(net, xid) == {"alice": XS.COMPLETE, "bob": XS.COMPLETE}
+
+
 def test_one_side_complete_is_repaired_by_learned_complete_after_lapse():
     net = Net(ALICE, BOB)
     bike = one_bike()

@@ -1,0 +1,267 @@
+"""Settlement and ledger replication in running nodes, in one process (real libp2p hosts on loopback).
+
+Fast and deterministic companions of the process tests (test_settle_process.py):
+they drive ``Node`` objects directly, so a test can stop a node, break its
+direct dial, or hand a peer forged bytes, and look inside its state.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from swapmeet.node import p2p
+from swapmeet.node.api import Conflict, ListingSpec
+from swapmeet.node.home import Home
+from swapmeet.node.runtime import Node, NodeConfig
+from swapmeet.protocol import cbor
+from swapmeet.protocol.build import parse_item
+from swapmeet.protocol.errors import InvalidObject
+from swapmeet.protocol.identity import Identity
+from swapmeet.protocol.objects import Exchange, Leg, Rating, Receipt
+from swapmeet.protocol.settlement_types import ExchangeState, OfferState
+
+WAIT_S = 20.0
+pytestmark = pytest.mark.slow
+
+
+def item(text: str) -> Any:
+    return parse_item(text)
+
+
+async def until(check: Callable[[], Awaitable[bool] | bool], what: str, timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await trio.sleep(0.02)
+
+
+class Swarm:
+    """Nodes in one nursery; each can be stopped and restarted from its home."""
+
+    def __init__(self, nursery: trio.Nursery, root: Path) -> None:
+        self.nursery = nursery
+        self.root = root
+        self.nodes: list[Node] = []
+        self.identities: list[Identity] = []
+        self.scopes: list[trio.CancelScope] = []
+
+    async def add(self) -> Node:
+        self.identities.append(Identity.generate())
+        self.nodes.append(None)  # type: ignore[arg-type]
+        self.scopes.append(trio.CancelScope())
+        await self.start(len(self.nodes) - 1)
+        return self.nodes[-1]
+
+    async def start(self, i: int) -> Node:
+        home = Home(self.root / f"node{i}").ensure()
+        others = [n for j, n in enumerate(self.nodes) if j != i and n is not None and n.host is not None]
+        boot = [a for n in others for a in n.host.listen_addrs() if "/127.0.0.1/" in a]  # type: ignore[union-attr]
+        config = NodeConfig(listen=["/ip4/127.0.0.1/tcp/0"], bootstrap=boot, mdns=False, dht=False)
+        node = Node(home, self.identities[i], config)
+        self.nodes[i] = node
+        await self.nursery.start(node.run)
+        for other in others:
+            await until(lambda o=other: o.host is not None and node.host.peer_id in o.host.connected_peers(), "connect")
+        return node
+
+    async def stop(self, i: int) -> None:
+        node = self.nodes[i]
+        await node.stop()
+        await until(lambda: node.host is None, "the node to stop")
+
+
+@asynccontextmanager
+async def swarm(tmp_path: Path, n: int) -> AsyncIterator[Swarm]:
+    async with trio.open_nursery() as nursery:
+        s = Swarm(nursery, tmp_path)
+        for _ in range(n):
+            await s.add()
+        try:
+            yield s
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def publish(node: Node, title: str, have: str, want: str = "") -> Any:
+    spec = ListingSpec(title=title, have=[item(have)], want=[item(want)] if want else [])
+    return await node.publish(spec)
+
+
+async def visible(node: Node, obj_id: bytes) -> None:
+    await until(lambda: _holds(node, obj_id), f"{obj_id.hex()[:12]} to reach the node")
+
+
+async def _holds(node: Node, obj_id: bytes) -> bool:
+    return await node.get(obj_id) is not None
+
+
+def state(node: Node, exchange_id: bytes) -> ExchangeState | None:
+    view = node.settle.machine.exchange(exchange_id)
+    return None if view is None else view.state
+
+
+def appended(node: Node, exchange_id: bytes) -> bool:
+    view = node.settle.machine.exchange(exchange_id)
+    return view is not None and view.appended
+
+
+async def chain_payloads(node: Node) -> list[Any]:
+    return [e.payload for e in await node.ledger.own_entries()]
+
+
+# --------------------------------------------------------------------------- the flows
+
+
+async def test_two_party_barter_lands_on_both_chains_and_replicates(tmp_path: Path) -> None:
+    async with swarm(tmp_path, 2) as s:
+        maker, taker = s.nodes
+        listing = await publish(maker, "bike", "1 x bike", "2 x jam")
+        await visible(taker, listing.id)
+        offer = await taker.make_offer(listing.id, [item("2 x jam")])
+        await until(lambda: maker.settle.machine.offer(offer.id) is not None, "the offer to reach the maker")
+        trade = await maker.accept(offer.id)
+        xid = trade.view.exchange.id
+        await until(lambda: appended(maker, xid) and appended(taker, xid), "both appends")
+        assert state(maker, xid) is state(taker, xid) is ExchangeState.COMPLETE
+        assert maker.settle.machine.offer(offer.id).state is OfferState.ACCEPTED  # type: ignore[union-attr]
+        for node in (maker, taker):
+            payloads = await chain_payloads(node)
+            assert [p.id for p in payloads if isinstance(p, Exchange)] == [xid]
+            assert all(p.complete for p in payloads if isinstance(p, Exchange))
+
+        receipt = await taker.confirm(xid)
+        assert isinstance(receipt, Receipt) and receipt.legs == (0,)  # leg 0: the maker gives the bike
+        rating = await taker.rate(xid, 5, comment="as described")
+        assert isinstance(rating, Rating) and rating.subject == maker.identity.public_key
+        with pytest.raises(Conflict, match="rated"):
+            await taker.rate(xid, 4)
+        with pytest.raises(Conflict, match="confirmed already"):
+            await taker.confirm(xid)
+        trade = await taker.trade(xid)
+        assert trade.confirmed_legs == (0,) and trade.rated == (maker.identity.public_key,)
+
+        # Each replicates its counterparty's chain: the maker ends up with the taker's three entries.
+        taker_key = taker.identity.public_key
+        await until(lambda: maker.ledger.store.head(taker_key) == (3, _head_id(taker)), "the taker's chain")
+        assert maker.ledger.store.verify().ok
+
+
+def _head_id(node: Node) -> bytes | None:
+    head = node.ledger.store.head(node.identity.public_key)
+    return None if head is None else head[1]
+
+
+async def test_three_party_ring_completes_on_every_chain(tmp_path: Path) -> None:
+    async with swarm(tmp_path, 3) as s:
+        a, b, c = s.nodes
+        parties = [n.identity.public_key for n in s.nodes]
+        legs = [Leg(0, 1, (item("1 x bike"),)), Leg(1, 2, (item("1 x lamp"),)), Leg(2, 0, (item("3 x jam"),))]
+        trade = await a.propose(parties, legs, deadline_in_s=120)
+        xid = trade.view.exchange.id
+        assert trade.view.state is ExchangeState.SIGNED
+        await until(lambda: state(b, xid) is not None and state(c, xid) is not None, "the proposal to reach b and c")
+        assert state(b, xid) is ExchangeState.AWAITING  # nobody signs a multi-party exchange without a command
+        await b.sign(xid)
+        assert state(a, xid) is not ExchangeState.COMPLETE
+        await c.sign(xid)
+        await until(lambda: all(appended(n, xid) for n in s.nodes), "all three appends")
+        for node in s.nodes:
+            assert [p.id for p in await chain_payloads(node) if isinstance(p, Exchange)] == [xid]
+        with pytest.raises(InvalidObject, match="several counterparties"):
+            await a.rate(xid, 5)
+        await a.rate(xid, 5, subject=b.identity.public_key)
+
+
+async def test_counter_offer_round_settles_on_the_counter_terms(tmp_path: Path) -> None:
+    async with swarm(tmp_path, 2) as s:
+        maker, taker = s.nodes
+        listing = await publish(maker, "drill", "1 x drill", "5 x eggs")
+        await visible(taker, listing.id)
+        offer = await taker.make_offer(listing.id, [item("2 x eggs")])
+        await until(lambda: maker.settle.machine.offer(offer.id) is not None, "the offer")
+        counter = await maker.counter(offer.id, [item("4 x eggs")], [item("1 x drill")])
+        await until(lambda: taker.settle.machine.offer(counter.id) is not None, "the counter-offer")
+        assert taker.settle.machine.offer(offer.id).state is OfferState.COUNTERED  # type: ignore[union-attr]
+        trade = await taker.accept(counter.id)
+        xid = trade.view.exchange.id
+        await until(lambda: appended(maker, xid) and appended(taker, xid), "both appends")
+        legs = {(leg.giver, leg.receiver): leg.items for leg in trade.view.exchange.legs}
+        taker_index = trade.view.exchange.index_of(taker.identity.public_key)
+        assert legs[(taker_index, 1 - taker_index)] == (item("4 x eggs"),)
+
+
+async def test_second_acceptance_beyond_the_quantity_is_refused(tmp_path: Path) -> None:
+    async with swarm(tmp_path, 3) as s:
+        maker, t1, t2 = s.nodes
+        listing = await publish(maker, "the only drill", "1 x drill")
+        await visible(t1, listing.id)
+        await visible(t2, listing.id)
+        o1 = await t1.make_offer(listing.id, [item("2 x eggs")])
+        o2 = await t2.make_offer(listing.id, [item("3 x eggs")])
+        await until(lambda: all(maker.settle.machine.offer(o.id) for o in (o1, o2)), "both offers")
+        await maker.accept(o1.id)  # pending: the drill is reserved from the maker's signature on
+        with pytest.raises(Conflict, match="drill"):
+            await maker.accept(o2.id)
+
+
+async def test_messages_reach_the_counterparty_by_gossip_when_the_direct_dial_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with swarm(tmp_path, 2) as s:
+        maker, taker = s.nodes
+        listing = await publish(maker, "tent", "1 x tent")
+        await visible(taker, listing.id)
+        for node in (maker, taker):
+            await until(lambda n=node: bool(n.host.mesh_peers(p2p.topic("main", "settle"))), "the settle mesh")
+
+        async def unreachable(*args: Any, **kwargs: Any) -> bytes:
+            raise p2p.DialError("test: direct dial disabled")
+
+        sent: list[str] = []
+        for node in (maker, taker):
+            monkeypatch.setattr(node.host, "request", unreachable)
+            original = node._publish_now
+
+            async def spy(topic_name: str, raw: bytes, original: Any = original) -> None:
+                sent.append(topic_name)
+                await original(topic_name, raw)
+
+            monkeypatch.setattr(node, "_publish_now", spy)
+        offer = await taker.make_offer(listing.id, [item("1 x rope")])
+        await until(lambda: maker.settle.machine.offer(offer.id) is not None, "the offer (gossiped on offers)")
+        trade = await maker.accept(offer.id)
+        xid = trade.view.exchange.id
+        await until(lambda: appended(maker, xid) and appended(taker, xid), "completion over gossip")
+        assert "settle" in sent  # the exchange copies went by the settle topic
+
+
+async def test_a_forged_countersignature_is_refused(tmp_path: Path) -> None:
+    async with swarm(tmp_path, 2) as s:
+        maker, taker = s.nodes
+        listing = await publish(maker, "kayak", "1 x kayak")
+        await visible(taker, listing.id)
+        offer = await taker.make_offer(listing.id, [item("1 x paddle")])
+        await until(lambda: maker.settle.machine.offer(offer.id) is not None, "the offer")
+        await s.stop(1)  # the taker is gone: the maker's copy waits, signed by the maker only
+        trade = await maker.accept(offer.id)
+        x = trade.view.exchange
+        assert state(maker, x.id) is ExchangeState.SIGNED
+        envelope = cbor.decode(x.raw, max_size=1 << 20)
+        envelope[3][x.index_of(taker.identity.public_key)] = os.urandom(64)  # the taker's slot, forged
+        forged = cbor.encode(envelope)
+        with pytest.raises(InvalidObject):
+            await maker.settle._serve("forger", forged)  # the direct stream's handler: refused at the boundary
+        assert state(maker, x.id) is ExchangeState.SIGNED and not appended(maker, x.id)
