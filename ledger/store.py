@@ -413,12 +413,6 @@ class LedgerStore:
             proofs.append(evidence.fork_proof(self._verified(chain_raw), self._verified(fork_raw)))
         return proofs
 
-    def own_payload_ids(self, author: bytes, kind: str) -> set[bytes]:
-        """Ids of the payloads of one ``kind`` on ``author``'s chain (e.g. the exchanges it holds)."""
-        return {
-            row[0] for row in self._rows("SELECT payload_id FROM entries WHERE author = ? AND kind = ?", (author, kind))
-        }
-
     def entries_with_payload(self, payload_id: bytes) -> list[LedgerEntry]:
         """Every chain entry (any author) whose payload has this id, re-verified; e.g. who holds an exchange."""
         rows = self._rows("SELECT raw FROM entries WHERE payload_id = ? ORDER BY author, seq", (payload_id,))

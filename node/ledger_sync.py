@@ -147,6 +147,9 @@ class NodeLedger:
             except p2p.P2PError as exc:
                 log.warning("could not announce ledger entries: %s", exc)
 
+    async def entries_with_payload(self, payload_id: bytes) -> list[LedgerEntry]:
+        return await self._db_call(self.store.entries_with_payload, payload_id)
+
     async def own_entries(self) -> list[LedgerEntry]:
         return await self._db_call(lambda: list(self.store.chain(self.identity.public_key)))
 

@@ -143,6 +143,7 @@ class SettlementService:
         self._nursery: trio.Nursery | None = None
         self._in_flight: set[tuple[bytes, bytes]] = set()
         self._counterparties: set[bytes] = set()
+        self._acknowledged: set[tuple[bytes, bytes]] = set()  # (party, exchange id) on that party's chain
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -186,8 +187,23 @@ class SettlementService:
 
     async def resume(self) -> None:
         async with self._lock:
-            await self._carry_out(self.machine.resume(_now()))
+            decisions = self.machine.resume(_now())
+            await self._carry_out([d for d in decisions if not await self._holds_it(d)])
         self._changed.set()
+
+    async def _holds_it(self, d: Decision) -> bool:
+        """A re-send of a complete exchange to a party whose chain we hold with it on: it has it.
+
+        resume() re-sends complete exchanges until deadline + GRACE because it cannot know
+        whether the others got them; the replicated chains of our counterparties can.
+        """
+        if not (isinstance(d, Send) and isinstance(d.obj, Exchange) and d.obj.complete):
+            return False
+        key = (d.to, d.obj.id)
+        if key not in self._acknowledged:
+            entries = await self.ledger.entries_with_payload(d.obj.id)
+            self._acknowledged.update((e.author, d.obj.id) for e in entries)
+        return key in self._acknowledged
 
     async def _carry_out(self, decisions: Sequence[Decision]) -> None:
         """Run decisions in order (the lock is held). Persist is durable before anything after it."""

@@ -67,6 +67,17 @@ def test_append_own_builds_a_linked_chain(store: LedgerStore) -> None:
     assert (counts.chains, counts.entries, counts.forks) == (1, 5, 0)
 
 
+def test_append_own_once_returns_the_entry_already_holding_the_payload(store: LedgerStore) -> None:
+    first = store.append_own(ALICE, X, T + 30, once=True)
+    again = store.append_own(ALICE, X, T + 40, once=True)  # a retry after a crash: nothing new
+    assert again == first and store.head(ALICE.public_key) == (1, first.id)
+    store.append_own(ALICE, X, T + 50)  # without once: appended again
+    assert store.head(ALICE.public_key)[0] == 2  # type: ignore[index]
+    bobs = store.append_own(BOB, X, T + 60, once=True)  # once is per chain
+    holders = [(e.author, e.seq) for e in store.entries_with_payload(X.id)]
+    assert sorted(holders) == sorted([(ALICE.public_key, 1), (ALICE.public_key, 2), (BOB.public_key, bobs.seq)])
+
+
 def test_append_own_refuses_a_payload_not_of_the_author(store: LedgerStore) -> None:
     with pytest.raises(InvalidObject, match="not a party"):
         store.append_own(CAROL, X, T + 30)
