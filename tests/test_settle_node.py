@@ -20,7 +20,8 @@ from swapmeet.node import p2p
 from swapmeet.node.api import Conflict, ListingSpec
 from swapmeet.node.home import Home
 from swapmeet.node.runtime import Node, NodeConfig
-from swapmeet.protocol import cbor
+from swapmeet.protocol import build, cbor, ledgerwire
+from swapmeet.protocol.boundary import ZERO_ID
 from swapmeet.protocol.build import parse_item
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import Identity
@@ -265,3 +266,45 @@ async def test_a_forged_countersignature_is_refused(tmp_path: Path) -> None:
         with pytest.raises(InvalidObject):
             await maker.settle._serve("forger", forged)  # the direct stream's handler: refused at the boundary
         assert state(maker, x.id) is ExchangeState.SIGNED and not appended(maker, x.id)
+
+
+# --------------------------------------------------------------------------- ledger replication: forks
+
+
+def _signed_exchange(a: Identity, b: Identity, what: str) -> Exchange:
+    now = int(time.time())
+    x = build.propose_exchange(
+        parties=[a.public_key, b.public_key],
+        legs=[Leg(0, 1, (item(what),)), Leg(1, 0, (item("1 x thanks"),))],
+        created=now,
+        deadline=now + 600,
+    )
+    return build.sign_exchange(build.sign_exchange(x, a), b)
+
+
+async def test_a_forked_chain_is_flagged_by_every_node(tmp_path: Path) -> None:
+    """A raw peer signs two different entries at seq 1; an archive node finds the fork, every node is alerted."""
+    async with swarm(tmp_path, 3) as s:
+        archive, relay, bystander = s.nodes
+        archive.ledger.archive = True  # replicates every chain it hears of
+        forker, friend = Identity.generate(), Identity.generate()
+        now = int(time.time())
+        entries = [
+            build.make_entry(forker, seq=1, prev=ZERO_ID, time=now, payload=_signed_exchange(forker, friend, what))
+            for what in ("1 x bike", "1 x boat")
+        ]
+        topic = p2p.topic("main", ledgerwire.GOSSIP_TOPIC)
+        for node in s.nodes:
+            await until(lambda n=node: len(n.host.mesh_peers(topic)) == 2, "the ledger mesh")
+        await relay.host.publish(topic, ledgerwire.encode_gossip(ledgerwire.Announce((entries[0].raw,))))
+        await until(lambda: archive.ledger.store.head(forker.public_key) is not None, "the first entry")
+        assert bystander.ledger.store.head(forker.public_key) is None  # not a chain it replicates
+        await relay.host.publish(topic, ledgerwire.encode_gossip(ledgerwire.Announce((entries[1].raw,))))
+        for node in s.nodes:
+            await until(lambda n=node: _forked(n, forker.public_key), "every node to mark the forker")
+        assert forker.public_key in archive.ledger.store.forked_authors()  # the archive holds the proof entries
+        assert bystander.home.forked_file.exists()  # the others keep the proof they were sent
+
+
+async def _forked(node: Node, author: bytes) -> bool:
+    return author in await node.forked()
