@@ -43,6 +43,8 @@ def config() -> None:
         api_port = 0        # 0: any free port
         mdns = true
         dht = true
+        archive = false     # true: replicate every ledger chain heard of
+        follow = []         # PeerIDs whose ledger chains to replicate
     """
 
 

@@ -1,4 +1,9 @@
-"""``swapmeet init`` and ``swapmeet id``: create and show the node identity."""
+"""``swapmeet init`` and ``swapmeet id``: create and show the node identity.
+
+Both print the PeerID (which *is* the trading identity) and the Ed25519 public
+key in hex, the form other tools and the audit reports use; ``--json`` gives
+the same as stable fields (docs/GUIDE.md, section 4).
+"""
 
 from __future__ import annotations
 
@@ -16,8 +21,9 @@ from .context import App, pass_app
     is_flag=True,
     help="Store the key unencrypted (anyone who can read the file can trade as you).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: peer_id, public_key, key_file, encrypted.")
 @pass_app
-def init(app: App, no_passphrase: bool) -> None:
+def init(app: App, no_passphrase: bool, as_json: bool) -> None:
     """Create this node's identity key in the home directory.
 
     The key is encrypted with a passphrase (asked twice on a terminal, or taken
@@ -34,8 +40,18 @@ def init(app: App, no_passphrase: bool) -> None:
             hint=f"set {identity_store.PASSPHRASE_ENV}, or use --no-passphrase to store the key unencrypted",
         )
     identity = identity_store.create_identity(home, passphrase)
+    if as_json:
+        info = {
+            "peer_id": identity.peer_id,
+            "public_key": identity.public_key.hex(),
+            "key_file": str(home.identity_key),
+            "encrypted": passphrase is not None,
+        }
+        click.echo(json.dumps(info))
+        return
     protection = "encrypted with your passphrase" if passphrase else "NOT encrypted"
     click.echo(f"created identity {identity.peer_id}")
+    click.echo(f"public key {identity.public_key.hex()}")
     click.echo(f"key file {home.identity_key} ({protection})")
 
 

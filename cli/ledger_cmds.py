@@ -294,8 +294,9 @@ def _show_chain_json(
 @click.argument("file", type=click.Path(dir_okay=False, writable=True))
 @click.option("--author", "author", metavar="AUTHOR", help="Export only this author's chain (and its forks).")
 @click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: file, entries, author.")
 @pass_app
-def export(app: App, file: str, author: str | None, force: bool) -> None:
+def export(app: App, file: str, author: str | None, force: bool, as_json: bool) -> None:
     """Write the ledger (or one author's chain) to FILE, a CBOR sequence any swapmeet can import or audit."""
     if os.path.exists(file) and not force:
         raise ExportExists(f"{file} exists; use --force to overwrite it")
@@ -308,6 +309,9 @@ def export(app: App, file: str, author: str | None, force: bool) -> None:
         key = resolve_author(author, store.heads() if store else ()) if author is not None else None
         raws = store.iter_raw(key) if store is not None else iter(())
         count = write_export(file, raws, author=key)
+    if as_json:
+        click.echo(json.dumps({"file": file, "entries": count, "author": peer_id(key) if key else None}))
+        return
     whose = f"the chain of {peer_id(key)}" if key else "the ledger"
     click.echo(f"exported {_plural(count, 'entry', 'entries')} of {whose} to {file}")
 

@@ -18,12 +18,13 @@ Heavy modules (the runtime, rich) are imported inside the commands: ``swapmeet
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 
 SHORT_ID = 12
 STOP_WAIT_S = 30.0
+MAX_ITEM_NAME = 80  # the protocol's limits (PROTOCOL.md 10.8), checked before the node is asked
+MAX_UNIT = 16
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
@@ -101,10 +104,31 @@ def parse_window(text: str, now: int) -> list[int]:
     return [parse_when(parts[0], now, "--window"), parse_when(parts[1], now, "--window")]
 
 
-def _items(values: Sequence[str], option: str) -> list[dict[str, Any]]:
+def parse_items(values: Sequence[str], option: str) -> list[dict[str, Any]]:
+    """``QTY [UNIT] x ITEM`` texts as item objects, each checked against the protocol's limits.
+
+    The quantity, item and unit limits are checked here, not only at the node, so that a typo
+    such as ``0 x bike`` is reported (exit 2, naming ``option``) even when no node runs.
+    """
+    from swapmeet.protocol.boundary import MAX_QTY
     from swapmeet.protocol.build import parse_item
 
-    return [parse_item(v, option).to_cbor() for v in values]
+    items = []
+    for text in values:
+        item = parse_item(text, option)
+        if not 1 <= item.qty <= MAX_QTY:
+            raise InvalidObject(
+                option, f"the quantity must be a whole number from 1 to {MAX_QTY}, got {text!r}", "range"
+            )
+        if len(item.item) > MAX_ITEM_NAME or len(item.unit) > MAX_UNIT:
+            raise InvalidObject(
+                option, f"item names have at most {MAX_ITEM_NAME} characters, units {MAX_UNIT}, got {text!r}", "length"
+            )
+        items.append(item.to_cbor())
+    return items
+
+
+_items = parse_items  # the old private name
 
 
 # --- output helpers ---
@@ -241,6 +265,18 @@ def node() -> None:
     default=None,
     help="Run the Kademlia DHT for peer routing [default: on; config: dht; env: SWAPMEET_DHT].",
 )
+@click.option(
+    "--archive/--no-archive",
+    default=None,
+    help="Replicate every ledger chain heard of, not only counterparties' and followed ones"
+    " [default: off; config: archive; env: SWAPMEET_ARCHIVE].",
+)
+@click.option(
+    "--follow",
+    multiple=True,
+    metavar="PEERID",
+    help="Also replicate this author's ledger chain, repeatable [config: follow; env: SWAPMEET_FOLLOW].",
+)
 @pass_app
 def run(
     app: App,
@@ -250,6 +286,8 @@ def run(
     bootstrap: tuple[str, ...],
     mdns: bool | None,
     dht: bool | None,
+    archive: bool | None,
+    follow: tuple[str, ...],
 ) -> None:
     """Run the node in the foreground until Ctrl-C or SIGTERM.
 
@@ -260,7 +298,16 @@ def run(
     """
     home = app.home()
     # Settings first: a typo in a flag, a variable or config.toml is reported (exit 2) before anything else.
-    flags = {"listen": listen, "api_port": api_port, "net": net, "bootstrap": bootstrap, "mdns": mdns, "dht": dht}
+    flags = {
+        "listen": listen,
+        "api_port": api_port,
+        "net": net,
+        "bootstrap": bootstrap,
+        "mdns": mdns,
+        "dht": dht,
+        "archive": archive,
+        "follow": follow,
+    }
     effective = load_config(home, flags=flags)
     _refuse_if_running(home)
     identity = identity_store.load_identity(home)
@@ -275,6 +322,8 @@ def run(
         bootstrap=list(effective.bootstrap),
         mdns=effective.mdns,
         dht=effective.dht,
+        archive=effective.archive,
+        follow=list(effective.follow),
         debug=app.debug,
     )
 
@@ -411,8 +460,8 @@ def publish(
     now = int(time.time())
     spec: dict[str, Any] = {
         "title": title,
-        "have": _items(have, "--have"),
-        "want": _items(want, "--want"),
+        "have": parse_items(have, "--have"),
+        "want": parse_items(want, "--want"),
         "type": kind,
         "desc": desc,
         "tags": list(tags),
@@ -442,11 +491,29 @@ def withdraw(app: App, listing_id: str, as_json: bool) -> None:
     from swapmeet.node.api import parse_id
 
     parse_id(listing_id, "ID")  # a malformed id is a usage error, node or not
-    result = _client(app).withdraw(listing_id)
+    client = _client(app)
+    with _hint_on_unknown("`swapmeet listings --author` with your PeerID lists your listings and their ids"):
+        # Resolve the prefix first, so that the answer can say which listing it was.
+        target = client.get(listing_id)
+        result = client.withdraw(target["id"])
     if as_json:
         print_json(result)
         return
-    click.echo(f"withdrew listing {listing_id} (series {short(result['series'])}, withdrawal {short(result['id'])})")
+    click.echo(
+        f"withdrew {short(target['id'])}  {target.get('title', '')}  (withdrawal {short(result['id'])},"
+        " announced to peers)"
+    )
+
+
+@contextlib.contextmanager
+def _hint_on_unknown(hint: str) -> Iterator[None]:
+    """Add what to do to the node's "no object with ..." answer (same class, same exit code)."""
+    from swapmeet.node.api import UnknownObject
+
+    try:
+        yield
+    except UnknownObject as err:
+        raise UnknownObject(f"{err}; {hint}") from None
 
 
 @click.command("listings")

@@ -1,6 +1,6 @@
 """The node's configuration: built-in defaults < ``<home>/config.toml`` < ``SWAPMEET_*`` variables < flags.
 
-Six settings, each with one name used everywhere (TOML key, ``SWAPMEET_<NAME>``
+Eight settings, each with one name used everywhere (TOML key, ``SWAPMEET_<NAME>``
 variable, ``--<name>`` flag of ``swapmeet node run``):
 
 ==========  ================================  ===========================================
@@ -12,7 +12,12 @@ net         ``"main"``                        network name: separate markets nev
 api_port    ``0``                             local API port on 127.0.0.1 (0: any free port)
 mdns        ``true``                          discover peers on the local network
 dht         ``true``                          run the Kademlia DHT (peer routing)
+archive     ``false``                         replicate every ledger chain heard of
+follow      ``[]``                            PeerIDs whose ledger chains to replicate
 ==========  ================================  ===========================================
+
+Without ``archive`` a node replicates the chains of its counterparties (parties
+to its exchanges) and of the authors in ``follow``.
 
 :func:`load_config` merges the layers and returns an :class:`EffectiveConfig`
 that records, for every value, where it came from: ``"default"``, the config
@@ -142,6 +147,15 @@ def validate_dial_addr(addr: str) -> str:
     return addr
 
 
+def validate_peer_id(text: str) -> str:
+    """A PeerID to follow: an Ed25519 PeerID (``12D3KooW...``), the form of every trading identity."""
+    try:
+        public_key_from_peer_id(text)
+    except InvalidObject:
+        raise ValueError(f"bad peer id {text!r} (expected an Ed25519 PeerID, 12D3KooW...)") from None
+    return text
+
+
 def _api_port(port: int) -> int:
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} out of range (0-65535; 0 picks any free port)")
@@ -175,6 +189,8 @@ _KEYS: tuple[_Key, ...] = (
     _Key("api_port", "int", 0, _api_port),
     _Key("mdns", "bool", True, lambda v: v),
     _Key("dht", "bool", True, lambda v: v),
+    _Key("archive", "bool", False, lambda v: v),
+    _Key("follow", "list", (), validate_peer_id),
 )
 KEYS: tuple[str, ...] = tuple(k.name for k in _KEYS)
 ENV_VARS: tuple[str, ...] = tuple(k.env for k in _KEYS)
@@ -259,6 +275,8 @@ class EffectiveConfig:
     api_port: int
     mdns: bool
     dht: bool
+    archive: bool
+    follow: tuple[str, ...]
     sources: Mapping[str, str]
     file: str  # the config file that was (or would have been) read
 

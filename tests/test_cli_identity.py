@@ -205,5 +205,14 @@ def test_cli_import_stays_light() -> None:
     assert proc.stdout.strip() == ""
 
 
+def test_init_json(tmp_path: Path) -> None:
+    proc = run("--home", str(tmp_path / "home"), "init", "--no-passphrase", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert set(info) == {"peer_id", "public_key", "key_file", "encrypted"}
+    assert info["encrypted"] is False and info["key_file"] == str(tmp_path / "home" / "identity.key")
+    assert peer_id(bytes.fromhex(info["public_key"])) == info["peer_id"]
+
+
 def run(*args: str, env: dict[str, str] | None = None):
     return run_cli(*args, env=clean_env(**(env or {})))

@@ -75,6 +75,8 @@ def test_stale_cookies_mean_not_running(tmp_path: Path) -> None:
     ("args", "needles"),
     [
         (["--have", "three bikes"], ["--have", "QTY x ITEM", "'three bikes'"]),
+        (["--have", "0 x bike"], ["--have", "from 1 to", "'0 x bike'"]),
+        (["--have", "1 x bike", "--want", f"1 x {'a' * 81}"], ["--want", "at most 80 characters"]),
         (["--have", "1 x bike", "--want", "apples"], ["--want", "'apples'"]),
         (["--have", "1 x bike", "--expires", "soon"], ["--expires", "'soon'"]),
         (["--have", "1 x bike", "--kind", "rental", "--window", "tomorrow"], ["--window", "START..END"]),

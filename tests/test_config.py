@@ -57,6 +57,12 @@ LAYERS: dict[str, tuple[tuple[str, Any], tuple[str, Any], tuple[Any, Any]]] = {
     "api_port": (("api_port = 1111", 1111), ("2222", 2222), (3333, 3333)),
     "mdns": (("mdns = false", False), ("yes", True), (False, False)),
     "dht": (("dht = false", False), ("1", True), (False, False)),
+    "archive": (("archive = true", True), ("no", False), (True, True)),
+    "follow": (
+        (f'follow = ["{PEER_A}"]', (PEER_A,)),
+        (f"{PEER_A}, {PEER_B}", (PEER_A, PEER_B)),
+        ((PEER_B,), (PEER_B,)),
+    ),
 }
 DEFAULTS = {
     "listen": ("/ip4/0.0.0.0/tcp/4001",),
@@ -65,8 +71,16 @@ DEFAULTS = {
     "api_port": 0,
     "mdns": True,
     "dht": True,
+    "archive": False,
+    "follow": (),
 }
-FLAG_NAMES = {"listen": "--listen", "bootstrap": "--bootstrap", "net": "--net", "api_port": "--api-port"}
+FLAG_NAMES = {
+    "listen": "--listen",
+    "bootstrap": "--bootstrap",
+    "net": "--net",
+    "api_port": "--api-port",
+    "follow": "--follow",
+}
 
 
 def test_every_key_is_covered() -> None:
@@ -124,6 +138,8 @@ def test_all_layers_at_once(tmp_path: Path) -> None:
         "api_port": {"value": 2, "source": "env SWAPMEET_API_PORT"},
         "mdns": {"value": True, "source": "flag --mdns"},
         "dht": {"value": True, "source": "default"},
+        "archive": {"value": False, "source": "default"},
+        "follow": {"value": [], "source": "default"},
     }
 
 
@@ -310,6 +326,8 @@ def test_config_show_table_and_json(tmp_path: Path) -> None:
         "api_port": {"value": 8123, "source": "env SWAPMEET_API_PORT"},
         "mdns": {"value": True, "source": "default"},
         "dht": {"value": False, "source": "env SWAPMEET_DHT"},
+        "archive": {"value": False, "source": "default"},
+        "follow": {"value": [], "source": "default"},
     }
 
 
