@@ -101,9 +101,16 @@ def cli(ctx: click.Context, home: str | None, debug: bool) -> None:
 
 
 def _register(group: click.Group) -> None:
-    from . import audit_cmd, config_cmds, identity_cmds, ledger_cmds, node_cmds
+    from . import audit_cmd, config_cmds, demo_cmd, identity_cmds, ledger_cmds, node_cmds, trade_cmds
 
-    for command in (*identity_cmds.COMMANDS, *node_cmds.COMMANDS, ledger_cmds.ledger, audit_cmd.audit):
+    for command in (
+        *identity_cmds.COMMANDS,
+        *node_cmds.COMMANDS,
+        *trade_cmds.COMMANDS,
+        ledger_cmds.ledger,
+        audit_cmd.audit,
+        demo_cmd.demo,
+    ):
         group.add_command(command)
     for command in config_cmds.COMMANDS:
         group.add_command(command)

@@ -549,6 +549,8 @@ def listings(
     if not found:
         click.echo("no listings found")
         return
+    from .trade_cmds import peer_cell  # trade_cmds imports this module
+
     now = time.time()
     rows = [
         [
@@ -557,7 +559,7 @@ def listings(
             x["title"],
             items_text(x["have"]),
             items_text(x["want"]) or "-",
-            short_peer(x["author"]),
+            peer_cell(x["author"], [x["author"]] if x.get("author_forked") else ()),
             relative(x["expires"], now),
         ]
         for x in found

@@ -28,9 +28,32 @@ is a full 64-hex object id or an unambiguous prefix of at least
 ``POST /v1/listings/{ID}/withdraw``   withdraw one of our listings (200 + withdrawal)
 ``GET  /v1/objects/{ID}``             any object the node holds (``?raw=true`` adds its hex bytes)
 ``GET  /v1/resolve/{PREFIX}``         ``{"id": "<64 hex>"}``
+``POST /v1/offers``                   make an offer on a listing in the book (body: ``{"listing": ID, "give":
+                                      [item], "take": [item] | null, "expires_in_s", "note"}``; 201 + offer row)
+``GET  /v1/offers``                   offers this node wrote or received; query ``direction=incoming|outgoing``
+``POST /v1/offers/{ID}/accept``       accept an open offer to us (``{"deadline_in_s"}``, optional): the trade
+``POST /v1/offers/{ID}/decline``      decline an open offer to us (``{"note"}``, optional): the notice
+``POST /v1/offers/{ID}/counter``      answer it with other terms (``{"give", "take", "expires_in_s", "note"}``,
+                                      from the taker's side as in the offer; 201 + offer row)
+``POST /v1/offers/{ID}/cancel``       withdraw an open offer we wrote (``{"note"}``, optional): the notice
+``POST /v1/trades``                   propose an N-party exchange (``{"parties": [peer] | null, "legs": [{"from":
+                                      peer, "to": peer, "items": [item]}], "listings": [ID], "deadline_in_s"}``;
+                                      parties default to their order of first appearance in the legs; 201 + trade)
+``GET  /v1/trades``                   exchanges we are a party to, newest first; query ``state`` (coarse or fine)
+``GET  /v1/trades/{ID}``              one of them
+``POST /v1/trades/{ID}/sign``         consent to (sign) an exchange that waits for us: the trade
+``POST /v1/trades/{ID}/cancel``       leave an exchange we have not signed (``{"note"}``, optional): the notice
+``POST /v1/trades/{ID}/confirm``      confirm receipt (``{"legs": [int] | null}``; default: every leg to us): receipt
+``POST /v1/trades/{ID}/rate``         rate a counterparty (``{"score": 1..5, "subject": peer | null, "comment"}``)
+``GET  /v1/forked``                   authors we hold a fork proof against ``[PeerID]``
 ``POST /v1/stop``                     202 ``{"stopping": true}``; the node shuts down after answering
 ``GET  /openapi.json``                the OpenAPI schema (no docs UI: it would load assets from a CDN)
 ====================================  ==========================================================
+
+A peer is a PeerID (``12D3KooW...``) or a 64-hex public key; an item is ``"QTY [UNIT] x ITEM"`` or
+``{"item", "qty", "unit"}``. Response shapes (offer row, trade, notice, receipt, rating) are documented in
+:mod:`swapmeet.node.jsonview`. Listings from ``GET /v1/listings`` also carry ``"author_forked": bool``.
+Settlement refusals (the offer is not open, the exchange is already signed...) are 409 ``conflict``.
 
 Errors are never tracebacks: every failure is a JSON body ``{"error": "<one
 line: what is wrong and where>", "code": "<stable name>"}`` with status 400
@@ -68,6 +91,8 @@ if TYPE_CHECKING:
     import trio
     from fastapi import FastAPI
     from swapmeet.protocol.identity import Identity
+    from swapmeet.protocol.objects import Leg, Notice, Offer, Rating, Receipt
+    from swapmeet.protocol.settlement_types import ExchangeView, OfferView
 
 log = logging.getLogger("swapmeet.node.api")
 
@@ -77,8 +102,12 @@ MAX_BODY = 64 * 1024  # bytes; a listing is at most 16 KiB signed, its JSON requ
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 DEFAULT_LISTING_TTL_S = 7 * 86_400
+DEFAULT_OFFER_TTL_S = 86_400  # an offer nobody answers in a day is stale
+DEFAULT_DEADLINE_S = 600  # from accept to every signature: parties online settle in well under a second
 
 _HEX = re.compile(r"[0-9a-f]+")
+# GET /v1/trades?state=: the coarse states of jsonview.trade, then the settlement machine's own
+TRADE_FILTERS = ("pending", "complete", "lapsed", "awaiting", "signed", "cancelled")
 
 
 # --- errors (shared with the client, which re-raises them from JSON bodies) ---
@@ -185,6 +214,19 @@ class ListingSpec:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """An exchange this node is a party to, with what this node did after it completed.
+
+    ``view`` is the settlement machine's view (its merged copy and fine-grained state);
+    ``confirmed_legs`` are the legs this node's receipts confirm, ``rated`` the parties it rated.
+    """
+
+    view: "ExchangeView"
+    confirmed_legs: tuple[int, ...] = ()
+    rated: tuple[bytes, ...] = ()
+
+
 class NodeAPI(Protocol):
     """The async facade a running node offers to its local API.
 
@@ -240,6 +282,97 @@ class NodeAPI(Protocol):
         """Request a clean shutdown and return at once (the HTTP answer is sent before this is called)."""
         ...
 
+    # --- settlement (issue 5). Ids are full ids; the HTTP layer resolves prefixes with ``resolve``,
+    # which covers offers and exchanges this node takes part in as well as the book.
+    # Refusals by the settlement machine raise :class:`Conflict` (409, exit 1) with its reason.
+
+    async def make_offer(
+        self,
+        listing_id: bytes,
+        give: list[Item],
+        take: list[Item] | None = None,
+        *,
+        expires_in_s: int | None = None,
+        note: str = "",
+    ) -> "Offer":
+        """Offer ``give`` for ``take`` (default: everything the listing has) out of a listing in the book.
+
+        Signed, sent directly to the maker (gossip if it cannot be dialled) and announced; returned.
+        ``expires_in_s`` defaults to :data:`DEFAULT_OFFER_TTL_S`.
+        """
+        ...
+
+    async def offers(self, direction: str | None = None) -> "list[OfferView]":
+        """Offers this node wrote (``"outgoing"``) or received (``"incoming"``), or both (None); newest first."""
+        ...
+
+    async def accept(self, offer_id: bytes, *, deadline_in_s: int | None = None) -> "Trade":
+        """Accept an open offer to this node: sign the exchange that settles it (deadline default
+        :data:`DEFAULT_DEADLINE_S`); the taker countersigns by itself. Returns the trade (pending)."""
+        ...
+
+    async def decline(self, offer_id: bytes, note: str = "") -> "Notice":
+        """Decline an open offer to this node (signed notice to its author)."""
+        ...
+
+    async def counter(
+        self,
+        offer_id: bytes,
+        give: list[Item],
+        take: list[Item],
+        *,
+        expires_in_s: int | None = None,
+        note: str = "",
+    ) -> "Offer":
+        """Answer an open offer to this node with other terms. ``give``/``take`` are from the *taker's*
+        side, as in the original offer (what the taker gives, what the taker takes)."""
+        ...
+
+    async def cancel(self, target_id: bytes, note: str = "") -> "Notice":
+        """Withdraw an open offer this node wrote, or leave an exchange this node has not signed."""
+        ...
+
+    async def propose(
+        self,
+        parties: list[bytes],
+        legs: "list[Leg]",
+        *,
+        listings: list[bytes] = (),  # type: ignore[assignment]
+        deadline_in_s: int | None = None,
+    ) -> "Trade":
+        """Coordinate an N-party exchange (2..8 parties, this node among them): sign it first, send it
+        to every party. Each other party consents with :meth:`sign`."""
+        ...
+
+    async def sign(self, exchange_id: bytes) -> "Trade":
+        """Consent to (sign) an exchange that waits for this node's signature."""
+        ...
+
+    async def trades(self) -> "list[Trade]":
+        """Every exchange this node is a party to, newest first."""
+        ...
+
+    async def trade(self, exchange_id: bytes) -> "Trade":
+        """One exchange (:class:`UnknownObject` if this node is not a party to it)."""
+        ...
+
+    async def confirm(self, exchange_id: bytes, legs: list[int] | None = None) -> "Receipt":
+        """Confirm receipt of legs of a complete exchange (default: every leg this node receives):
+        a receipt entry on this node's chain. :class:`Conflict` if not complete or nothing to confirm."""
+        ...
+
+    async def rate(
+        self, exchange_id: bytes, score: int, *, subject: bytes | None = None, comment: str = ""
+    ) -> "Rating":
+        """Rate a counterparty of a complete exchange (1..5): a rating entry on this node's chain.
+        ``subject`` defaults to the only other party; required with 3+ parties."""
+        ...
+
+    async def forked(self) -> list[bytes]:
+        """Authors this node holds a verified fork proof against (they signed two different entries
+        at one seq): the CLI marks them wherever it shows them."""
+        ...
+
 
 # --- the HTTP app ---
 
@@ -261,8 +394,8 @@ def parse_id(text: str, what: str = "id") -> str | bytes:
     return text
 
 
-def parse_author(text: str) -> bytes:
-    """An author given as a PeerID (``12D3KooW...``) or a 64-hex public key."""
+def parse_author(text: str, what: str = "author") -> bytes:
+    """An author (or any peer: ``what`` names the field in errors) as a PeerID (``12D3KooW...``) or 64-hex key."""
     from swapmeet.protocol.identity import public_key_from_peer_id
 
     text = text.strip()
@@ -272,7 +405,7 @@ def parse_author(text: str) -> bytes:
         return public_key_from_peer_id(text)
     except InvalidObject:
         raise InvalidObject(
-            "author", f"expected a PeerID (12D3KooW...) or a 64-hex public key, got {text!r}", "format"
+            what, f"expected a PeerID (12D3KooW...) or a 64-hex public key, got {text!r}", "format"
         ) from None
 
 
@@ -368,7 +501,9 @@ def create_app(node: NodeAPI, token: str) -> "FastAPI":
     from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
     from starlette.exceptions import HTTPException
     from swapmeet.protocol.build import parse_item
-    from swapmeet.protocol.objects import LISTING_TYPES
+    from swapmeet.protocol.identity import peer_id
+    from swapmeet.protocol.objects import LISTING_TYPES, Leg
+    from swapmeet.protocol.settlement_types import OfferState, OfferView
 
     from . import jsonview
 
@@ -418,6 +553,9 @@ def create_app(node: NodeAPI, token: str) -> "FastAPI":
         due: int | None
         loc: str | None
 
+    class ListingRowOut(ListingOut):
+        author_forked: bool = Field(description="this node holds a fork proof against the author")
+
     class WithdrawalOut(_Open):
         kind: str
         id: str
@@ -462,6 +600,123 @@ def create_app(node: NodeAPI, token: str) -> "FastAPI":
     class IdOut(BaseModel):
         id: str
 
+    class OfferRowOut(_Open):
+        kind: str
+        id: str
+        author: str
+        listing: str
+        maker: str
+        taker: str
+        give: list[ItemOut]
+        take: list[ItemOut]
+        counters: str | None
+        note: str
+        created: int
+        expires: int
+        from_: str = Field(alias="from")
+        to: str
+        state: str = Field(description="open, accepted, declined, countered, cancelled or expired")
+        exchange: str | None
+        answer: str | None
+
+    class LegOut(_Open):
+        index: int
+        from_: str = Field(alias="from")
+        to: str
+        items: list[ItemOut]
+
+    class TradeOut(_Open):
+        kind: str
+        id: str
+        state: str = Field(description="pending, complete or lapsed")
+        detail: str = Field(description="awaiting, signed, complete, lapsed or cancelled")
+        parties: list[str]
+        legs: list[LegOut]
+        signed_by: list[str]
+        complete: bool
+        created: int
+        deadline: int
+        offer: str | None
+        listings: list[str]
+        appended: bool
+        confirmed_legs: list[int]
+        rated: list[str]
+        forked: list[str]
+        notice: str | None
+
+    class NoticeOut(_Open):
+        kind: str
+        id: str
+        author: str
+        action: str
+        about: str
+        about_kind: str
+        note: str
+        created: int
+
+    class ReceiptOut(_Open):
+        kind: str
+        id: str
+        author: str
+        exchange: str
+        legs: list[int]
+        created: int
+
+    class RatingOut(_Open):
+        kind: str
+        id: str
+        author: str
+        exchange: str
+        subject: str
+        score: int
+        comment: str
+        created: int
+
+    class _In(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    class OfferIn(_In):
+        """An offer on a listing, from the taker's side: what we give, what we take out of the listing."""
+
+        listing: str = Field(description="the listing's id or an unambiguous prefix")
+        give: list[ItemText] = Field(min_length=1)
+        take: list[ItemText] | None = Field(None, description="default: everything the listing has")
+        expires_in_s: int | None = Field(None, gt=0, description=f"default {DEFAULT_OFFER_TTL_S}")
+        note: str = ""
+
+    class CounterIn(_In):
+        """Other terms for an offer to us, from the taker's side as in the offer."""
+
+        give: list[ItemText] = Field(min_length=1, description="what the taker gives")
+        take: list[ItemText] = Field(min_length=1, description="what the taker takes out of the listing")
+        expires_in_s: int | None = Field(None, gt=0, description=f"default {DEFAULT_OFFER_TTL_S}")
+        note: str = ""
+
+    class AcceptIn(_In):
+        deadline_in_s: int | None = Field(None, gt=0, description=f"signing deadline, default {DEFAULT_DEADLINE_S}")
+
+    class NoteIn(_In):
+        note: str = ""
+
+    class LegIn(_In):
+        from_: str = Field(alias="from", description="the giver: PeerID or 64-hex key")
+        to: str = Field(description="the receiver: PeerID or 64-hex key")
+        items: list[ItemText] = Field(min_length=1)
+
+    class ProposeIn(_In):
+        parties: list[str] | None = Field(None, description="default: in order of first appearance in the legs")
+        legs: list[LegIn] = Field(min_length=1)
+        listings: list[str] = Field([], description="ids (or prefixes) of the listings the exchange draws on")
+        deadline_in_s: int | None = Field(None, gt=0, description=f"signing deadline, default {DEFAULT_DEADLINE_S}")
+
+    class ConfirmIn(_In):
+        legs: list[int] | None = Field(None, description="leg indexes; default: every leg this node receives")
+
+    class RateIn(_In):
+        score: int = Field(ge=1, le=5)
+        subject: str | None = Field(None, description="the party rated; default: the only other party")
+        comment: str = ""
+
     class StoppingOut(BaseModel):
         stopping: bool
 
@@ -471,9 +726,34 @@ def create_app(node: NodeAPI, token: str) -> "FastAPI":
             for i, v in enumerate(values)
         ]
 
-    async def full_id(text: str) -> bytes:
-        parsed = parse_id(text)
+    async def full_id(text: str, what: str = "id") -> bytes:
+        parsed = parse_id(text, what)
         return parsed if isinstance(parsed, bytes) else await node.resolve(parsed)
+
+    def open_offer(x: "Offer") -> dict[str, Any]:
+        # a freshly made offer (or counter-offer) is open: the machine just recorded it so
+        return jsonview.offer_row(OfferView(x, OfferState.OPEN, None, None))
+
+    async def trade_out(t: Trade) -> dict[str, Any]:
+        return jsonview.trade(t, set(await node.forked()))
+
+    def legs_and_parties(body: ProposeIn) -> tuple[list[bytes], list[Leg]]:
+        ends = [
+            (parse_author(leg.from_, f"legs[{i}].from"), parse_author(leg.to, f"legs[{i}].to"))
+            for i, leg in enumerate(body.legs)
+        ]
+        if body.parties is not None:
+            parties = [parse_author(p, f"parties[{i}]") for i, p in enumerate(body.parties)]
+        else:
+            parties = list(dict.fromkeys(key for pair in ends for key in pair))
+        index = {key: i for i, key in enumerate(parties)}
+        legs = []
+        for i, ((giver, receiver), leg) in enumerate(zip(ends, body.legs, strict=True)):
+            for end, key in (("from", giver), ("to", receiver)):
+                if key not in index:
+                    raise InvalidObject(f"legs[{i}].{end}", "is not one of the parties", "non-party")
+            legs.append(Leg(index[giver], index[receiver], tuple(items(leg.items, f"legs[{i}].items"))))
+        return parties, legs
 
     errors: dict[int | str, dict[str, Any]] = {
         status: {"model": ErrorOut, "description": what}
@@ -534,7 +814,7 @@ def create_app(node: NodeAPI, token: str) -> "FastAPI":
         """Connected peers."""
         return await _maybe_await(node.peers())
 
-    @app.get("/v1/listings", response_model=list[ListingOut])
+    @app.get("/v1/listings", response_model=list[ListingRowOut])
     async def listings(
         q: Annotated[str | None, Query(description="full-text search over title, description, tags")] = None,
         type: Annotated[str | None, Query(description=f"one of {', '.join(LISTING_TYPES)}")] = None,
@@ -554,7 +834,8 @@ def create_app(node: NodeAPI, token: str) -> "FastAPI":
             wants=wants or None,
             limit=limit,
         )
-        return [jsonview.listing(x) for x in found]
+        forked = set(await node.forked()) if found else set()
+        return [{**jsonview.listing(x), "author_forked": x.author in forked} for x in found]
 
     @app.post("/v1/listings", response_model=ListingOut, status_code=201)
     async def publish(body: ListingIn) -> dict[str, Any]:
@@ -596,6 +877,111 @@ def create_app(node: NodeAPI, token: str) -> "FastAPI":
     async def resolve(prefix: str) -> dict[str, str]:
         """The full id for an unambiguous hex prefix."""
         return {"id": (await full_id(prefix)).hex()}
+
+    # --- settlement ---
+
+    @app.post("/v1/offers", response_model=OfferRowOut, status_code=201)
+    async def make_offer(body: OfferIn) -> dict[str, Any]:
+        """Offer ``give`` for ``take`` out of a listing in the book; sent to its author."""
+        made = await node.make_offer(
+            await full_id(body.listing, "listing"),
+            items(body.give, "give"),
+            items(body.take, "take") if body.take is not None else None,
+            expires_in_s=body.expires_in_s,
+            note=body.note,
+        )
+        return open_offer(made)
+
+    @app.get("/v1/offers", response_model=list[OfferRowOut])
+    async def offers(
+        direction: Annotated[str | None, Query(description="incoming or outgoing; default both")] = None,
+    ) -> list[dict[str, Any]]:
+        """Offers this node wrote or received, newest first, with their state."""
+        if direction is not None and direction not in ("incoming", "outgoing"):
+            raise InvalidObject("direction", f"must be incoming or outgoing, got {direction!r}", "format")
+        return [jsonview.offer_row(v) for v in await node.offers(direction)]
+
+    @app.post("/v1/offers/{offer_id}/accept", response_model=TradeOut)
+    async def accept(offer_id: str, body: AcceptIn | None = None) -> dict[str, Any]:
+        """Accept an open offer to this node: sign the exchange that settles it (pending until countersigned)."""
+        deadline = body.deadline_in_s if body is not None else None
+        return await trade_out(await node.accept(await full_id(offer_id), deadline_in_s=deadline))
+
+    @app.post("/v1/offers/{offer_id}/decline", response_model=NoticeOut)
+    async def decline(offer_id: str, body: NoteIn | None = None) -> dict[str, Any]:
+        """Decline an open offer to this node (a signed notice to its author)."""
+        return jsonview.notice(await node.decline(await full_id(offer_id), body.note if body else ""))
+
+    @app.post("/v1/offers/{offer_id}/counter", response_model=OfferRowOut, status_code=201)
+    async def counter(offer_id: str, body: CounterIn) -> dict[str, Any]:
+        """Answer an open offer to this node with other terms (a counter-offer naming it)."""
+        made = await node.counter(
+            await full_id(offer_id),
+            items(body.give, "give"),
+            items(body.take, "take"),
+            expires_in_s=body.expires_in_s,
+            note=body.note,
+        )
+        return open_offer(made)
+
+    @app.post("/v1/offers/{offer_id}/cancel", response_model=NoticeOut)
+    async def cancel_offer(offer_id: str, body: NoteIn | None = None) -> dict[str, Any]:
+        """Withdraw an open offer this node wrote (a signed notice)."""
+        return jsonview.notice(await node.cancel(await full_id(offer_id), body.note if body else ""))
+
+    @app.post("/v1/trades", response_model=TradeOut, status_code=201)
+    async def propose(body: ProposeIn) -> dict[str, Any]:
+        """Propose an N-party exchange (this node among the parties): signed here first, sent to every party."""
+        parties, legs = legs_and_parties(body)
+        listing_ids = [await full_id(x, f"listings[{i}]") for i, x in enumerate(body.listings)]
+        proposed = await node.propose(parties, legs, listings=listing_ids, deadline_in_s=body.deadline_in_s)
+        return await trade_out(proposed)
+
+    @app.get("/v1/trades", response_model=list[TradeOut])
+    async def trades(
+        state: Annotated[
+            str | None, Query(description=f"one of {', '.join(TRADE_FILTERS)}: coarse or fine state")
+        ] = None,
+    ) -> list[dict[str, Any]]:
+        """Exchanges this node is a party to, newest first."""
+        if state is not None and state not in TRADE_FILTERS:
+            raise InvalidObject("state", f"must be one of {', '.join(TRADE_FILTERS)}, got {state!r}", "format")
+        forked = set(await node.forked())
+        rendered = [jsonview.trade(t, forked) for t in await node.trades()]
+        return [t for t in rendered if state is None or state in (t["state"], t["detail"])]
+
+    @app.get("/v1/trades/{exchange_id}", response_model=TradeOut)
+    async def trade(exchange_id: str) -> dict[str, Any]:
+        """One exchange this node is a party to."""
+        return await trade_out(await node.trade(await full_id(exchange_id)))
+
+    @app.post("/v1/trades/{exchange_id}/sign", response_model=TradeOut)
+    async def sign(exchange_id: str) -> dict[str, Any]:
+        """Consent to (sign) an exchange that waits for this node's signature."""
+        return await trade_out(await node.sign(await full_id(exchange_id)))
+
+    @app.post("/v1/trades/{exchange_id}/cancel", response_model=NoticeOut)
+    async def cancel_trade(exchange_id: str, body: NoteIn | None = None) -> dict[str, Any]:
+        """Leave an exchange this node has not signed (a signed promise never to sign it)."""
+        return jsonview.notice(await node.cancel(await full_id(exchange_id), body.note if body else ""))
+
+    @app.post("/v1/trades/{exchange_id}/confirm", response_model=ReceiptOut)
+    async def confirm(exchange_id: str, body: ConfirmIn | None = None) -> dict[str, Any]:
+        """Confirm receipt of legs of a complete exchange (a receipt entry on this node's chain)."""
+        legs = body.legs if body is not None else None
+        return jsonview.receipt(await node.confirm(await full_id(exchange_id), legs))
+
+    @app.post("/v1/trades/{exchange_id}/rate", response_model=RatingOut)
+    async def rate(exchange_id: str, body: RateIn) -> dict[str, Any]:
+        """Rate a counterparty of a complete exchange (a rating entry on this node's chain)."""
+        subject = parse_author(body.subject, "subject") if body.subject is not None else None
+        rated = await node.rate(await full_id(exchange_id), body.score, subject=subject, comment=body.comment)
+        return jsonview.rating(rated)
+
+    @app.get("/v1/forked", response_model=list[str])
+    async def forked() -> list[str]:
+        """Authors this node holds a verified fork proof against (PeerIDs)."""
+        return [peer_id(key) for key in await node.forked()]
 
     @app.post("/v1/stop", response_model=StoppingOut, status_code=202)
     async def stop(background: BackgroundTasks) -> dict[str, bool]:

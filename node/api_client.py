@@ -126,6 +126,55 @@ class ApiClient:
     def stop(self) -> dict[str, Any]:
         return self.request("POST", "/v1/stop")
 
+    # settlement: bodies as in swapmeet.node.api's endpoint table, answers as in swapmeet.node.jsonview
+
+    def make_offer(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """``spec``: ``{"listing", "give", "take"?, "expires_in_s"?, "note"?}``; the offer row."""
+        return self.request("POST", "/v1/offers", body=spec)
+
+    def offers(self, direction: str | None = None) -> list[dict[str, Any]]:
+        return self.request("GET", "/v1/offers", query={"direction": direction})
+
+    def accept(self, offer_id: str, *, deadline_in_s: int | None = None) -> dict[str, Any]:
+        return self.request("POST", f"/v1/offers/{_segment(offer_id)}/accept", body={"deadline_in_s": deadline_in_s})
+
+    def decline(self, offer_id: str, note: str = "") -> dict[str, Any]:
+        return self.request("POST", f"/v1/offers/{_segment(offer_id)}/decline", body={"note": note})
+
+    def counter(self, offer_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """``spec``: ``{"give", "take", "expires_in_s"?, "note"?}`` (the taker's side); the new offer row."""
+        return self.request("POST", f"/v1/offers/{_segment(offer_id)}/counter", body=spec)
+
+    def cancel_offer(self, offer_id: str, note: str = "") -> dict[str, Any]:
+        return self.request("POST", f"/v1/offers/{_segment(offer_id)}/cancel", body={"note": note})
+
+    def propose(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """``spec``: ``{"legs": [{"from", "to", "items"}], "parties"?, "listings"?, "deadline_in_s"?}``; the trade."""
+        return self.request("POST", "/v1/trades", body=spec)
+
+    def trades(self, state: str | None = None) -> list[dict[str, Any]]:
+        return self.request("GET", "/v1/trades", query={"state": state})
+
+    def trade(self, exchange_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/trades/{_segment(exchange_id)}")
+
+    def sign(self, exchange_id: str) -> dict[str, Any]:
+        return self.request("POST", f"/v1/trades/{_segment(exchange_id)}/sign")
+
+    def cancel_trade(self, exchange_id: str, note: str = "") -> dict[str, Any]:
+        return self.request("POST", f"/v1/trades/{_segment(exchange_id)}/cancel", body={"note": note})
+
+    def confirm(self, exchange_id: str, legs: list[int] | None = None) -> dict[str, Any]:
+        return self.request("POST", f"/v1/trades/{_segment(exchange_id)}/confirm", body={"legs": legs})
+
+    def rate(self, exchange_id: str, score: int, *, subject: str | None = None, comment: str = "") -> dict[str, Any]:
+        body = {"score": score, "subject": subject, "comment": comment}
+        return self.request("POST", f"/v1/trades/{_segment(exchange_id)}/rate", body=body)
+
+    def forked(self) -> list[str]:
+        """PeerIDs of the authors the node holds a fork proof against."""
+        return self.request("GET", "/v1/forked")
+
     def wait_stopped(self, timeout: float) -> bool:
         """Poll until the API port refuses connections (the node is gone); False after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout

@@ -29,14 +29,57 @@ offer::
      "maker": PeerID, "taker": PeerID, "give": [item], "take": [item],
      "counters": hex | null, "note": str, "created": int, "expires": int}
 
-Other kinds (exchange, entry, rating, receipt) render as ``{"kind", "id"}``
-plus a few fields for now; the settlement issue extends them.
+offer row (``GET /v1/offers``, ``swapmeet offers --json``; an offer with this node's view of it)::
+
+    offer + {"from": PeerID (its author), "to": PeerID (who has to answer it),
+             "state": "open"|"accepted"|"declined"|"countered"|"cancelled"|"expired",
+             "exchange": hex | null (the exchange that settles it, once accepted),
+             "answer": hex | null (the counter-offer that answered it, once countered)}
+
+exchange (any copy, as stored; ``legs`` name parties by PeerID, ``index`` is the leg's
+position, which receipts refer to)::
+
+    {"kind": "exchange", "id": hex, "parties": [PeerID],
+     "legs": [{"index": int, "from": PeerID, "to": PeerID, "items": [item]}],
+     "signed_by": [PeerID], "complete": bool, "created": int, "deadline": int,
+     "offer": hex | null (the offer it settles), "listings": [hex]}
+
+trade (``GET /v1/trades``, ``swapmeet trades --json``; an exchange this node is a party to)::
+
+    exchange + {"state": "pending"|"complete"|"lapsed",
+                "detail": "awaiting"|"signed"|"complete"|"lapsed"|"cancelled",
+                "appended": bool (on this node's chain), "confirmed_legs": [int] (by this node's receipts),
+                "rated": [PeerID] (parties this node rated), "forked": [PeerID] (parties with a fork proof),
+                "notice": hex | null (the cancel notice that ended it)}
+
+    ``state`` is coarse and stable for scripts: awaiting and signed are "pending"; lapsed and
+    cancelled are "lapsed" (it will never complete). ``detail`` is the settlement machine's state:
+    "awaiting" means waiting for this node's signature, "signed" for the other parties'.
+
+notice::
+
+    {"kind": "notice", "id": hex, "author": PeerID, "action": "decline"|"cancel",
+     "about": hex (the offer or exchange), "about_kind": "offer"|"exchange", "note": str, "created": int}
+
+rating::
+
+    {"kind": "rating", "id": hex, "author": PeerID, "exchange": hex, "subject": PeerID,
+     "score": 1..5, "comment": str, "created": int}
+
+receipt::
+
+    {"kind": "receipt", "id": hex, "author": PeerID, "exchange": hex, "legs": [int], "created": int}
+
+entry (a ledger chain link)::
+
+    {"kind": "entry", "id": hex, "author": PeerID, "seq": int, "prev": hex, "time": int,
+     "payload": exchange | rating | receipt}
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING, Any
 
 from swapmeet.protocol.identity import peer_id
 from swapmeet.protocol.objects import (
@@ -44,12 +87,27 @@ from swapmeet.protocol.objects import (
     Item,
     LedgerEntry,
     Listing,
+    Notice,
     Offer,
     Rating,
     Receipt,
     SignedObject,
     Withdrawal,
 )
+
+if TYPE_CHECKING:
+    from swapmeet.protocol.settlement_types import OfferView
+
+    from .api import Trade
+
+# ExchangeState -> the coarse state scripts rely on
+TRADE_STATES: dict[str, str] = {
+    "awaiting": "pending",
+    "signed": "pending",
+    "complete": "complete",
+    "lapsed": "lapsed",
+    "cancelled": "lapsed",
+}
 
 
 def items(values: Iterable[Item]) -> list[dict[str, Any]]:
@@ -105,20 +163,102 @@ def offer(x: Offer) -> dict[str, Any]:
     }
 
 
-def _exchange(x: Exchange) -> dict[str, Any]:
+def offer_row(view: OfferView) -> dict[str, Any]:
+    """An offer with this node's view of it (state, settling exchange, answering counter-offer)."""
+    x = view.offer
+    return {
+        **offer(x),
+        "from": peer_id(x.author),
+        "to": peer_id(x.recipient),
+        "state": str(view.state),
+        "exchange": view.exchange_id.hex() if view.exchange_id is not None else None,
+        "answer": view.answer_id.hex() if view.answer_id is not None else None,
+    }
+
+
+def exchange(x: Exchange) -> dict[str, Any]:
+    parties = [peer_id(p) for p in x.parties]
     return {
         "kind": "exchange",
         "id": x.id.hex(),
-        "parties": [peer_id(p) for p in x.parties],
+        "parties": parties,
+        "legs": [
+            {"index": i, "from": parties[leg.giver], "to": parties[leg.receiver], "items": items(leg.items)}
+            for i, leg in enumerate(x.legs)
+        ],
         "signed_by": [peer_id(p) for p in x.signed_by],
         "complete": x.complete,
         "created": x.created,
         "deadline": x.deadline,
+        "offer": x.offer.id.hex() if x.offer is not None else None,
+        "listings": [listing.id.hex() for listing in x.listings],
     }
 
 
-def _other(x: LedgerEntry | Rating | Receipt) -> dict[str, Any]:
-    return {"kind": x.kind, "id": x.id.hex(), "author": peer_id(x.author)}
+def trade(t: Trade, forked: Collection[bytes] = ()) -> dict[str, Any]:
+    """An exchange this node is a party to; ``forked``: authors this node holds a fork proof against."""
+    view = t.view
+    x = view.exchange
+    detail = str(view.state)
+    return {
+        **exchange(x),
+        "state": TRADE_STATES.get(detail, detail),
+        "detail": detail,
+        "appended": view.appended,
+        "confirmed_legs": sorted(t.confirmed_legs),
+        "rated": [peer_id(p) for p in t.rated],
+        "forked": [peer_id(p) for p in x.parties if p in forked],
+        "notice": view.notice.id.hex() if view.notice is not None else None,
+    }
+
+
+def notice(x: Notice) -> dict[str, Any]:
+    return {
+        "kind": "notice",
+        "id": x.id.hex(),
+        "author": peer_id(x.author),
+        "action": x.action,
+        "about": x.target_id.hex(),
+        "about_kind": "offer" if x.offer is not None else "exchange",
+        "note": x.note,
+        "created": x.created,
+    }
+
+
+def rating(x: Rating) -> dict[str, Any]:
+    return {
+        "kind": "rating",
+        "id": x.id.hex(),
+        "author": peer_id(x.author),
+        "exchange": x.exchange.id.hex(),
+        "subject": peer_id(x.subject),
+        "score": x.score,
+        "comment": x.comment,
+        "created": x.created,
+    }
+
+
+def receipt(x: Receipt) -> dict[str, Any]:
+    return {
+        "kind": "receipt",
+        "id": x.id.hex(),
+        "author": peer_id(x.author),
+        "exchange": x.exchange_id.hex(),
+        "legs": list(x.legs),
+        "created": x.created,
+    }
+
+
+def entry(x: LedgerEntry) -> dict[str, Any]:
+    return {
+        "kind": "entry",
+        "id": x.id.hex(),
+        "author": peer_id(x.author),
+        "seq": x.seq,
+        "prev": x.prev.hex(),
+        "time": x.time,
+        "payload": render(x.payload),
+    }
 
 
 def render(obj: SignedObject) -> dict[str, Any]:
@@ -130,5 +270,13 @@ def render(obj: SignedObject) -> dict[str, Any]:
     if isinstance(obj, Offer):
         return offer(obj)
     if isinstance(obj, Exchange):
-        return _exchange(obj)
-    return _other(obj)
+        return exchange(obj)
+    if isinstance(obj, Notice):
+        return notice(obj)
+    if isinstance(obj, Rating):
+        return rating(obj)
+    if isinstance(obj, Receipt):
+        return receipt(obj)
+    if isinstance(obj, LedgerEntry):
+        return entry(obj)
+    raise TypeError(f"no JSON rendering for {type(obj).__name__}")

@@ -42,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -104,8 +104,12 @@ class LocalSwarm:
     ``base_dir``: where the homes (``node0``, ``node1``...) and logs (``node0.log``...) go;
     default a temporary directory, removed by :meth:`close` unless ``keep_dir``. Homes
     that already hold an identity are reused (their book and peers.json too).
-    ``extra_args``: appended to every ``node run`` command line. ``seed``: makes the
-    random choice of bootstrap peers reproducible.
+    ``extra_args``: appended to every ``node run`` command line; ``node_args``: appended
+    only to the command lines of the given node indices (e.g. ``{3: ["--archive"]}``).
+    ``node_module``: for the given node indices, run ``python -m MODULE --home HOME node run
+    ...`` instead of the ``swapmeet`` command (the demo's deliberately dishonest node, see
+    :mod:`swapmeet.node.demo_cheater`). ``seed``: makes the random choice of bootstrap peers
+    reproducible.
     """
 
     def __init__(
@@ -120,12 +124,16 @@ class LocalSwarm:
         start_timeout: float = START_TIMEOUT,
         stop_timeout: float = STOP_TIMEOUT,
         env: dict[str, str] | None = None,
+        node_args: Mapping[int, Sequence[str]] | None = None,
+        node_module: Mapping[int, str] | None = None,
     ) -> None:
         if n < 1:
             raise ValueError("a swarm needs at least one node")
         self.n = n
         self.net = net
         self.extra_args = list(extra_args)
+        self.node_args = {i: list(args) for i, args in (node_args or {}).items()}
+        self.node_module = dict(node_module or {})
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self._rng = random.Random(seed)
@@ -193,8 +201,10 @@ class LocalSwarm:
             raise SwarmError(f"node {i} is already running (pid {node.process.pid})")  # type: ignore[union-attr]
         targets = node.bootstrap_from if bootstrap is None else bootstrap
         addrs = self._bootstrap_addrs(targets)
+        module = self.node_module.get(i)
+        prefix = self._cli_prefix(i) if module is None else [sys.executable, "-m", module, "--home", str(node.home)]
         argv = [
-            *self._cli_prefix(i),
+            *prefix,
             "node",
             "run",
             "--listen",
@@ -204,6 +214,7 @@ class LocalSwarm:
             "--no-mdns",
             *(arg for addr in addrs for arg in ("--bootstrap", addr)),
             *self.extra_args,
+            *self.node_args.get(i, ()),
         ]
         self._close_log(node)
         node.log_file = open(node.log_path, "ab")  # noqa: SIM115 - kept open for the process's lifetime

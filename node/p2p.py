@@ -173,6 +173,14 @@ class PublishRejectedError(P2PError):
     """Our own validator rejected a message we tried to publish."""
 
 
+class RequestRefused(P2PError):
+    """A request handler refuses what the peer sent (bad input, not a bug of ours).
+
+    Raised by handlers; the stream is reset and one line is logged at info, without
+    the traceback an unexpected handler error gets.
+    """
+
+
 # ------------------------------------------------------------------------- logging
 
 
@@ -657,6 +665,17 @@ class P2PHost:
         _, info = _parse_dial_addr(addr)
         if info.peer_id == self._my_id:
             raise ValueError("refusing to dial ourselves")
+        network = self._host.get_network()
+        if not network.get_connections(info.peer_id):
+            # py-libp2p 0.8.1 workaround (the one place for it): Swarm.dial_peer dials a
+            # single TCP address per peer, picked from everything the peerstore holds
+            # (stale ones included: a peer restarted on a new port stays unreachable),
+            # and after a failed dial it refuses every dial to that peer for 60 s (its
+            # negative cache). So the address we are asked to dial becomes the only one
+            # the peerstore holds, and the negative cache is lifted for this attempt.
+            # Identify refills the peerstore once connected.
+            self._host.get_peerstore().clear_addrs(info.peer_id)
+            network.unblock_peer(info.peer_id)
         try:
             with trio.fail_after(timeout):
                 await self._host.connect(info)
@@ -1196,25 +1215,35 @@ async def _bootstrap_loop(p2p: P2PHost, boot: list[tuple[str, multiaddr.Multiadd
     """Dial the bootstrap peers now, and again whenever we lose them."""
     warned: set[str] = set()
 
-    async def dial(addr: str, info: PeerInfo) -> None:
-        if info.peer_id == p2p._my_id:
-            return
-        if p2p._host.get_network().get_connections(info.peer_id):
-            return
-        try:
-            await p2p.connect(addr, timeout=10.0)
-            warned.discard(addr)
+    # One task per peer, trying its addresses one after the other in the order given
+    # (explicit bootstrap addresses first, then the newest saved ones): concurrent
+    # dials to one peer would wait on each other inside py-libp2p's swarm and share
+    # one outcome, so a stale address could hide a good one.
+    by_peer: dict[ID, list[str]] = {}
+    for addr, _maddr, info in boot:
+        if info.peer_id != p2p._my_id:
+            by_peer.setdefault(info.peer_id, []).append(addr)
+
+    async def dial(peer: ID, addrs: list[str]) -> None:
+        for addr in addrs:
+            if p2p._host.get_network().get_connections(peer):
+                return
+            try:
+                await p2p.connect(addr, timeout=10.0)
+            except (P2PError, ValueError) as exc:
+                # One line, once per outage: an unreachable seed is normal.
+                if addr not in warned:
+                    warned.add(addr)
+                    log.warning("bootstrap peer %s unreachable: %s", addr, exc)
+                continue
+            warned.difference_update(addrs)
             log.info("connected to bootstrap peer %s", addr)
-        except (P2PError, ValueError) as exc:
-            # One line, once per outage: an unreachable seed is normal.
-            if addr not in warned:
-                warned.add(addr)
-                log.warning("bootstrap peer %s unreachable: %s", addr, exc)
+            return
 
     while True:
         async with trio.open_nursery() as nursery:
-            for addr, _maddr, info in boot:
-                nursery.start_soon(dial, addr, info)
+            for peer, addrs in by_peer.items():
+                nursery.start_soon(dial, peer, addrs)
         await trio.sleep(interval)
 
 

@@ -424,7 +424,11 @@ class Node:
             await trio.to_thread.run_sync(self._write_peers, addrs)
 
     def _write_peers(self, addrs: list[str]) -> None:
-        merged = list(dict.fromkeys([*addrs, *self._saved_peers()]))[:MAX_SAVED_PEERS]
+        # A peer's fresh addresses replace the ones saved for it before: a peer that
+        # restarted on a new port must not be redialled at its old one first.
+        fresh_peers = {a.rsplit("/p2p/", 1)[1] for a in addrs}
+        older = [a for a in self._saved_peers() if a.rsplit("/p2p/", 1)[1] not in fresh_peers]
+        merged = list(dict.fromkeys([*addrs, *older]))[:MAX_SAVED_PEERS]
         tmp = self.home.peers_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(merged))
         os.replace(tmp, self.home.peers_file)

@@ -144,6 +144,11 @@ class SettlementService:
         self._in_flight: set[tuple[bytes, bytes]] = set()
         self._counterparties: set[bytes] = set()
         self._acknowledged: set[tuple[bytes, bytes]] = set()  # (party, exchange id) on that party's chain
+        # What our chain says we did after exchanges completed (legs confirmed, parties
+        # rated): read from the chain once, then kept up to date by confirm() and rate(),
+        # the only code that appends such entries, so `trades` does not re-read the chain.
+        self._receipts: dict[bytes, set[int]] | None = None
+        self._ratings: dict[bytes, set[bytes]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -157,9 +162,7 @@ class SettlementService:
 
     async def run(self, host: p2p.P2PHost, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._host = host
-        for entry in await self.ledger.own_entries():
-            if isinstance(entry.payload, Exchange):
-                self._counterparties.update(p for p in entry.payload.parties if p != self.me)
+        await self._load_own_chain()
         host.set_request_handler(self.protocol, self._serve, max_frame_size=boundary.MAX_SIZE[KIND_EXCHANGE] + 64)
         sub = await host.subscribe(self.topic, self._validate)
         async with trio.open_nursery() as nursery:
@@ -268,8 +271,8 @@ class SettlementService:
         try:
             obj = boundary.decode(request, kind=DIRECT_KINDS, now=_now())
         except InvalidObject as err:
-            log.info("refused a settle message from %s: %s", from_peer[-8:], err)
-            raise  # resets the stream: the sender falls back to gossip, where it is refused too
+            # Resets the stream: the sender falls back to gossip, where it is refused too.
+            raise p2p.RequestRefused(f"refused a settle message: {err}") from err
         await self._ingest([obj])
         return b""
 
@@ -461,17 +464,26 @@ class SettlementService:
         xid = view.exchange.id
         return Trade(view, tuple(sorted(receipts.get(xid, ()))), tuple(sorted(ratings.get(xid, ()))))
 
-    async def _after_effects(self) -> tuple[dict[bytes, set[int]], dict[bytes, set[bytes]]]:
-        """What our chain says we did after exchanges completed: legs confirmed, parties rated."""
+    async def _load_own_chain(self) -> None:
+        """One pass over our chain: counterparties of past exchanges, legs confirmed, parties rated."""
         receipts: dict[bytes, set[int]] = {}
         ratings: dict[bytes, set[bytes]] = {}
         for entry in await self.ledger.own_entries():
             payload = entry.payload
-            if isinstance(payload, Receipt):
+            if isinstance(payload, Exchange):
+                self._counterparties.update(p for p in payload.parties if p != self.me)
+            elif isinstance(payload, Receipt):
                 receipts.setdefault(payload.exchange_id, set()).update(payload.legs)
             elif isinstance(payload, Rating):
                 ratings.setdefault(payload.exchange.id, set()).add(payload.subject)
-        return receipts, ratings
+        self._receipts, self._ratings = receipts, ratings
+
+    async def _after_effects(self) -> tuple[dict[bytes, set[int]], dict[bytes, set[bytes]]]:
+        """Legs we confirmed and parties we rated, by exchange id."""
+        if self._receipts is None:
+            await self._load_own_chain()
+        assert self._receipts is not None
+        return self._receipts, self._ratings
 
     async def _complete(self, exchange_id: bytes, what: str) -> Trade:
         trade = await self.trade(exchange_id)
@@ -496,6 +508,8 @@ class SettlementService:
                 raise InvalidObject("legs", f"leg {i} is not one this node receives (those are {mine})", "value")
         receipt = build.make_receipt(self.identity, x, legs=legs, created=_now())
         await self.ledger.append(receipt)
+        receipts, _ = await self._after_effects()
+        receipts.setdefault(x.id, set()).update(legs)
         return receipt
 
     async def rate(self, exchange_id: bytes, score: int, subject: bytes | None, comment: str) -> Rating:
@@ -514,6 +528,8 @@ class SettlementService:
             raise Conflict(f"you rated {peer_id(subject)} for exchange {exchange_id.hex()[:12]} already")
         rating = build.make_rating(self.identity, x, subject=subject, score=score, created=_now(), comment=comment)
         await self.ledger.append(rating)
+        _, ratings = await self._after_effects()
+        ratings.setdefault(x.id, set()).add(subject)
         return rating
 
     def known_ids(self) -> Iterable[bytes]:

@@ -30,24 +30,46 @@ from swapmeet.node import api
 from swapmeet.node.api import AmbiguousPrefix, Conflict, ListingSpec, UnknownObject
 from swapmeet.node.api_client import ApiClient, NodeError, NodeNotRunning, live_addrs
 from swapmeet.node.home import Home
-from swapmeet.protocol.build import make_withdrawal, parse_item
+from swapmeet.protocol import settlement_types as st
+from swapmeet.protocol.build import make_offer, make_rating, make_receipt, make_withdrawal, parse_item, sign_exchange
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import Identity, peer_id
-from swapmeet.protocol.objects import Listing, SignedObject, Withdrawal
+from swapmeet.protocol.objects import (
+    Exchange,
+    Item,
+    Leg,
+    Listing,
+    Notice,
+    Offer,
+    Rating,
+    Receipt,
+    SignedObject,
+    Withdrawal,
+)
+from swapmeet.protocol.settlement import Settlement
 
 ALICE = Identity(b"\x01" * 32)
 BOB = Identity(b"\x02" * 32)
+CAROL = Identity(b"\x03" * 32)
 LIMIT_S = 20  # no test may take longer
 
 
 class FakeNode:
-    """An in-memory NodeAPI: a dict of objects, no network."""
+    """An in-memory NodeAPI: a dict of objects, no network.
+
+    Settlement runs the real sans-IO machine (:class:`Settlement`) and drops what it would send; tests
+    play the other parties by feeding it events (:meth:`receive`).
+    """
 
     def __init__(self, identity: Identity = ALICE) -> None:
         self.identity = identity
         self.objects: dict[bytes, SignedObject] = {}
         self.withdrawn: set[bytes] = set()  # series
         self.stopped = trio.Event()
+        self.settlement = Settlement(identity)
+        self.confirmed: dict[bytes, set[int]] = {}
+        self.rated: dict[bytes, list[bytes]] = {}
+        self.forked_keys: list[bytes] = []
 
     def status(self) -> dict[str, Any]:
         pid = peer_id(self.identity.public_key)
@@ -108,7 +130,12 @@ class FakeNode:
         return found[:limit]
 
     async def resolve(self, prefix_hex: str) -> bytes:
-        matches = [i for i in self.objects if i.hex().startswith(prefix_hex)]
+        known = {
+            *self.objects,
+            *(v.offer.id for v in self.settlement.offers()),
+            *(v.exchange.id for v in self.settlement.exchanges()),
+        }
+        matches = [i for i in known if i.hex().startswith(prefix_hex)]
         if not matches:
             raise UnknownObject(f"no object with an id starting with {prefix_hex}")
         if len(matches) > 1:
@@ -121,8 +148,201 @@ class FakeNode:
     async def stop(self) -> None:
         self.stopped.set()
 
+    # --- settlement, on the real state machine ---
+
+    def receive(self, event: st.Event) -> list[st.Decision]:
+        """Feed the machine an event (a peer's object, a tick) and carry out what it asks, as the node would."""
+        decisions = self.settlement.handle(event)
+        for d in decisions:
+            if isinstance(d, st.Refuse):
+                if d.code == "unknown":
+                    raise UnknownObject(d.reason + (f": {d.ref.hex()[:12]}" if d.ref else ""))
+                raise Conflict(d.reason)
+        for d in decisions:
+            if isinstance(d, st.Send | st.Announce) and not isinstance(d.obj, Exchange):
+                self.objects[d.obj.id] = d.obj
+            elif isinstance(d, st.AppendToLedger):
+                self.receive(st.Appended(d.exchange.id))
+        return decisions
+
+    def _made(self, decisions: list[st.Decision], kind: type[Offer] | type[Notice]) -> Any:
+        return next(d.obj for d in decisions if isinstance(d, st.Send) and isinstance(d.obj, kind))
+
+    def _view(self, exchange_id: bytes) -> api.Trade:
+        view = self.settlement.exchange(exchange_id)
+        if view is None:
+            raise UnknownObject(f"no exchange {exchange_id.hex()} with this node as a party")
+        return api.Trade(
+            view, tuple(sorted(self.confirmed.get(exchange_id, ()))), tuple(self.rated.get(exchange_id, ()))
+        )
+
+    async def make_offer(
+        self,
+        listing_id: bytes,
+        give: list[Item],
+        take: list[Item] | None = None,
+        *,
+        expires_in_s: int | None = None,
+        note: str = "",
+    ) -> Offer:
+        listing = self.objects.get(listing_id)
+        if not isinstance(listing, Listing):
+            raise UnknownObject(f"no listing with id {listing_id.hex()}")
+        now = int(time.time())
+        expires = now + (expires_in_s or api.DEFAULT_OFFER_TTL_S)
+        taking = tuple(take) if take is not None else listing.have
+        event = st.MakeOffer(listing, tuple(give), taking, now, expires, note)
+        return self._made(self.receive(event), Offer)
+
+    async def offers(self, direction: str | None = None) -> list[st.OfferView]:
+        me = self.identity.public_key
+        views = [
+            v
+            for v in self.settlement.offers()
+            if direction is None or (v.offer.author == me) == (direction == "outgoing")
+        ]
+        return sorted(views, key=lambda v: -v.offer.created)
+
+    async def accept(self, offer_id: bytes, *, deadline_in_s: int | None = None) -> api.Trade:
+        view = self.settlement.offer(offer_id)
+        if view is None:
+            raise UnknownObject(f"no offer {offer_id.hex()}")
+        now = int(time.time())
+        deadline = now + (deadline_in_s or api.DEFAULT_DEADLINE_S)
+        self.receive(st.Accept(view.offer, now, os.urandom(16), deadline))
+        exchange_id = self.settlement.offer(offer_id).exchange_id  # type: ignore[union-attr]
+        assert exchange_id is not None
+        return self._view(exchange_id)
+
+    async def decline(self, offer_id: bytes, note: str = "") -> Notice:
+        return self._made(self.receive(st.Decline(offer_id, int(time.time()), note)), Notice)
+
+    async def counter(
+        self,
+        offer_id: bytes,
+        give: list[Item],
+        take: list[Item],
+        *,
+        expires_in_s: int | None = None,
+        note: str = "",
+    ) -> Offer:
+        now = int(time.time())
+        expires = now + (expires_in_s or api.DEFAULT_OFFER_TTL_S)
+        return self._made(self.receive(st.Counter(offer_id, tuple(give), tuple(take), now, expires, note)), Offer)
+
+    async def cancel(self, target_id: bytes, note: str = "") -> Notice:
+        return self._made(self.receive(st.Cancel(target_id, int(time.time()), note)), Notice)
+
+    async def propose(
+        self,
+        parties: list[bytes],
+        legs: list[Leg],
+        *,
+        listings: list[bytes] = (),  # type: ignore[assignment]
+        deadline_in_s: int | None = None,
+    ) -> api.Trade:
+        from swapmeet.protocol.build import propose_exchange
+
+        if self.identity.public_key not in parties:
+            raise InvalidObject(
+                "parties", "this node must be one of the parties to an exchange it proposes", "non-party"
+            )
+        found = [self.objects.get(i) for i in listings]
+        if not all(isinstance(x, Listing) for x in found):
+            raise UnknownObject("no such listing")
+        now = int(time.time())
+        deadline = now + (deadline_in_s or api.DEFAULT_DEADLINE_S)
+        x = propose_exchange(parties=parties, legs=legs, created=now, deadline=deadline, listings=found)  # type: ignore[arg-type]
+        self.receive(st.Propose(x, now))
+        return self._view(x.id)
+
+    async def sign(self, exchange_id: bytes) -> api.Trade:
+        self.receive(st.Sign(exchange_id, int(time.time())))
+        return self._view(exchange_id)
+
+    async def trades(self) -> list[api.Trade]:
+        views = sorted(self.settlement.exchanges(), key=lambda v: -v.exchange.created)
+        return [self._view(v.exchange.id) for v in views]
+
+    async def trade(self, exchange_id: bytes) -> api.Trade:
+        return self._view(exchange_id)
+
+    def _complete(self, exchange_id: bytes) -> Exchange:
+        view = self._view(exchange_id).view
+        if view.state is not st.ExchangeState.COMPLETE:
+            raise Conflict(f"the exchange is {view.state}, not complete")
+        return view.exchange
+
+    async def confirm(self, exchange_id: bytes, legs: list[int] | None = None) -> Receipt:
+        x = self._complete(exchange_id)
+        me = x.index_of(self.identity.public_key)
+        mine = [i for i, leg in enumerate(x.legs) if leg.receiver == me]
+        chosen = mine if legs is None else legs
+        if not chosen or any(i not in mine for i in chosen):
+            raise Conflict("nothing to confirm: no such leg gives to this node")
+        receipt = make_receipt(self.identity, x, legs=chosen, created=int(time.time()))
+        self.confirmed.setdefault(exchange_id, set()).update(chosen)
+        return receipt
+
+    async def rate(self, exchange_id: bytes, score: int, *, subject: bytes | None = None, comment: str = "") -> Rating:
+        x = self._complete(exchange_id)
+        others = [p for p in x.parties if p != self.identity.public_key]
+        if subject is None:
+            if len(others) != 1:
+                raise InvalidObject("subject", "name the party to rate: the exchange has several", "required")
+            subject = others[0]
+        rating = make_rating(self.identity, x, subject=subject, score=score, created=int(time.time()), comment=comment)
+        self.rated.setdefault(exchange_id, []).append(subject)
+        return rating
+
+    async def forked(self) -> list[bytes]:
+        return list(self.forked_keys)
+
 
 _: api.NodeAPI = FakeNode()  # the fake must satisfy the protocol (checked by type checkers)
+
+
+# --- playing the other parties (the fake node is ALICE) ---
+
+
+def listing_of(
+    identity: Identity, title: str = "Road bike", have: str = "2 x bike", want: str = "3 kg x apples"
+) -> Listing:
+    spec = ListingSpec(title=title, have=[parse_item(have)], want=[parse_item(want)])
+    return spec.to_listing(identity, now=int(time.time()))
+
+
+def offer_from(
+    node: FakeNode, author: Identity, listing: Listing, give: str = "3 kg x apples", take: str = "1 x bike"
+) -> Offer:
+    """``author`` makes an offer on ``listing`` (by the node's identity) and it arrives at the node."""
+    now = int(time.time())
+    offer = make_offer(
+        author, listing, take=[parse_item(take)], give=[parse_item(give)], created=now, expires=now + 3600
+    )
+    node.receive(st.OfferReceived(offer, now))
+    node.objects[offer.id] = offer
+    return offer
+
+
+def countersign(node: FakeNode, exchange_id: str | bytes, *signers: Identity) -> None:
+    """Other parties sign the node's copy of the exchange and send it back."""
+    xid = bytes.fromhex(exchange_id) if isinstance(exchange_id, str) else exchange_id
+    x = node.settlement.exchange(xid).exchange  # type: ignore[union-attr]
+    for signer in signers:
+        x = sign_exchange(x, signer)
+    node.receive(st.ExchangeReceived(x, int(time.time())))
+
+
+def proposal_from(node: FakeNode, proposer: Identity, parties: list[Identity], legs: list[Leg]) -> Exchange:
+    """``proposer`` proposes an exchange (signed by it) and it arrives at the node."""
+    from swapmeet.protocol.build import propose_exchange
+
+    now = int(time.time())
+    x = propose_exchange(parties=[p.public_key for p in parties], legs=legs, created=now, deadline=now + 600)
+    x = sign_exchange(x, proposer)
+    node.receive(st.ExchangeReceived(x, now))
+    return x
 
 
 @dataclass
@@ -440,6 +660,317 @@ def test_cookie_is_0600_atomic_and_only_removed_by_its_owner(tmp_path: Path) -> 
     assert len(api.new_token()) >= 43
 
 
+# --- settlement endpoints ---
+
+
+async def test_incoming_offer_accept_complete_confirm_rate(tmp_path: Path) -> None:
+    with trio.fail_after(LIMIT_S):
+        node = FakeNode()
+        async with running(node, tmp_path) as r:
+            published = await r.call("publish", spec())
+            listing = node.objects[bytes.fromhex(published["id"])]
+            assert isinstance(listing, Listing)
+            offer = offer_from(node, BOB, listing)
+            alice, bob = peer_id(ALICE.public_key), peer_id(BOB.public_key)
+
+            incoming = await r.call("offers", "incoming")
+            assert [o["id"] for o in incoming] == [offer.id.hex()]
+            row = incoming[0]
+            assert row["kind"] == "offer" and row["state"] == "open" and row["listing"] == published["id"]
+            assert row["from"] == bob and row["to"] == alice and row["maker"] == alice and row["taker"] == bob
+            assert row["give"] == [{"item": "apples", "qty": 3, "unit": "kg"}]
+            assert row["take"] == [{"item": "bike", "qty": 1, "unit": "pc"}]
+            assert row["counters"] is None and row["exchange"] is None and row["answer"] is None
+            assert await r.call("offers", "outgoing") == []
+
+            trade = await r.call("accept", offer.id.hex()[:10], deadline_in_s=300)
+            assert trade["kind"] == "exchange" and trade["state"] == "pending" and trade["detail"] == "signed"
+            assert trade["parties"] == [alice, bob] and trade["signed_by"] == [alice]
+            assert trade["legs"] == [
+                {"index": 0, "from": alice, "to": bob, "items": [{"item": "bike", "qty": 1, "unit": "pc"}]},
+                {"index": 1, "from": bob, "to": alice, "items": [{"item": "apples", "qty": 3, "unit": "kg"}]},
+            ]
+            assert trade["offer"] == offer.id.hex() and trade["listings"] == [published["id"]]
+            assert trade["deadline"] - trade["created"] == 300
+            assert trade["appended"] is False and trade["confirmed_legs"] == [] and trade["rated"] == []
+            assert trade["forked"] == [] and trade["notice"] is None and trade["complete"] is False
+            (row,) = await r.call("offers")
+            assert row["state"] == "accepted" and row["exchange"] == trade["id"]
+
+            with pytest.raises(Conflict, match="signed"):  # the exchange, not complete yet
+                await r.call("confirm", trade["id"])
+            countersign(node, trade["id"], BOB)
+            done = await r.call("trade", trade["id"][:8])
+            assert done["state"] == done["detail"] == "complete" and done["appended"] is True
+            assert done["signed_by"] == [alice, bob] and done["complete"] is True
+
+            receipt = await r.call("confirm", trade["id"])
+            assert receipt == {**receipt, "kind": "receipt", "author": alice, "exchange": trade["id"], "legs": [1]}
+            with pytest.raises(Conflict, match="nothing to confirm"):
+                await r.call("confirm", trade["id"], [0])  # leg 0 gives to bob
+            rating = await r.call("rate", trade["id"], 5, comment="fast and friendly")
+            assert rating["kind"] == "rating" and rating["subject"] == bob and rating["score"] == 5
+            assert rating["author"] == alice and rating["exchange"] == trade["id"]
+            assert rating["comment"] == "fast and friendly"
+
+            node.forked_keys = [BOB.public_key]
+            (listed,) = await r.call("trades", state="complete")
+            assert listed["confirmed_legs"] == [1] and listed["rated"] == [bob] and listed["forked"] == [bob]
+            assert await r.call("trades", state="pending") == []
+            assert await r.call("forked") == [bob]
+            (mine,) = await r.call("listings")
+            assert mine["author_forked"] is False
+            node.add(listing_of(BOB, "Lamp", "1 x lamp"))
+            assert {x["title"]: x["author_forked"] for x in await r.call("listings")} == {
+                "Road bike": False,
+                "Lamp": True,
+            }
+
+
+async def test_make_cancel_decline_counter_offers(tmp_path: Path) -> None:
+    with trio.fail_after(LIMIT_S):
+        node = FakeNode()
+        bikes = listing_of(BOB)
+        node.add(bikes)
+        async with running(node, tmp_path) as r:
+            alice, bob = peer_id(ALICE.public_key), peer_id(BOB.public_key)
+            made = await r.call(
+                "make_offer", {"listing": bikes.id.hex()[:12], "give": ["3 kg x apples"], "note": "tomorrow?"}
+            )
+            assert (
+                made["state"] == "open" and made["from"] == alice and made["to"] == bob and made["note"] == "tomorrow?"
+            )
+            assert made["take"] == [{"item": "bike", "qty": 2, "unit": "pc"}]  # default: all the listing has
+            assert made["expires"] - made["created"] == api.DEFAULT_OFFER_TTL_S
+            assert [o["id"] for o in await r.call("offers", "outgoing")] == [made["id"]]
+
+            notice = await r.call("cancel_offer", made["id"][:12], "changed my mind")
+            assert notice == {
+                "kind": "notice",
+                "id": notice["id"],
+                "author": alice,
+                "action": "cancel",
+                "about": made["id"],
+                "about_kind": "offer",
+                "note": "changed my mind",
+                "created": notice["created"],
+            }
+            assert (await r.call("offers", "outgoing"))[0]["state"] == "cancelled"
+            with pytest.raises(Conflict, match="cancelled"):
+                await r.call("cancel_offer", made["id"])
+            got = await r.call("get", notice["id"])  # the notice renders through /v1/objects too
+            assert got["kind"] == "notice" and got["about"] == made["id"]
+
+            mine = listing_of(ALICE, "Chairs", "4 x chair", "1 x table")
+            node.add(mine)
+            first = offer_from(node, BOB, mine, "1 x table", "4 x chair")
+            declined = await r.call("decline", first.id.hex(), "sold already")
+            assert declined["action"] == "decline" and declined["about"] == first.id.hex()
+            assert declined["note"] == "sold already"
+
+            second = offer_from(node, BOB, mine, "1 x table", "2 x chair")
+            answer = await r.call(
+                "counter",
+                second.id.hex()[:9],
+                {"give": ["1 x table", "1 x lamp"], "take": ["2 x chair"], "expires_in_s": 60},
+            )
+            assert answer["counters"] == second.id.hex() and answer["state"] == "open"
+            assert answer["from"] == alice and answer["to"] == bob and answer["expires"] - answer["created"] == 60
+            assert answer["give"] == [
+                {"item": "table", "qty": 1, "unit": "pc"},
+                {"item": "lamp", "qty": 1, "unit": "pc"},
+            ]
+            states = {o["id"]: (o["state"], o["answer"]) for o in await r.call("offers")}
+            assert states[first.id.hex()] == ("declined", None)
+            assert states[second.id.hex()] == ("countered", answer["id"])
+            with pytest.raises(Conflict, match="countered"):
+                await r.call("accept", second.id.hex())
+
+
+async def test_propose_sign_and_cancel_trades(tmp_path: Path) -> None:
+    with trio.fail_after(LIMIT_S):
+        node = FakeNode()
+        async with running(node, tmp_path) as r:
+            alice, bob, carol = (peer_id(i.public_key) for i in (ALICE, BOB, CAROL))
+            ring = await r.call(
+                "propose",
+                {
+                    "legs": [
+                        {"from": alice, "to": bob, "items": ["1 x bike"]},
+                        {
+                            "from": bob,
+                            "to": CAROL.public_key.hex(),
+                            "items": ["2 h x lessons"],
+                        },
+                        {"from": carol, "to": alice, "items": [{"item": "apples", "qty": 3, "unit": "kg"}]},
+                    ],
+                    "deadline_in_s": 120,
+                },
+            )
+            assert ring["parties"] == [alice, bob, carol]  # order of first appearance
+            assert ring["signed_by"] == [alice] and ring["detail"] == "signed" and ring["state"] == "pending"
+            assert [(leg["from"], leg["to"]) for leg in ring["legs"]] == [(alice, bob), (bob, carol), (carol, alice)]
+            assert ring["deadline"] - ring["created"] == 120 and ring["offer"] is None
+
+            explicit = await r.call(
+                "propose",
+                {"parties": [bob, alice], "legs": [{"from": alice, "to": bob, "items": ["1 x lamp"]},
+                                                    {"from": bob, "to": alice, "items": ["1 x pear"]}]},
+            )  # fmt: skip
+            assert explicit["parties"] == [bob, alice]
+            assert explicit["deadline"] - explicit["created"] == api.DEFAULT_DEADLINE_S
+
+            theirs = proposal_from(
+                node, BOB, [BOB, ALICE], [Leg(0, 1, (parse_item("1 x pear"),)), Leg(1, 0, (parse_item("1 x fig"),))]
+            )
+            waiting = await r.call("trade", theirs.id.hex())
+            assert waiting["detail"] == "awaiting" and waiting["state"] == "pending" and waiting["signed_by"] == [bob]
+            signed = await r.call("sign", theirs.id.hex()[:8])
+            assert signed["detail"] == "complete" and signed["signed_by"] == [bob, alice]  # alice signed last
+            three = proposal_from(
+                node,
+                BOB,
+                [BOB, ALICE, CAROL],
+                [
+                    Leg(0, 1, (parse_item("1 x pear"),)),
+                    Leg(1, 2, (parse_item("1 x fig"),)),
+                    Leg(2, 0, (parse_item("1 x kiwi"),)),
+                ],
+            )
+            signed = await r.call("sign", three.id.hex())
+            assert signed["detail"] == "signed" and signed["signed_by"] == [bob, alice]
+            with pytest.raises(Conflict, match="signed"):
+                await r.call("cancel_trade", three.id.hex())  # a signature cannot be taken back
+
+            other = proposal_from(
+                node, BOB, [BOB, ALICE], [Leg(0, 1, (parse_item("2 x fig"),)), Leg(1, 0, (parse_item("1 x fig"),))]
+            )
+            notice = await r.call("cancel_trade", other.id.hex(), "no figs")
+            assert (
+                notice["action"] == "cancel"
+                and notice["about"] == other.id.hex()
+                and notice["about_kind"] == "exchange"
+            )
+            cancelled = await r.call("trade", other.id.hex())
+            assert (
+                cancelled["state"] == "lapsed"
+                and cancelled["detail"] == "cancelled"
+                and cancelled["notice"] == notice["id"]
+            )
+            with pytest.raises(Conflict, match="cancelled"):
+                await r.call("sign", other.id.hex())
+
+            assert len(await r.call("trades")) == 5
+            assert {t["id"] for t in await r.call("trades", state="lapsed")} == {other.id.hex()}
+            assert {t["id"] for t in await r.call("trades", state="cancelled")} == {other.id.hex()}
+            assert {t["id"] for t in await r.call("trades", state="complete")} == {theirs.id.hex()}
+            assert len(await r.call("trades", state="pending")) == 3
+            with pytest.raises(InvalidObject, match="subject"):  # three parties: say whom
+                countersign(node, ring["id"], BOB, CAROL)
+                await r.call("rate", ring["id"], 4)
+            assert (await r.call("rate", ring["id"], 4, subject=carol))["subject"] == carol
+
+
+async def test_settlement_bad_input_unknown_and_ambiguous(tmp_path: Path) -> None:
+    class Ambiguous(FakeNode):
+        async def resolve(self, prefix_hex: str) -> bytes:
+            if prefix_hex.startswith("abab"):
+                raise AmbiguousPrefix(f"2 objects have an id starting with {prefix_hex}: give more digits")
+            return await super().resolve(prefix_hex)
+
+    with trio.fail_after(LIMIT_S):
+        node = Ambiguous()
+        bikes = listing_of(BOB)
+        node.add(bikes)
+        async with running(node, tmp_path) as r:
+            bob = peer_id(BOB.public_key)
+            alice = peer_id(ALICE.public_key)
+            cases: list[tuple[str, str, dict[str, Any] | None, str]] = [
+                ("POST", "/v1/offers", {"listing": bikes.id.hex(), "give": ["apples"]}, "give[0]"),
+                ("POST", "/v1/offers", {"listing": bikes.id.hex(), "give": []}, "give"),
+                ("POST", "/v1/offers", {"listing": "zz", "give": ["1 x pear"]}, "listing"),
+                (
+                    "POST",
+                    "/v1/offers",
+                    {"listing": bikes.id.hex(), "give": ["1 x pear"], "expires_in_s": 0},
+                    "expires_in_s",
+                ),
+                ("POST", "/v1/offers", {"listing": bikes.id.hex(), "give": ["1 x pear"], "colour": 1}, "colour"),
+                ("GET", "/v1/offers?direction=sideways", None, "direction"),
+                ("GET", "/v1/trades?state=bogus", None, "state"),
+                ("POST", "/v1/trades", {"legs": []}, "legs"),
+                ("POST", "/v1/trades", {"legs": [{"from": "bob", "to": alice, "items": ["1 x a"]}]}, "legs[0].from"),
+                ("POST", "/v1/trades", {"legs": [{"from": alice, "to": bob, "items": ["a"]}]}, "legs[0].items[0]"),
+                ("POST", "/v1/trades", {"legs": [{"from": alice, "too": bob, "items": ["1 x a"]}]}, "legs[0].to"),
+                (
+                    "POST",
+                    "/v1/trades",
+                    {
+                        "parties": [alice, bob],
+                        "legs": [{"from": alice, "to": peer_id(CAROL.public_key), "items": ["1 x a"]}],
+                    },
+                    "legs[0].to",
+                ),
+                (
+                    "POST",
+                    "/v1/trades",
+                    {"parties": [alice, "x"], "legs": [{"from": alice, "to": bob, "items": ["1 x a"]}]},
+                    "parties[1]",
+                ),
+                (
+                    "POST",
+                    "/v1/trades",
+                    {"legs": [{"from": alice, "to": bob, "items": ["1 x a"]}]},
+                    "parties[0]: receives nothing",
+                ),  # alice receives nothing (the boundary says so)
+                ("POST", f"/v1/trades/{'ab' * 32}/rate", {"score": 9}, "score"),
+                ("POST", f"/v1/trades/{'ab' * 32}/rate", {"score": 3, "subject": "carol"}, "subject"),
+                ("POST", f"/v1/offers/{'ab' * 32}/accept", {"deadline_in_s": -5}, "deadline_in_s"),
+                ("POST", "/v1/offers/xyz/decline", {}, "id"),
+            ]
+            for method, path, body, where in cases:
+                data = json.dumps(body).encode() if body is not None else None
+                status, _, answer = await r.raw(method, path, body=data)
+                assert status == 400 and answer["code"] == "invalid", (path, body, answer)
+                assert where in answer["error"] and "\n" not in answer["error"], (where, answer)
+
+            unknown = "cd" * 32
+            for method, path in [
+                ("POST", f"/v1/offers/{unknown}/accept"),
+                ("POST", f"/v1/offers/{unknown}/decline"),
+                ("POST", f"/v1/offers/{unknown}/cancel"),
+                ("GET", f"/v1/trades/{unknown}"),
+                ("POST", f"/v1/trades/{unknown}/sign"),
+                ("POST", f"/v1/trades/{unknown}/confirm"),
+                ("GET", f"/v1/trades/{unknown[:6]}"),
+            ]:
+                status, _, answer = await r.raw(method, path, body=b"{}")
+                assert status == 404 and answer["code"] == "not_found", (path, answer)
+            status, _, answer = await r.raw(
+                "POST", "/v1/offers", body=json.dumps({"listing": unknown, "give": ["1 x a"]}).encode()
+            )
+            assert status == 404 and answer["code"] == "not_found"
+            for method, path in [
+                ("POST", "/v1/offers/abab12/accept"),
+                ("GET", "/v1/trades/ababab"),
+                ("POST", "/v1/trades/abab/cancel"),
+            ]:
+                status, _, answer = await r.raw(method, path, body=b"{}")
+                assert status == 409 and answer["code"] == "ambiguous" and "more digits" in answer["error"], (
+                    path,
+                    answer,
+                )
+            with pytest.raises(Conflict, match="own"):  # a settlement refusal: 409 conflict
+                await r.call("make_offer", {"listing": (await r.call("publish", spec()))["id"], "give": ["1 x a"]})
+            # bodies are optional where every field is
+            offer = offer_from(node, BOB, listing_of(ALICE), "1 x pear", "1 x bike")
+            status, _, answer = await r.raw("POST", f"/v1/offers/{offer.id.hex()}/accept")
+            assert status == 200 and answer["state"] == "pending", answer
+
+            status, _, schema = await r.raw("GET", "/openapi.json")
+            assert {"/v1/offers", "/v1/trades", "/v1/trades/{exchange_id}/rate", "/v1/forked"} <= set(schema["paths"])
+
+
 # --- the CLI, as real processes, against the fake node ---
 
 
@@ -497,7 +1028,7 @@ async def test_cli_commands_against_a_running_api(tmp_path: Path) -> None:
             assert peers[0].split() == ["PEER", "ID", "ADDRS"] and peer_id(BOB.public_key) in peers[1]
 
             text = ok(await cli(home, "withdraw", published["id"][:12]))
-            assert text.startswith(f"withdrew listing {published['id'][:12]}")
+            assert text.startswith(f"withdrew {published['id'][:12]}  Road bike")
             proc = await cli(home, "withdraw", published["id"][:12])
             assert proc.returncode == 1 and b"already withdrawn" in proc.stderr
 

@@ -263,7 +263,7 @@ async def test_a_forged_countersignature_is_refused(tmp_path: Path) -> None:
         envelope = cbor.decode(x.raw, max_size=1 << 20)
         envelope[3][x.index_of(taker.identity.public_key)] = os.urandom(64)  # the taker's slot, forged
         forged = cbor.encode(envelope)
-        with pytest.raises(InvalidObject):
+        with pytest.raises(p2p.RequestRefused, match="signatures"):
             await maker.settle._serve("forger", forged)  # the direct stream's handler: refused at the boundary
         assert state(maker, x.id) is ExchangeState.SIGNED and not appended(maker, x.id)
 
