@@ -5,9 +5,10 @@ The story itself is :mod:`swapmeet.node.demo` (cast and script in
 one narration line per step, ``[ 12.3s] text`` (peer names in colour on a
 terminal only), then a summary table. ``--json`` prints one JSON object per
 line instead: each step ``{"step", "text", "t", ...fields}`` and, as the last
-line, the summary ``{"step": "summary", "ok", "nodes", "exchanges_complete",
-"multi_party", "audit_findings", "cheater_findings", "cheater_evidence",
-"exchanges", "peers", "timings", "elapsed_s"}``.
+line, the summary ``{"step": "summary", "t", "ok", "nodes", "exchanges_complete",
+"multi_party", "audit_findings", "cheater_findings", "cheater", "cheater_evidence",
+"exchanges", "peers", "timings", "failed", "elapsed_s"}`` (``failed`` and
+``elapsed_s`` are null when they do not apply). Exit 3 and Ctrl-C print no summary.
 
 Exit codes: 0 the story played as expected; 1 a step's expectation failed (the
 error names the step; a summary with ``"ok": false`` and ``"failed"`` is still
@@ -133,7 +134,10 @@ def _short_peer(peer_id: str) -> str:
     help="How many node processes to start (Ada, Ben, Cai, Dee, Eve, then bystanders).",
 )
 @click.option(
-    "--json", "as_json", is_flag=True, help="Print the narration as JSON lines; the last line is the summary."
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the narration as JSON lines; the last line is the summary (unless the nodes could not start).",
 )
 @click.option("--keep", is_flag=True, help="Keep the temporary homes and logs afterwards (and say where).")
 @pass_app

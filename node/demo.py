@@ -628,6 +628,8 @@ class Demo:
                 for p in self.peers.values()
             ],
             "timings": {k: round(v, 2) for k, v in self.timings.items()},
+            "failed": None,  # {"step", "reason"} when a step's expectation failed
+            "elapsed_s": None,  # set once every node is stopped
         }
 
     def _check(self, summary: dict[str, Any]) -> None:
@@ -778,6 +780,5 @@ def _implicates(finding: dict[str, Any], peer_id: str) -> bool:
 def _evidence(finding: dict[str, Any]) -> dict[str, Any]:
     """A finding for the narration and the summary: every field, the proof as its size (the hex is long)."""
     out = {k: v for k, v in finding.items() if k != "proof"}
-    if finding.get("proof"):
-        out["proof_bytes"] = len(finding["proof"]) // 2
+    out["proof_bytes"] = len(finding["proof"]) // 2 if finding.get("proof") else 0
     return out

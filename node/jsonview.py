@@ -19,6 +19,9 @@ listing::
      "created": int, "expires": int, "series": hex, "rev": int,
      "window": [start, end] | null, "due": int | null, "loc": geohash | null}
 
+    (``swapmeet listings`` rows add ``"author_forked": bool``: this node holds a
+    fork proof against the author.)
+
 withdrawal::
 
     {"kind": "withdrawal", "id": hex, "author": PeerID, "series": hex, "created": int}

@@ -62,14 +62,6 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HookedSwarm]:
         yield local
 
 
-@pytest.fixture(scope="module")
-def trade_cli(swarm: HookedSwarm) -> None:
-    """The happy paths are the CLI's contract: skip them (saying why) while the trade commands are absent."""
-    probe = swarm.cli(MAKER, "offers", "--json", check=False)
-    if probe.returncode == 2 and "No such command" in probe.stderr:
-        pytest.skip("the trade commands (offer, offers, accept, counter, propose, sign, trades) are not in the CLI yet")
-
-
 def unique(label: str) -> str:
     return f"{label} {secrets.token_hex(3)}"
 
@@ -135,7 +127,7 @@ def check_audit_clean(swarm: HookedSwarm, i: int, *, min_exchanges: int = 1) -> 
 # ---------------------------------------------------------------------- happy paths, through the CLI
 
 
-def test_two_party_barter_completes_on_both_chains(swarm: HookedSwarm, trade_cli: None) -> None:
+def test_two_party_barter_completes_on_both_chains(swarm: HookedSwarm) -> None:
     title = unique("Road bike")
     listing = swarm.cli_json(MAKER, "publish", "--title", title, "--have", "1 x road bike", "--want", "3 kg x apples")
     swarm.wait_until(lambda: swarm.holds(TAKER, listing["id"]), WAIT_S, what="the listing at the taker")
@@ -168,7 +160,7 @@ def test_two_party_barter_completes_on_both_chains(swarm: HookedSwarm, trade_cli
         check_audit_clean(swarm, i)
 
 
-def test_three_party_ring_completes_on_all_three_chains(swarm: HookedSwarm, trade_cli: None) -> None:
+def test_three_party_ring_completes_on_all_three_chains(swarm: HookedSwarm) -> None:
     a, b, c = (swarm.peer_id(i) for i in (MAKER, TAKER, THIRD))
     trade = swarm.cli_json(
         MAKER,
@@ -204,7 +196,7 @@ def test_three_party_ring_completes_on_all_three_chains(swarm: HookedSwarm, trad
         check_audit_clean(swarm, i)
 
 
-def test_counter_offer_round_completes(swarm: HookedSwarm, trade_cli: None) -> None:
+def test_counter_offer_round_completes(swarm: HookedSwarm) -> None:
     maker, taker = MAKER, THIRD
     listing = swarm.cli_json(maker, "publish", "--title", unique("Kayak"), "--have", "1 x kayak", "--want", "5 x jars")
     swarm.wait_until(lambda: swarm.holds(taker, listing["id"]), WAIT_S, what="the listing at the taker")
