@@ -251,7 +251,7 @@ def accept(app: App, offer_id: str, deadline: str | None, as_json: bool) -> None
     if as_json:
         print_json(trade)
         return
-    click.echo(_trade_summary(f"accepted offer {short(offer_id)};", trade))
+    click.echo(_trade_summary(f"accepted offer {short(trade.get('offer') or offer_id)};", trade))
 
 
 @click.command("decline")
