@@ -370,11 +370,24 @@ def status(app: App, as_json: bool) -> None:
                 f"{book.get('listings', 0)} listings, {book.get('offers', 0)} offers,"
                 f" {book.get('withdrawals', 0)} withdrawals",
             ),
+            ("trades", _trades_line(info.get("trades") or {})),
             ("uptime", duration(float(info.get("uptime_s", 0)))),
             ("version", str(info.get("version"))),
             ("api", f"127.0.0.1:{client.cookie.port} (pid {client.cookie.pid})"),
         ]
     )
+
+
+def _trades_line(t: dict[str, int]) -> str:
+    """``2 offers to answer, 1 awaiting your signature, 3 pending, 5 complete, 1 lapsed``."""
+    parts = [
+        f"{t.get('offers_to_answer', 0)} offers to answer",
+        f"{t.get('awaiting_you', 0)} awaiting your signature",
+        f"{t.get('pending', 0)} pending",
+        f"{t.get('complete', 0)} complete",
+        f"{t.get('lapsed', 0)} lapsed",
+    ]
+    return ", ".join(parts)
 
 
 @node.command("stop")

@@ -454,13 +454,19 @@ def trade(app: App, exchange_id: str, as_json: bool) -> None:
                     for leg in t["legs"]
                 ],
             ),
-            ("deadline", relative(t["deadline"])),
+            ("deadline", relative(t["deadline"]) if t["state"] != "complete" else "-"),
             ("offer", short(t["offer"]) if t.get("offer") else "-"),
             ("listings", [short(x) for x in t.get("listings", [])]),
-            ("confirmed", ", ".join(str(i) for i in t.get("confirmed_legs", [])) or "-"),
+            ("confirmed", _legs_text(t.get("confirmed_legs", []))),
             ("rated", ", ".join(peer_cell(p, forked, me) for p in t.get("rated", [])) or "-"),
         ]
     )
+
+
+def _legs_text(legs: list[int]) -> str:
+    if not legs:
+        return "-"
+    return ("leg " if len(legs) == 1 else "legs ") + ", ".join(str(i) for i in legs)
 
 
 @click.command("confirm")

@@ -57,9 +57,9 @@ from swapmeet.protocol.objects import (
     Withdrawal,
 )
 from swapmeet.protocol.ratelimit import AuthorRateLimiter
-from swapmeet.protocol.settlement_types import OfferView
+from swapmeet.protocol.settlement_types import ExchangeState, OfferState, OfferView
 
-from . import p2p
+from . import jsonview, p2p
 from .api import (
     AmbiguousPrefix,
     Conflict,
@@ -444,9 +444,26 @@ class Node:
             "addrs": host.listen_addrs() if host else [],
             "peers": len(host.connected_peers()) if host else 0,
             "book": {"listings": stats.listings, "offers": stats.offers, "withdrawals": stats.withdrawals},
+            "trades": self._trade_counts(),
             "uptime_s": round(time.monotonic() - self.started, 1),
             "version": package_version(),
         }
+
+    def _trade_counts(self) -> dict[str, int]:
+        """What is waiting for the user, at a glance: offers to answer, exchanges by coarse state."""
+        counts = {"offers_to_answer": 0, "awaiting_you": 0, "pending": 0, "complete": 0, "lapsed": 0}
+        settle = getattr(self, "settle", None)
+        if settle is None:  # not started yet
+            return counts
+        me = self.identity.public_key
+        for o in settle.machine.offers():
+            if o.state is OfferState.OPEN and o.offer.author != me:
+                counts["offers_to_answer"] += 1
+        for x in settle.machine.exchanges():
+            counts[jsonview.TRADE_STATES[str(x.state)]] += 1
+            if x.state is ExchangeState.AWAITING:
+                counts["awaiting_you"] += 1
+        return counts
 
     def peers(self) -> list[dict[str, Any]]:
         host = self.host

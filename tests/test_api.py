@@ -80,6 +80,7 @@ class FakeNode:
             "addrs": [f"/ip4/127.0.0.1/tcp/4001/p2p/{pid}"],
             "peers": 1,
             "book": {"listings": listings, "offers": 0, "withdrawals": len(self.withdrawn)},
+            "trades": {"offers_to_answer": 1, "awaiting_you": 0, "pending": 1, "complete": 2, "lapsed": 0},
             "uptime_s": 1.5,
             "version": "0.1.0",
         }

@@ -163,11 +163,13 @@ def test_id_shows_the_peer_id_the_public_key_in_hex_and_live_addrs(world: World)
 def test_node_status_and_peers(world: World) -> None:
     swarm = world.swarm
     status = js(sm(world.home(0), "node", "status", "--json"))
-    assert {"peer_id", "net", "addrs", "peers", "book", "uptime_s", "version"} <= set(status)
+    assert {"peer_id", "net", "addrs", "peers", "book", "trades", "uptime_s", "version"} <= set(status)
+    assert set(status["trades"]) == {"offers_to_answer", "awaiting_you", "pending", "complete", "lapsed"}
     assert (status["peer_id"], status["net"]) == (swarm.peer_id(0), swarm.net)
     assert status["peers"] >= 1 and status["book"]["listings"] >= 2
     text = ok(sm(world.home(0), "node", "status"))
     assert re.search(rf"^net +{swarm.net}$", text, re.M) and re.search(r"^uptime +\d", text, re.M)
+    assert re.search(r"^trades +\d+ offers to answer, \d+ awaiting your signature", text, re.M)
 
     peers = js(sm(world.home(1), "peers", "--json"))
     assert swarm.peer_id(0) in [p["peer_id"] for p in peers]

@@ -137,6 +137,7 @@ def test_two_party_barter_completes_on_both_chains(swarm: HookedSwarm) -> None:
     wait_offer(swarm, MAKER, offer["id"])
     (incoming,) = [o for o in swarm.cli_json(MAKER, "offers", "--incoming") if o["id"] == offer["id"]]
     assert incoming["state"] == "open" and incoming["from"] == swarm.peer_id(TAKER)
+    assert swarm.cli_json(MAKER, "node", "status")["trades"]["offers_to_answer"] >= 1
 
     trade = swarm.cli_json(MAKER, "accept", offer["id"], "--deadline", "10m")
     assert trade["offer"] == offer["id"] and trade["state"] in ("pending", "complete")
@@ -153,6 +154,8 @@ def test_two_party_barter_completes_on_both_chains(swarm: HookedSwarm) -> None:
             (swarm.peer_id(MAKER), swarm.peer_id(TAKER), "road bike"),
             (swarm.peer_id(TAKER), swarm.peer_id(MAKER), "apples"),
         }
+    for i in (MAKER, TAKER):
+        assert swarm.cli_json(i, "node", "status")["trades"]["complete"] >= 1
     (mine,) = [o for o in swarm.cli_json(TAKER, "offers", "--outgoing") if o["id"] == offer["id"]]
     assert mine["state"] == "accepted" and mine["exchange"] == xid
     check_on_every_chain(swarm, [MAKER, TAKER], xid)
