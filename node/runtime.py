@@ -521,8 +521,8 @@ class Node:
         obj = await trio.to_thread.run_sync(self.book.load, id)
         if obj is None and (offer := self.settle.machine.offer(id)) is not None:
             obj = offer.offer
-        if obj is None and (exchange := self.settle.machine.exchange(id)) is not None:
-            obj = exchange.exchange
+        if obj is None:
+            obj = self.settle.exchange(id)
         return obj
 
     # settlement (the NodeAPI's issue-5 half): see SettlementService

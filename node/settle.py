@@ -149,6 +149,10 @@ class SettlementService:
         # the only code that appends such entries, so `trades` does not re-read the chain.
         self._receipts: dict[bytes, set[int]] | None = None
         self._ratings: dict[bytes, set[bytes]] = {}
+        # Complete exchanges on our chain, by id. The machine forgets an exchange once it
+        # can no longer change (deadline + GRACE); the chain keeps it, and so `trades`,
+        # `trade`, `confirm` and `rate` keep working on it for as long as the chain exists.
+        self._on_chain: dict[bytes, Exchange] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -219,6 +223,7 @@ class SettlementService:
             elif isinstance(d, AppendToLedger):
                 entry = await self.ledger.append(d.exchange, once=True)
                 self._counterparties.update(p for p in d.exchange.parties if p != self.me)
+                self._on_chain[d.exchange.id] = d.exchange
                 log.info("exchange %s appended to our chain at seq %d", d.exchange.id.hex()[:12], entry.seq)
                 await self._carry_out(self.machine.handle(Appended(d.exchange.id)))
             elif isinstance(d, Announce):
@@ -450,15 +455,24 @@ class SettlementService:
 
     async def trades(self) -> list[Trade]:
         receipts, ratings = await self._after_effects()
-        views = sorted(self.machine.exchanges(), key=lambda v: (-v.exchange.created, v.exchange.id))
+        live = {v.exchange.id: v for v in self.machine.exchanges()}
+        settled = (_settled_view(x) for xid, x in self._on_chain.items() if xid not in live)
+        views = sorted([*live.values(), *settled], key=lambda v: (-v.exchange.created, v.exchange.id))
         return [self._trade(v, receipts, ratings) for v in views]
 
     async def trade(self, exchange_id: bytes) -> Trade:
+        receipts, ratings = await self._after_effects()  # loads _on_chain too, if run() has not
         view = self.machine.exchange(exchange_id)
+        if view is None and exchange_id in self._on_chain:
+            view = _settled_view(self._on_chain[exchange_id])
         if view is None:
             raise UnknownObject(f"no exchange {exchange_id.hex()[:12]} that this node is a party to")
-        receipts, ratings = await self._after_effects()
         return self._trade(view, receipts, ratings)
+
+    def exchange(self, exchange_id: bytes) -> Exchange | None:
+        """An exchange this node is a party to: the machine's copy, or the one on our chain."""
+        view = self.machine.exchange(exchange_id)
+        return view.exchange if view is not None else self._on_chain.get(exchange_id)
 
     def _trade(self, view: ExchangeView, receipts: dict[bytes, set[int]], ratings: dict[bytes, set[bytes]]) -> Trade:
         xid = view.exchange.id
@@ -472,6 +486,7 @@ class SettlementService:
             payload = entry.payload
             if isinstance(payload, Exchange):
                 self._counterparties.update(p for p in payload.parties if p != self.me)
+                self._on_chain[payload.id] = payload
             elif isinstance(payload, Receipt):
                 receipts.setdefault(payload.exchange_id, set()).update(payload.legs)
             elif isinstance(payload, Rating):
@@ -536,6 +551,12 @@ class SettlementService:
         """Ids of every offer and exchange the machine holds (for prefix resolution)."""
         yield from (v.offer.id for v in self.machine.offers())
         yield from (v.exchange.id for v in self.machine.exchanges())
+        yield from self._on_chain
+
+
+def _settled_view(x: Exchange) -> ExchangeView:
+    """The view of a complete exchange the machine has forgotten: it is on our chain."""
+    return ExchangeView(x, ExchangeState.COMPLETE, appended=True, notice=None)
 
 
 def _parties_of(notice: Notice) -> tuple[bytes, ...]:

@@ -26,7 +26,8 @@ from swapmeet.protocol.build import parse_item
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import Identity
 from swapmeet.protocol.objects import Exchange, Leg, Rating, Receipt
-from swapmeet.protocol.settlement_types import ExchangeState, OfferState
+from swapmeet.protocol.settlement import GRACE
+from swapmeet.protocol.settlement_types import ExchangeState, OfferState, Tick
 
 WAIT_S = 20.0
 pytestmark = pytest.mark.slow
@@ -158,6 +159,28 @@ async def test_two_party_barter_lands_on_both_chains_and_replicates(tmp_path: Pa
         taker_key = taker.identity.public_key
         await until(lambda: maker.ledger.store.head(taker_key) == (3, _head_id(taker)), "the taker's chain")
         assert maker.ledger.store.verify().ok
+
+
+async def test_a_settled_trade_outlives_the_machines_memory(tmp_path: Path) -> None:
+    """The machine forgets a complete exchange at deadline + GRACE; the chain does not, nor does `trades`."""
+    async with swarm(tmp_path, 2) as s:
+        maker, taker = s.nodes
+        listing = await publish(maker, "lamp", "1 x lamp", "1 x jam")
+        await visible(taker, listing.id)
+        offer = await taker.make_offer(listing.id, [item("1 x jam")])
+        await until(lambda: maker.settle.machine.offer(offer.id) is not None, "the offer to reach the maker")
+        x = (await maker.accept(offer.id, deadline_in_s=60)).view.exchange
+        await until(lambda: appended(maker, x.id) and appended(taker, x.id), "both appends")
+        for node in (maker, taker):  # time passes: weeks later, as far as the machines know
+            await node.settle.handle(Tick(x.deadline + GRACE + 1))
+            assert node.settle.machine.exchange(x.id) is None
+            (row,) = [t for t in await node.trades() if t.view.exchange.id == x.id]
+            assert (row.view.state, row.view.appended) == (ExchangeState.COMPLETE, True)
+            assert await node.resolve(x.id.hex()[:10]) == x.id and (await node.get(x.id)).id == x.id
+        receipt = await taker.confirm(x.id)  # the lamp came late: it can still be confirmed, and rated
+        assert receipt.legs == (0,) and (await taker.trade(x.id)).confirmed_legs == (0,)
+        await maker.rate(x.id, 4)
+        assert (await maker.trade(x.id)).rated == (taker.identity.public_key,)
 
 
 def _head_id(node: Node) -> bytes | None:
