@@ -60,6 +60,7 @@ from swapmeet.protocol.objects import (
     Rating,
     Receipt,
 )
+from swapmeet.protocol.ratelimit import AuthorRateLimiter
 from swapmeet.protocol.settlement import Settlement
 from swapmeet.protocol.settlement_types import (
     Accept,
@@ -144,6 +145,7 @@ class SettlementService:
         self._in_flight: set[tuple[bytes, bytes]] = set()
         self._counterparties: set[bytes] = set()
         self._acknowledged: set[tuple[bytes, bytes]] = set()  # (party, exchange id) on that party's chain
+        self._publishers = AuthorRateLimiter()  # settle-topic gossip, per publishing peer
         # What our chain says we did after exchanges completed (legs confirmed, parties
         # rated): read from the chain once, then kept up to date by confirm() and rate(),
         # the only code that appends such entries, so `trades` does not re-read the chain.
@@ -282,10 +284,19 @@ class SettlementService:
         return b""
 
     def _validate(self, from_peer: str, data: bytes) -> bool:
+        """The settle topic's gossip validator: runs before py-libp2p delivers or forwards."""
         try:
-            batch.decode_batch(data, kinds=SETTLE_KINDS, now=_now())
+            objects = batch.decode_batch(data, kinds=SETTLE_KINDS, now=_now())
         except InvalidObject as err:
             log.info("rejected a settle message from %s: %s", from_peer[-8:], err)
+            return False
+        if self._host is not None and from_peer == self._host.peer_id:
+            return True
+        # Per publisher, not per object author: an exchange has several signers, and the
+        # publisher (gossip messages are signed, so it is authenticated) is who chose to send
+        # it. Honest fallback traffic is a few re-sends per RETRY_S; a flood is not forwarded.
+        if not self._publishers.allow(from_peer.encode(), time.monotonic(), cost=len(objects)):
+            log.info("rejected a settle message from %s: publisher over its rate limit", from_peer[-8:])
             return False
         return True
 

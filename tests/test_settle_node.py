@@ -20,7 +20,7 @@ from swapmeet.node import p2p
 from swapmeet.node.api import Conflict, ListingSpec
 from swapmeet.node.home import Home
 from swapmeet.node.runtime import Node, NodeConfig
-from swapmeet.protocol import build, cbor, ledgerwire
+from swapmeet.protocol import batch, build, cbor, ledgerwire
 from swapmeet.protocol.boundary import ZERO_ID
 from swapmeet.protocol.build import parse_item
 from swapmeet.protocol.errors import InvalidObject
@@ -331,3 +331,17 @@ async def test_a_forked_chain_is_flagged_by_every_node(tmp_path: Path) -> None:
 
 async def _forked(node: Node, author: bytes) -> bool:
     return author in await node.forked()
+
+
+async def test_the_settle_topic_refuses_a_flood_from_one_publisher(tmp_path: Path) -> None:
+    """Valid settle objects beyond one publisher's budget are not delivered or forwarded; others still are."""
+    async with swarm(tmp_path, 1) as s:
+        (node,) = s.nodes
+        a, b = Identity.generate(), Identity.generate()
+        flooder, honest = Identity.generate().peer_id, Identity.generate().peer_id
+        messages = [batch.encode_batch([_signed_exchange(a, b, f"{k + 1} x apples").raw]) for k in range(80)]
+        verdicts = [node.settle._validate(flooder, m) for m in messages]
+        assert verdicts[:50] == [True] * 50  # the burst
+        assert verdicts.count(False) >= 25  # then about 5 per second
+        assert node.settle._validate(honest, messages[0])  # another publisher is not affected
+        assert node.settle._validate(node.host.peer_id, messages[1])  # nor our own publications
