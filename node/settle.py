@@ -598,7 +598,17 @@ def _load_state(identity: Identity, path: Path) -> Settlement:
         data = path.read_bytes()
     except FileNotFoundError:
         return Settlement(identity)
-    return Settlement.from_bytes(identity, data)
+    try:
+        return Settlement.from_bytes(identity, data)
+    except InvalidObject as err:
+        # Never replaced silently: it may hold signatures other parties are waiting for.
+        raise InvalidObject(
+            str(path),
+            f"damaged ({err.reason.removeprefix('damaged settlement state: ')}); move the file aside to start"
+            " with an empty one"
+            " (complete trades are safe on your ledger; trades still being signed would be forgotten)",
+            "state",
+        ) from err
 
 
 def _write_state(path: Path, data: bytes) -> None:

@@ -345,3 +345,14 @@ async def test_the_settle_topic_refuses_a_flood_from_one_publisher(tmp_path: Pat
         assert verdicts.count(False) >= 25  # then about 5 per second
         assert node.settle._validate(honest, messages[0])  # another publisher is not affected
         assert node.settle._validate(node.host.peer_id, messages[1])  # nor our own publications
+
+
+def test_a_damaged_settlement_state_is_a_clear_error_and_is_kept(tmp_path: Path) -> None:
+    from swapmeet.node.settle import _load_state
+
+    state = tmp_path / "settlement.cbor"
+    state.write_bytes(b"garbage")
+    with pytest.raises(InvalidObject) as info:
+        _load_state(Identity.generate(), state)
+    assert str(state) in str(info.value) and "move the file aside" in str(info.value)
+    assert "\n" not in str(info.value) and state.read_bytes() == b"garbage"  # never replaced behind the user's back
