@@ -61,6 +61,8 @@ class _RejectEveryTag(Mapping[int, Any]):
 
 
 _REJECT_EVERY_TAG = _RejectEveryTag()
+_loads = cbor2.loads
+_dumps = cbor2.dumps
 _KEY_ORDER_OK: dict[tuple[Any, ...], bool] = {}
 
 
@@ -77,6 +79,8 @@ def _check_map(value: dict[Any, Any], _immutable: bool) -> dict[Any, Any]:
     # cbor2 6 calls object_hook(map, immutable) for every decoded map.
     keys = tuple(value)
     ok = _KEY_ORDER_OK.get(keys)
+    if ok:  # only well-ordered key sets are ever cached
+        return value
     if ok is None:
         ok = _deterministic_key_order(keys)
         # The schema has a few dozen key sets: cache only small, well-ordered ones, so
@@ -90,15 +94,16 @@ def _check_map(value: dict[Any, Any], _immutable: bool) -> dict[Any, Any]:
 
 def decode(data: bytes, *, path: str = "", max_size: int, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     """Decode one deterministic CBOR item that fills ``data`` exactly."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise InvalidObject(path, f"expected bytes, got {type(data).__name__}", "type")
-    data = bytes(data)
+    if type(data) is not bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidObject(path, f"expected bytes, got {type(data).__name__}", "type")
+        data = bytes(data)
     if len(data) > max_size:
         raise InvalidObject(path, f"{len(data)} bytes exceeds the limit of {max_size}", "size")
     if not data:
         raise InvalidObject(path, "empty input", "encoding")
     try:
-        value = cbor2.loads(
+        value = _loads(
             data,
             semantic_decoders=_REJECT_EVERY_TAG,
             object_hook=_check_map,
@@ -113,10 +118,12 @@ def decode(data: bytes, *, path: str = "", max_size: int, max_depth: int = DEFAU
     # Key order is already checked, so a plain (insertion-order) re-encode is the
     # canonical one; it is also ~40% cheaper than cbor2's canonical mode.
     try:
-        again = cbor2.dumps(value)
+        again = _dumps(value)
     except (cbor2.CBOREncodeError, ValueError, TypeError) as exc:
         raise InvalidObject(path, f"not valid deterministic CBOR: {_reason(exc)}", "encoding") from None
-    if again != data and cbor2.dumps(value, canonical=True) != data:
+    if again == data:
+        return value
+    if cbor2.dumps(value, canonical=True) != data:
         # (The second comparison only runs on this failure path: cbor2's plain mode writes
         # floats as doubles, its canonical mode in shortest form; a canonical float gets
         # through here and the schema, which has no float fields, names the field.)
