@@ -232,6 +232,65 @@ def test_counter_offer_round_completes(swarm: HookedSwarm) -> None:
         check_audit_clean(swarm, i)
 
 
+def fails(swarm: HookedSwarm, i: int, *args: str, code: int) -> str:
+    """Run a command expected to fail: its exit code, and its one-line error (returned)."""
+    done = swarm.cli(i, *args, check=False)
+    assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
+    message = done.stderr.strip()
+    assert message.startswith("swapmeet: error: ") and "Traceback" not in message, message
+    assert len(message.splitlines()) <= 2, message
+    return message
+
+
+def test_decline_cancel_confirm_rate_and_their_refusals(swarm: HookedSwarm) -> None:
+    maker, taker = MAKER, TAKER
+    listing = swarm.cli_json(maker, "publish", "--title", unique("Lamp"), "--have", "2 x lamp", "--want", "1 x jam")
+    swarm.wait_until(lambda: swarm.holds(taker, listing["id"]), WAIT_S, what="the listing at the taker")
+
+    # decline: the taker sees its offer declined, with the note
+    declined = swarm.cli_json(taker, "offer", listing["id"], "--give", "1 x jam")
+    wait_offer(swarm, maker, declined["id"])
+    notice = swarm.cli_json(maker, "decline", declined["id"][:10], "--note", "sold out")
+    assert notice["action"] == "decline" and notice["about"] == declined["id"]
+    swarm.wait_until(
+        lambda: (o := offer_at(swarm, taker, declined["id"], "outgoing")) and o["state"] == "declined",
+        WAIT_S,
+        what="the taker to see its offer declined",
+    )
+    assert "declined" in fails(swarm, maker, "accept", declined["id"], code=1)
+
+    # cancel: the taker withdraws an offer; the maker sees it cancelled
+    withdrawn = swarm.cli_json(taker, "offer", listing["id"], "--give", "2 x jam")
+    wait_offer(swarm, maker, withdrawn["id"])
+    assert swarm.cli_json(taker, "cancel", withdrawn["id"])["action"] == "cancel"
+    swarm.wait_until(
+        lambda: (o := offer_at(swarm, maker, withdrawn["id"])) and o["state"] == "cancelled",
+        WAIT_S,
+        what="the maker to see the offer cancelled",
+    )
+
+    # a settled trade: trade, confirm and rate, once each
+    offer = swarm.cli_json(taker, "offer", listing["id"], "--give", "3 x jam")
+    wait_offer(swarm, maker, offer["id"])
+    xid = swarm.cli_json(maker, "accept", offer["id"])["id"]
+    wait_complete(swarm, [maker, taker], xid)
+    shown = swarm.cli(taker, "trade", xid[:8]).stdout
+    assert xid in shown and "complete" in shown
+    assert swarm.cli_json(taker, "confirm", xid)["legs"] == [0]  # leg 0: the lamp, to the taker
+    assert "confirmed already" in fails(swarm, taker, "confirm", xid, code=1)
+    rating = swarm.cli_json(taker, "rate", xid, "--score", "5", "--comment", "bright")
+    assert (rating["subject"], rating["score"]) == (swarm.peer_id(maker), 5)
+    assert "rated" in fails(swarm, taker, "rate", xid, "--score", "4", code=1)
+    assert "--score" in fails(swarm, maker, "rate", xid, "--score", "9", code=2)
+    (row,) = [t for t in swarm.cli_json(taker, "trades", "--state", "complete") if t["id"] == xid]
+    assert row["confirmed_legs"] == [0] and row["rated"] == [swarm.peer_id(maker)]
+
+    # ids that name nothing, or the wrong kind of thing
+    assert "no object" in fails(swarm, taker, "trade", "deadbeef", code=2)
+    assert fails(swarm, maker, "accept", "0123456789ab", code=2)
+    assert fails(swarm, taker, "confirm", "xyz!", code=2)
+
+
 # ---------------------------------------------------------------------- kill -9 at every step
 
 
