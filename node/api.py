@@ -239,7 +239,8 @@ class NodeAPI(Protocol):
 
     def status(self) -> dict[str, Any]:
         """``{"peer_id", "net", "addrs": [multiaddr with /p2p/...], "peers": int,
-        "book": {"listings", "offers", "withdrawals"}, "uptime_s", "version"}``."""
+        "book": {"listings", "offers", "withdrawals"}, "trades": {"offers_to_answer",
+        "awaiting_you", "pending", "complete", "lapsed"}, "uptime_s", "version"}``."""
         ...
 
     def peers(self) -> list[dict[str, Any]]:
@@ -521,12 +522,20 @@ def create_app(node: NodeAPI, token: str) -> "FastAPI":
         offers: int
         withdrawals: int
 
+    class TradeCounts(_Open):
+        offers_to_answer: int = Field(description="open offers to this node, waiting for its answer")
+        awaiting_you: int = Field(description="exchanges waiting for this node's signature")
+        pending: int
+        complete: int
+        lapsed: int
+
     class StatusOut(_Open):
         peer_id: str
         net: str
         addrs: list[str]
         peers: int
         book: Book
+        trades: TradeCounts
         uptime_s: float
         version: str
 
