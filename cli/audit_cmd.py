@@ -15,11 +15,10 @@ starts fast.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ import click
 from swapmeet.protocol.errors import SwapmeetError
 
 from .context import App, pass_app
+from .progress import progress_bar
 
 if TYPE_CHECKING:
     from swapmeet.ledger.audit import AuditReport
@@ -61,20 +61,6 @@ class _Store:
 
     def __iter__(self) -> Iterator[bytes]:
         return self.store.iter_raw()
-
-
-@contextlib.contextmanager
-def _progress(total: int | None) -> Iterator[Callable[[int], None] | None]:
-    """A callback drawing a rich progress bar on stderr, only when stderr is a terminal."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("auditing", total=total)
-        yield lambda done: bar.update(task, completed=done)
 
 
 def _short(value: Any) -> str:
@@ -150,7 +136,7 @@ def audit(app: App, files: tuple[Path, ...], as_json: bool, workers: int | None)
             else:
                 counts = store.counts()
                 source, total = _Store(store), counts.entries + counts.forks
-        with _progress(total) as progress:
+        with progress_bar("auditing", total, cumulative=True) as progress:
             report = run_audit(source, workers=workers, progress=progress)
     finally:
         if store is not None:

@@ -16,13 +16,14 @@ import datetime
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
 from swapmeet.protocol.errors import SwapmeetError
 
 from .context import App, pass_app
+from .progress import progress_bar
 
 # The ledger and protocol modules pull in PyNaCl, cbor2 and sqlite3: imported
 # inside the commands, so `swapmeet --help` and unrelated commands stay fast.
@@ -149,20 +150,6 @@ def _table(rows: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> Iterator
             for i, (cell, width) in enumerate(zip(row, widths, strict=True))
         ]
         yield "  ".join(cells).rstrip()
-
-
-@contextlib.contextmanager
-def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None] | None]:
-    """A progress callback drawing a rich bar on stderr, only when stderr is a terminal."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console  # imported here: keeps `swapmeet --help` fast
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 def _plural(n: int, word: str, plural: str | None = None) -> str:
@@ -332,7 +319,7 @@ def import_(app: App, file: str, as_json: bool) -> None:
 
     total = validate_export(file)  # framing of the whole file first: a bad file stores nothing
     home = app.home().ensure()
-    with LedgerStore.open(home.ledger_db) as store, _progress("importing", total) as progress:
+    with LedgerStore.open(home.ledger_db) as store, progress_bar("importing", total, cumulative=False) as progress:
         result = store.ingest(read_export(file), progress=progress)
     if as_json:
         click.echo(
@@ -389,7 +376,7 @@ def verify(app: App, as_json: bool) -> None:
     else:
         with store:
             counts = store.counts()
-            with _progress("verifying", counts.entries + counts.forks) as progress:
+            with progress_bar("verifying", counts.entries + counts.forks, cumulative=False) as progress:
                 report = store.verify(progress=progress)
     if as_json:
         click.echo(
