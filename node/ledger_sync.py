@@ -84,6 +84,7 @@ class NodeLedger:
         self._on_learned = on_learned
         self._forked_file = forked_file
         self._alerted: dict[bytes, bytes] = _load_forked(forked_file)  # author -> fork proof bytes
+        self._alert_lock = trio.Lock()
         self._host: p2p.P2PHost | None = None
         self._nursery: trio.Nursery | None = None
         # One worker thread at a time on the store: its connection is serialized anyway, and a
@@ -214,8 +215,12 @@ class NodeLedger:
         if plan.new:
             log.warning("fork alert: %s signed two different entries at seq %d", peer_id(proof.author), proof.seq)
             if proof.author not in await self._db_call(self.store.forked_authors):
-                self._alerted[proof.author] = proof.raw
-                await trio.to_thread.run_sync(_save_forked, self._forked_file, dict(self._alerted))
+                # On disk before it shows: whoever sees the mark can rely on the proof being
+                # kept. One save at a time, so a slower save never overwrites a newer one.
+                async with self._alert_lock:
+                    alerted = {**self._alerted, proof.author: proof.raw}
+                    await trio.to_thread.run_sync(_save_forked, self._forked_file, alerted)
+                    self._alerted[proof.author] = proof.raw
 
     async def _ingest(self, raws: list[bytes], *, alert: bool = True) -> IngestResult:
         """Store verified-by-ingest entries; alert new forks; hand our exchanges to settlement."""
