@@ -306,7 +306,7 @@ class GossipSettings:
         )
 
 
-def _content_msg_id(msg: rpc_pb2.Message) -> bytes:
+def _content_msg_id(msg: rpc_pb2.Message, per_publication: frozenset[str] = frozenset()) -> bytes:
     """Message id = SHA-256 over the topics and the payload.
 
     Hashing the payload (not the default from+seqno) makes identical payloads one
@@ -314,6 +314,13 @@ def _content_msg_id(msg: rpc_pb2.Message) -> bytes:
     message. The topics are included because the library also caches *validation
     results* by message id (pubsub.py:1614-1622): without them, bytes rejected by
     one topic's validator would be rejected from the cache on another topic.
+
+    On ``per_publication`` topics the publisher and its sequence number go in too,
+    so that every publication is a new message (relays still see one id for it).
+    There a publisher re-sends the same bytes on purpose: a retry of a message that
+    may have been lost. With content ids alone the retry would be dropped as a
+    duplicate for ``seen_ttl`` seconds, by the publisher's own node first of all
+    (py-libp2p's publish checks the seen cache, pubsub.py push_msg).
     """
     h = hashlib.sha256()
     for t in msg.topicIDs:
@@ -321,6 +328,8 @@ def _content_msg_id(msg: rpc_pb2.Message) -> bytes:
         h.update(len(raw).to_bytes(4, "big"))
         h.update(raw)
     h.update(msg.data)
+    if per_publication and any(t in per_publication for t in msg.topicIDs):
+        h.update(b"\x00publication\x00" + msg.from_id + b"\x00" + msg.seqno)
     return h.digest()
 
 
@@ -1056,6 +1065,7 @@ async def open_host(
     enable_dht: bool = False,
     gossip: GossipSettings | None = None,
     gossip_topics: Collection[str] | None = None,
+    resend_topics: Collection[str] = (),
     max_connections: int = 200,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     bootstrap_interval: float = 30.0,
@@ -1069,8 +1079,9 @@ async def open_host(
     is logged, never fatal. ``enable_mdns``: find and dial peers of the same
     network on the LAN. ``enable_dht``: run a Kademlia DHT server (peer routing).
     ``gossip_topics``: if given, the topic *names* this node uses; remote
-    subscriptions to anything else are ignored. ``debug``: let py-libp2p's own
-    logging through.
+    subscriptions to anything else are ignored. ``resend_topics``: topic names
+    where publishing the same bytes again is a retry, not a duplicate (see
+    :func:`_content_msg_id`). ``debug``: let py-libp2p's own logging through.
     """
     validate_net(net)
     settings = gossip or GossipSettings()
@@ -1135,7 +1146,7 @@ async def open_host(
         # StrictSign: every message carries the originator's signature, which is
         # what go/js-libp2p expect (LIBP2P-NOTES "Interop").
         strict_signing=True,
-        msg_id_constructor=_content_msg_id,
+        msg_id_constructor=partial(_content_msg_id, per_publication=frozenset(topic(net, n) for n in resend_topics)),
         max_inbound_rpc_size=settings.max_message_size + _RPC_OVERHEAD,
         allowed_topics=allowed,
     )

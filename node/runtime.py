@@ -155,6 +155,7 @@ class Node:
                     enable_mdns=cfg.mdns,
                     enable_dht=cfg.dht,
                     gossip_topics=[*TOPIC_KINDS, ledgerwire.GOSSIP_TOPIC, SETTLE_TOPIC],
+                    resend_topics=[SETTLE_TOPIC],  # settlement re-sends lost messages (RETRY_S)
                     debug=cfg.debug,
                 ) as host:
                     self.host = host

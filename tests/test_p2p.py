@@ -240,6 +240,25 @@ async def test_identical_payloads_are_one_message() -> None:
             assert await sub_b.receive() == (c.peer_id, b"marker")
 
 
+async def test_on_a_resend_topic_the_same_bytes_again_are_a_retry() -> None:
+    # Settlement re-sends a message that may have been lost: it must go out again,
+    # and still reach each peer once per publication (relays dedupe it).
+    resend = topic(NET, "settle")
+    async with line(3, resend_topics=["settle"], gossip_topics=["listings", "settle"]) as (a, b, c):
+        _, sub_b, sub_c = [await h.subscribe(resend, accept_all) for h in (a, b, c)]
+        await wait_line_mesh([a, b, c], resend)
+        await a.publish(resend, b"signed exchange")
+        await a.publish(resend, b"signed exchange")  # the retry
+        await a.publish(resend, b"marker")
+        with trio.fail_after(5):
+            for sub in (sub_b, sub_c):
+                assert [await sub.receive() for _ in range(3)] == [
+                    (a.peer_id, b"signed exchange"),
+                    (a.peer_id, b"signed exchange"),
+                    (a.peer_id, b"marker"),
+                ]
+
+
 async def test_networks_do_not_mix() -> None:
     tx, ty = topic("x", "listings"), topic("y", "listings")
     async with open_host(seed("x"), LOOPBACK, net="x") as x, open_host(seed("y"), LOOPBACK, net="y") as y:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import trio
 from swapmeet.node import p2p
+from swapmeet.node import settle as settle_module
 from swapmeet.node.api import Conflict, ListingSpec
 from swapmeet.node.home import Home
 from swapmeet.node.runtime import Node, NodeConfig
@@ -270,6 +271,42 @@ async def test_messages_reach_the_counterparty_by_gossip_when_the_direct_dial_fa
         xid = trade.view.exchange.id
         await until(lambda: appended(maker, xid) and appended(taker, xid), "completion over gossip")
         assert "settle" in sent  # the exchange copies went by the settle topic
+
+
+async def test_a_lost_gossip_message_is_sent_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No direct dial, and the first exchange to reach the taker by gossip is lost there: the retry settles it.
+
+    (Gossip message ids hash the payload, so the retry -- the same bytes -- used to be dropped as a
+    duplicate for two minutes by every node that had seen the first copy; the settle topic now
+    counts every publication.)"""
+    monkeypatch.setattr(settle_module, "RETRY_S", 1.0)
+    async with swarm(tmp_path, 2) as s:
+        maker, taker = s.nodes
+        listing = await publish(maker, "stove", "1 x stove")
+        await visible(taker, listing.id)
+        for node in (maker, taker):
+            await until(lambda n=node: bool(n.host.mesh_peers(p2p.topic("main", "settle"))), "the settle mesh")
+
+        async def unreachable(*args: Any, **kwargs: Any) -> bytes:
+            raise p2p.DialError("test: direct dial disabled")
+
+        for node in (maker, taker):
+            monkeypatch.setattr(node.host, "request", unreachable)
+        lost: list[bytes] = []
+        ingest = taker.settle._ingest
+
+        async def lossy(objects: list[Any]) -> None:
+            if not lost and any(isinstance(o, Exchange) for o in objects):
+                lost.extend(o.id for o in objects)  # delivered by gossip, then lost before settlement saw it
+                return
+            await ingest(objects)
+
+        monkeypatch.setattr(taker.settle, "_ingest", lossy)
+        offer = await taker.make_offer(listing.id, [item("1 x kettle")])
+        await until(lambda: maker.settle.machine.offer(offer.id) is not None, "the offer (gossiped on offers)")
+        xid = (await maker.accept(offer.id)).view.exchange.id
+        await until(lambda: appended(maker, xid) and appended(taker, xid), "completion after the retry", timeout=10)
+        assert lost == [xid]
 
 
 async def test_a_forged_countersignature_is_refused(tmp_path: Path) -> None:
