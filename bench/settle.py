@@ -56,15 +56,10 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import secrets
-import shutil
-import signal
 import sqlite3
-import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -72,6 +67,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from benchkit import loadavg, run_bench, summary
 from swapmeet.node.localswarm import LocalSwarm
 from swapmeet.protocol.errors import SwapmeetError
 from swapmeet.protocol.identity import public_key_from_peer_id
@@ -91,31 +87,6 @@ def say(text: str = "") -> None:
 
 def stamp() -> str:
     return f"[{time.monotonic() - T0:5.1f}s]"
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    xs = sorted(values)
-    k = (len(xs) - 1) * q / 100
-    lo = int(k)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
-
-
-def summary(seconds: Sequence[float]) -> dict[str, Any]:
-    return {
-        "n": len(seconds),
-        "p50_ms": round(pct(seconds, 50) * 1000, 1),
-        "p95_ms": round(pct(seconds, 95) * 1000, 1),
-        "mean_ms": round(statistics.fmean(seconds) * 1000, 1) if seconds else float("nan"),
-    }
-
-
-def loadavg() -> float:
-    with contextlib.suppress(OSError):
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    return float("nan")
 
 
 def bounded(predicate: Callable[[], Any], timeout: float, what: str, interval: float = POLL_S) -> Any:
@@ -483,16 +454,6 @@ def report(f: dict[str, Any]) -> None:
     )
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="under 60 s on 2 cores: fewer samples")
@@ -501,33 +462,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the homes and logs (their path is printed)")
     args = parser.parse_args()
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    tmp = Path(tempfile.mkdtemp(prefix="swapmeet-settle-bench-"))
-    cleanup: list[Callable[[], Any]] = []
-    try:
-        figures = run(args, tmp, cleanup)
-    except KeyboardInterrupt:
-        say("interrupted")
-        return 130
-    finally:
-        for job in reversed(cleanup):
-            try:
-                job()
-            except BaseException as exc:
-                say(f"cleanup: {exc!r}")
-        if args.keep:
-            say(f"homes and logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    figures["wall_s"] = round(time.monotonic() - T0, 1)
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    figures["cpu_s"] = round(me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime, 1)
-    report(figures)
-    say(json.dumps(_finite(figures), sort_keys=True, allow_nan=False))
-    return 0
+    return run_bench(args, run, report, prefix="swapmeet-settle-bench-", started=T0, say=say)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from benchkit import summary
 from swapmeet.node import p2p
 
 NET = "settle-bench"
@@ -45,26 +45,6 @@ REQUEST_TIMEOUT_S = 10.0
 
 def say(text: str = "") -> None:
     print(text, flush=True)
-
-
-def pct(values: list[float], q: float) -> float:
-    """Percentile by linear interpolation (q in 0..100); nan for no values."""
-    if not values:
-        return float("nan")
-    xs = sorted(values)
-    k = (len(xs) - 1) * q / 100
-    lo = int(k)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
-
-
-def summary(seconds: list[float]) -> dict[str, Any]:
-    return {
-        "n": len(seconds),
-        "p50_ms": round(pct(seconds, 50) * 1000, 2),
-        "p95_ms": round(pct(seconds, 95) * 1000, 2),
-        "mean_ms": round(statistics.fmean(seconds) * 1000, 2) if seconds else float("nan"),
-    }
 
 
 # --------------------------------------------------------------------------- server
@@ -130,7 +110,7 @@ async def measure(addr: str, net: str, samples: int, size: int, warmup: int) -> 
                     if n >= warmup:
                         kept.append(dt)
                 await stream.close_write()
-    return {"fresh": summary(fresh), "kept": summary(kept), "size_bytes": size}
+    return {"fresh": summary(fresh, digits=2), "kept": summary(kept, digits=2), "size_bytes": size}
 
 
 def start_server(net: str) -> tuple[subprocess.Popen[str], str]:

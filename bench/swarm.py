@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import random
 import re
@@ -83,7 +82,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -93,6 +91,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchkit import loadavg, pct, run_bench
 from swapmeet.node.api import read_cookie
 from swapmeet.node.api_client import ApiClient
 from swapmeet.node.home import Home
@@ -135,17 +134,6 @@ def stamp() -> str:
     return f"[{time.monotonic() - T0:5.1f}s]"
 
 
-def pct(values: Sequence[float], q: float) -> float:
-    """Percentile by linear interpolation (q in 0..100); nan for no values."""
-    if not values:
-        return float("nan")
-    xs = sorted(values)
-    k = (len(xs) - 1) * q / 100
-    lo = int(k)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
-
-
 def ms(x: float) -> float:
     return round(x * 1000, 1)
 
@@ -167,12 +155,6 @@ def cpu_s(pid: int | None) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / _TICK
     return 0.0
-
-
-def loadavg() -> float:
-    with contextlib.suppress(OSError):
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    return float("nan")
 
 
 # --------------------------------------------------------------------------- output tailing
@@ -1224,17 +1206,6 @@ def report(f: dict[str, Any]) -> None:
     )
 
 
-def _finite(value: Any) -> Any:
-    """NaN / infinity (a figure that could not be measured) as null, so the last line is strict JSON."""
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="under 60 s on 2 cores: a 2k book, fewer samples")
@@ -1246,35 +1217,7 @@ def main() -> int:
     if args.nodes < 2:
         parser.error("--nodes must be at least 2")
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    tmp = Path(tempfile.mkdtemp(prefix="swapmeet-swarm-bench-"))
-    cleanup: list[Callable[[], Any]] = []
-    try:
-        figures = run(args, tmp, cleanup)
-    except KeyboardInterrupt:
-        say("interrupted")
-        return 130
-    finally:
-        for job in reversed(cleanup):
-            try:
-                job()
-            except BaseException as exc:
-                say(f"cleanup: {exc!r}")
-        if args.keep:
-            say(f"homes and logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    figures["wall_s"] = round(time.monotonic() - T0, 1)
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    # All the CPU this run cost (bench + every process it started, all reaped by now): on an otherwise
-    # idle machine the wall time cannot be below cpu_s / cores.
-    figures["cpu_s"] = round(me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime, 1)
-    report(figures)
-    say(json.dumps(_finite(figures), sort_keys=True, allow_nan=False))
-    return 0
+    return run_bench(args, run, report, prefix="swapmeet-swarm-bench-", started=T0, say=say)
 
 
 if __name__ == "__main__":
