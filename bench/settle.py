@@ -89,18 +89,6 @@ def stamp() -> str:
     return f"[{time.monotonic() - T0:5.1f}s]"
 
 
-def bounded(predicate: Callable[[], Any], timeout: float, what: str, interval: float = POLL_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(SwapmeetError):
-            value = predicate()
-            if value:
-                return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
 # --------------------------------------------------------------------------- reading the chains
 
 
@@ -112,7 +100,7 @@ class Chains:
         self._key = {i: public_key_from_peer_id(swarm.peer_id(i)) for i in nodes}
         for i in nodes:
             path = swarm.home(i).ledger_db
-            bounded(path.exists, OFFER_TIMEOUT_S, f"node {i}'s ledger database", 0.05)
+            swarm.wait_until(path.exists, OFFER_TIMEOUT_S, what=f"node {i}'s ledger database", interval=0.05)
             self._db[i] = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
 
     def holds(self, i: int, exchange_id: bytes) -> bool:
@@ -146,7 +134,9 @@ def make_offers(swarm: LocalSwarm, maker: int, taker: int, listing_id: str, n: i
         )["id"]
         for k in range(n)
     ]
-    bounded(lambda: incoming(swarm, maker, set(ids)), OFFER_TIMEOUT_S, f"{n} offers at the maker", 0.02)
+    swarm.wait_until(
+        lambda: incoming(swarm, maker, set(ids)), OFFER_TIMEOUT_S, what=f"{n} offers at the maker", interval=0.02
+    )
     return ids
 
 
@@ -162,7 +152,12 @@ def two_party_latency(
         t = time.perf_counter()
         xid = bytes.fromhex(client.accept(offer_id, deadline_in_s=120)["id"])
         calls.append(time.perf_counter() - t)
-        bounded(lambda x=xid: chains.all_hold([maker, taker], x), SETTLE_TIMEOUT_S, "both chains to hold it")
+        swarm.wait_until(
+            lambda x=xid: chains.all_hold([maker, taker], x),
+            SETTLE_TIMEOUT_S,
+            what="both chains to hold it",
+            interval=POLL_S,
+        )
         out.append(time.perf_counter() - t)
     return out, calls
 
@@ -175,10 +170,11 @@ def two_party_rate(swarm: LocalSwarm, chains: Chains, listing_id: str, batch: in
     with ThreadPoolExecutor(ACCEPT_THREADS) as pool:
         xids = list(pool.map(lambda o: bytes.fromhex(client.accept(o, deadline_in_s=300)["id"]), offer_ids))
     accepted = time.perf_counter() - t
-    bounded(
+    swarm.wait_until(
         lambda: all(chains.all_hold([maker, taker], x) for x in xids),
         SETTLE_TIMEOUT_S + batch,
-        f"{batch} exchanges on both chains",
+        what=f"{batch} exchanges on both chains",
+        interval=POLL_S,
     )
     elapsed = time.perf_counter() - t
     per_s = round(batch / elapsed, 1)
@@ -250,7 +246,12 @@ def ring_latency(swarm: LocalSwarm, chains: Chains, signers: Signers, samples: i
         xid = client.propose(ring_legs(swarm, k))["id"]
         signers.add(xid)
         raw = bytes.fromhex(xid)
-        bounded(lambda x=raw: chains.all_hold([0, 1, 2], x), SETTLE_TIMEOUT_S, "all three chains to hold the ring")
+        swarm.wait_until(
+            lambda x=raw: chains.all_hold([0, 1, 2], x),
+            SETTLE_TIMEOUT_S,
+            what="all three chains to hold the ring",
+            interval=POLL_S,
+        )
         out.append(time.perf_counter() - t)
     return out
 
@@ -263,10 +264,11 @@ def ring_rate(swarm: LocalSwarm, chains: Chains, signers: Signers, batch: int) -
         xid = client.propose(ring_legs(swarm, k))["id"]
         signers.add(xid)
         xids.append(bytes.fromhex(xid))
-    bounded(
+    swarm.wait_until(
         lambda: all(chains.all_hold([0, 1, 2], x) for x in xids),
         SETTLE_TIMEOUT_S + batch,
-        f"{batch} rings on all three chains",
+        what=f"{batch} rings on all three chains",
+        interval=POLL_S,
     )
     elapsed = time.perf_counter() - t
     return {"n": batch, "seconds": round(elapsed, 2), "per_s": round(batch / elapsed, 1)}
@@ -361,7 +363,9 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -
 
     maker = swarm.client(0)
     listing = maker.publish({"title": "bench apples", "have": ["1000000 x apples"]})
-    bounded(lambda: swarm.holds(1, listing["id"]), OFFER_TIMEOUT_S, "the listing at the taker", 0.02)
+    swarm.wait_until(
+        lambda: swarm.holds(1, listing["id"]), OFFER_TIMEOUT_S, what="the listing at the taker", interval=0.02
+    )
     chains = Chains(swarm, [0, 1, 2])
     cleanup.append(chains.close)
 

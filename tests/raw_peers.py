@@ -21,8 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -187,18 +186,6 @@ def audit(swarm: LocalSwarm, i: int) -> tuple[int, dict[str, Any]]:
 def run_quiet(swarm: LocalSwarm, i: int, *args: str) -> subprocess.CompletedProcess[str]:
     """A CLI command whose failure is part of the test (never raises for a non-zero exit)."""
     return swarm.cli(i, *args, check=False)
-
-
-def poll(predicate: Callable[[], Any], timeout: float, *, interval: float = 0.05, what: str = "") -> Any:
-    """A bounded wait without a swarm (for direct database reads)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what or 'the condition'}")
-        time.sleep(interval)
 
 
 # --------------------------------------------------------------------------- offline dishonesty
