@@ -242,6 +242,18 @@ async def test_second_acceptance_beyond_the_quantity_is_refused(tmp_path: Path) 
             await maker.accept(o2.id)
 
 
+async def only_gossip_between(maker: Node, taker: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wait for the settle-topic mesh, then make every direct settle request fail as a dead peer's would."""
+    for node in (maker, taker):
+        await until(lambda n=node: bool(n.host.mesh_peers(p2p.topic("main", "settle"))), "the settle mesh")
+
+    async def unreachable(*args: Any, **kwargs: Any) -> bytes:
+        raise p2p.DialError("test: direct dial disabled")
+
+    for node in (maker, taker):
+        monkeypatch.setattr(node.host, "request", unreachable)
+
+
 async def test_messages_reach_the_counterparty_by_gossip_when_the_direct_dial_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -249,15 +261,9 @@ async def test_messages_reach_the_counterparty_by_gossip_when_the_direct_dial_fa
         maker, taker = s.nodes
         listing = await publish(maker, "tent", "1 x tent")
         await visible(taker, listing.id)
-        for node in (maker, taker):
-            await until(lambda n=node: bool(n.host.mesh_peers(p2p.topic("main", "settle"))), "the settle mesh")
-
-        async def unreachable(*args: Any, **kwargs: Any) -> bytes:
-            raise p2p.DialError("test: direct dial disabled")
-
+        await only_gossip_between(maker, taker, monkeypatch)
         sent: list[str] = []
         for node in (maker, taker):
-            monkeypatch.setattr(node.host, "request", unreachable)
             original = node._publish_now
 
             async def spy(topic_name: str, raw: bytes, original: Any = original) -> None:
@@ -284,14 +290,7 @@ async def test_a_lost_gossip_message_is_sent_again(tmp_path: Path, monkeypatch: 
         maker, taker = s.nodes
         listing = await publish(maker, "stove", "1 x stove")
         await visible(taker, listing.id)
-        for node in (maker, taker):
-            await until(lambda n=node: bool(n.host.mesh_peers(p2p.topic("main", "settle"))), "the settle mesh")
-
-        async def unreachable(*args: Any, **kwargs: Any) -> bytes:
-            raise p2p.DialError("test: direct dial disabled")
-
-        for node in (maker, taker):
-            monkeypatch.setattr(node.host, "request", unreachable)
+        await only_gossip_between(maker, taker, monkeypatch)
         lost: list[bytes] = []
         ingest = taker.settle._ingest
 
