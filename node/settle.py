@@ -146,10 +146,10 @@ class SettlementService:
         self._counterparties: set[bytes] = set()
         self._acknowledged: set[tuple[bytes, bytes]] = set()  # (party, exchange id) on that party's chain
         self._publishers = AuthorRateLimiter()  # settle-topic gossip, per publishing peer
-        # What our chain says we did after exchanges completed (legs confirmed, parties
-        # rated): read from the chain once, then kept up to date by confirm() and rate(),
-        # the only code that appends such entries, so `trades` does not re-read the chain.
-        self._receipts: dict[bytes, set[int]] | None = None
+        # What our chain says we did after exchanges completed, by exchange id (legs confirmed,
+        # parties rated): read from the chain once by run(), then kept up to date by confirm()
+        # and rate(), the only code that appends such entries, so `trades` never re-reads it.
+        self._receipts: dict[bytes, set[int]] = {}
         self._ratings: dict[bytes, set[bytes]] = {}
         # Complete exchanges on our chain, by id. The machine forgets an exchange once it
         # can no longer change (deadline + GRACE); the chain keeps it, and so `trades`,
@@ -465,51 +465,39 @@ class SettlementService:
         return await self.trade(exchange_id)
 
     async def trades(self) -> list[Trade]:
-        receipts, ratings = await self._after_effects()
         live = {v.exchange.id: v for v in self.machine.exchanges()}
         settled = (_settled_view(x) for xid, x in self._on_chain.items() if xid not in live)
         views = sorted([*live.values(), *settled], key=lambda v: (-v.exchange.created, v.exchange.id))
-        return [self._trade(v, receipts, ratings) for v in views]
+        return [self._trade(v) for v in views]
 
     async def trade(self, exchange_id: bytes) -> Trade:
-        receipts, ratings = await self._after_effects()  # loads _on_chain too, if run() has not
         view = self.machine.exchange(exchange_id)
         if view is None and exchange_id in self._on_chain:
             view = _settled_view(self._on_chain[exchange_id])
         if view is None:
             raise UnknownObject(f"no exchange {exchange_id.hex()[:12]} that this node is a party to")
-        return self._trade(view, receipts, ratings)
+        return self._trade(view)
 
     def exchange(self, exchange_id: bytes) -> Exchange | None:
         """An exchange this node is a party to: the machine's copy, or the one on our chain."""
         view = self.machine.exchange(exchange_id)
         return view.exchange if view is not None else self._on_chain.get(exchange_id)
 
-    def _trade(self, view: ExchangeView, receipts: dict[bytes, set[int]], ratings: dict[bytes, set[bytes]]) -> Trade:
+    def _trade(self, view: ExchangeView) -> Trade:
         xid = view.exchange.id
-        return Trade(view, tuple(sorted(receipts.get(xid, ()))), tuple(sorted(ratings.get(xid, ()))))
+        return Trade(view, tuple(sorted(self._receipts.get(xid, ()))), tuple(sorted(self._ratings.get(xid, ()))))
 
     async def _load_own_chain(self) -> None:
-        """One pass over our chain: counterparties of past exchanges, legs confirmed, parties rated."""
-        receipts: dict[bytes, set[int]] = {}
-        ratings: dict[bytes, set[bytes]] = {}
+        """One pass over our chain: past exchanges and their counterparties, legs confirmed, parties rated."""
         for entry in await self.ledger.own_entries():
             payload = entry.payload
             if isinstance(payload, Exchange):
                 self._counterparties.update(p for p in payload.parties if p != self.me)
                 self._on_chain[payload.id] = payload
             elif isinstance(payload, Receipt):
-                receipts.setdefault(payload.exchange_id, set()).update(payload.legs)
+                self._receipts.setdefault(payload.exchange_id, set()).update(payload.legs)
             elif isinstance(payload, Rating):
-                ratings.setdefault(payload.exchange.id, set()).add(payload.subject)
-        self._receipts, self._ratings = receipts, ratings
-
-    async def _after_effects(self) -> tuple[dict[bytes, set[int]], dict[bytes, set[bytes]]]:
-        """Legs we confirmed and parties we rated, by exchange id."""
-        if self._receipts is None:
-            await self._load_own_chain()
-        assert self._receipts is not None
-        return self._receipts, self._ratings
+                self._ratings.setdefault(payload.exchange.id, set()).add(payload.subject)
 
     async def _complete(self, exchange_id: bytes, what: str) -> Trade:
         trade = await self.trade(exchange_id)
@@ -534,8 +522,7 @@ class SettlementService:
                 raise InvalidObject("legs", f"leg {i} is not one this node receives (those are {mine})", "value")
         receipt = build.make_receipt(self.identity, x, legs=legs, created=_now())
         await self.ledger.append(receipt)
-        receipts, _ = await self._after_effects()
-        receipts.setdefault(x.id, set()).update(legs)
+        self._receipts.setdefault(x.id, set()).update(legs)
         return receipt
 
     async def rate(self, exchange_id: bytes, score: int, subject: bytes | None, comment: str) -> Rating:
@@ -554,8 +541,7 @@ class SettlementService:
             raise Conflict(f"you rated {peer_id(subject)} for exchange {exchange_id.hex()[:12]} already")
         rating = build.make_rating(self.identity, x, subject=subject, score=score, created=_now(), comment=comment)
         await self.ledger.append(rating)
-        _, ratings = await self._after_effects()
-        ratings.setdefault(x.id, set()).add(subject)
+        self._ratings.setdefault(x.id, set()).add(subject)
         return rating
 
     def known_ids(self) -> Iterable[bytes]:
