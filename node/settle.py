@@ -290,8 +290,8 @@ class SettlementService:
         except InvalidObject as err:
             log.info("rejected a settle message from %s: %s", from_peer[-8:], err)
             return False
-        if self._host is not None and from_peer == self._host.peer_id:
-            return True
+        if from_peer == self.identity.peer_id:
+            return True  # our own publication (paced by settlement's re-send timer)
         # Per publisher, not per object author: an exchange has several signers, and the
         # publisher (gossip messages are signed, so it is authenticated) is who chose to send
         # it. Honest fallback traffic is a few re-sends per RETRY_S; a flood is not forwarded.
