@@ -31,7 +31,6 @@ and the byte offset. Reuse::
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from swapmeet.protocol import boundary, cbor
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.objects import DOMAIN, KIND_ENTRY, KIND_EXCHANGE, KINDS
 
+from .durable import durable_file
 from .errors import ExportFileError
 
 FILE_KIND = "ledger-export"
@@ -67,32 +67,22 @@ class ExportHeader:
 def write_export(path: str | os.PathLike[str], raws: Iterable[bytes], *, author: bytes | None = None) -> int:
     """Write ``raws`` (ledger entries' signed bytes) as an export file; returns how many were written.
 
-    Atomic: written to a temporary file in the same directory, fsynced, then
-    renamed over ``path``, so a crash never leaves a half-written export under
-    the final name.
+    Crash-safe (:func:`swapmeet.ledger.durable.durable_file`): a crash never leaves a
+    half-written export under the final name.
     """
     path = Path(path)
     header: dict[str, object] = {} if author is None else {"author": author}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     count = 0
     try:
-        with tmp.open("wb") as f:
+        # 0o666 (less the umask) as for any file a user writes: an export is meant to be handed on.
+        with durable_file(path, mode=0o666) as f:
             f.write(cbor.encode([DOMAIN, FILE_KIND, header]))
             for raw in raws:
                 f.write(cbor.encode(bytes(raw)))
                 count += 1
             f.write(cbor.encode([DOMAIN, END_KIND, {"entries": count}]))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise ExportFileError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
     return count
 
 

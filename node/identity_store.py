@@ -4,8 +4,8 @@ The bytes are produced and checked by ``swapmeet.protocol.keyfile``; this module
 does the file handling around them:
 
 * :func:`create_identity` generates a key and writes it once: never over an
-  existing file, atomically (temp file in the same directory, fsync, link or
-  replace, fsync the directory), mode 0600 from the moment the file exists.
+  existing file, crash-safely and mode 0600 from the moment the file exists
+  (``swapmeet.ledger.durable``).
 * :func:`load_identity` reads it back and never writes.
 * :func:`resolve_passphrase` finds the passphrase: explicit argument, else
   ``$SWAPMEET_PASSPHRASE``, else an interactive prompt -- only when stdin is a
@@ -14,15 +14,12 @@ does the file handling around them:
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
-import secrets
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from swapmeet.ledger.durable import fsync_dir
+from swapmeet.ledger.durable import write_durably
 from swapmeet.protocol import keyfile
 from swapmeet.protocol.errors import KeyFileError, SwapmeetError
 from swapmeet.protocol.identity import Identity
@@ -30,9 +27,6 @@ from swapmeet.protocol.identity import Identity
 from .home import Home, HomeError
 
 PASSPHRASE_ENV = "SWAPMEET_PASSPHRASE"
-
-# errno values meaning "this file system cannot hard-link here"
-_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
 
 
 class IdentityExistsError(SwapmeetError):
@@ -150,43 +144,10 @@ def _exists(path: Path) -> IdentityExistsError:
 
 
 def _write_new_file(path: Path, data: bytes) -> None:
-    """Durably create ``path`` with ``data`` and mode 0600; fail if it exists."""
-    directory = path.parent
-    tmp = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    """Durably create ``path`` with ``data`` and mode 0600; fail if it exists (never a clobber)."""
     try:
-        fd = os.open(tmp, flags, 0o600)
-    except OSError as exc:
-        raise HomeError(f"cannot write in {directory}: {exc.strerror or exc}") from None
-    try:
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            _link_no_clobber(tmp, path)
-        except OSError as exc:
-            raise HomeError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    fsync_dir(directory)
-
-
-def _link_no_clobber(tmp: Path, path: Path) -> None:
-    """Put ``tmp`` at ``path`` atomically, never replacing an existing ``path``.
-
-    A hard link fails if the target exists, which closes the race between two
-    concurrent ``swapmeet init``; where hard links are unsupported (some FUSE or
-    network file systems) fall back to check-then-``os.replace``.
-    """
-    try:
-        os.link(tmp, path)
+        write_durably(path, data, mode=0o600, replace=False)
     except FileExistsError:
         raise _exists(path) from None
     except OSError as exc:
-        if exc.errno not in _NO_HARD_LINKS:
-            raise
-        if os.path.lexists(path):
-            raise _exists(path) from None
-        os.replace(tmp, path)
+        raise HomeError(f"cannot write {path}: {exc.strerror or exc}") from None
