@@ -40,7 +40,7 @@ And ``settle_p50 / (3 * rtt_p50 + 2 * append_p50 + 3 * persist_p50)``: the same
 with the settlement-state writes the crash rule requires on the way (the maker
 before sending its signed copy, the taker before sending the complete one, the
 maker before appending); ``persist`` is one such write of a 5 KiB state
-(``swapmeet.node.settle._write_state``: temporary file, fsync, rename, fsync of
+(``swapmeet.ledger.durable.write_durably``: temporary file, fsync, rename, fsync of
 the directory), p50.
 
 Run: ``python bench/settle.py [--quick] [--samples N] [--batch N] [--keep]``;
@@ -212,7 +212,7 @@ class Signers:
                 todo.append(exchange_id)
 
     def _run(self, i: int) -> None:
-        from swapmeet.node.api import UnknownObject
+        from swapmeet.node.contract import UnknownObject
 
         client = self.swarm.client(i)
         while not self._stop.is_set():
@@ -310,7 +310,7 @@ def append_p50(tmp: Path, samples: int) -> dict[str, Any]:
 
 def persist_p50(tmp: Path, samples: int) -> dict[str, Any]:
     """One durable write of a settlement state, as the node does before each send."""
-    from swapmeet.node.settle import _write_state
+    from swapmeet.ledger.durable import write_durably
 
     path = tmp / "persist-bench"
     path.mkdir()
@@ -318,7 +318,7 @@ def persist_p50(tmp: Path, samples: int) -> dict[str, Any]:
     times = []
     for _ in range(samples):
         t = time.perf_counter()
-        _write_state(path / "settlement.cbor", state)
+        write_durably(path / "settlement.cbor", state)
         times.append(time.perf_counter() - t)
     return summary(times)
 

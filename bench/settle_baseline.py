@@ -1,6 +1,6 @@
 """The bare py-libp2p baseline of ``bench/settle.py``: a request/response round trip between two processes.
 
-Two bare hosts, each ``swapmeet.node.p2p.open_host`` (exactly the node's TCP +
+Two bare hosts, each ``swapmeet.node.host.open_host`` (exactly the node's TCP +
 Noise + Yamux configuration, no DHT, no mDNS, no book, no ledger, no API), in
 two processes on 127.0.0.1, like two nodes: the server (``--serve``) echoes
 every request frame of one stream protocol; the client (this process) sends a
@@ -33,7 +33,7 @@ from typing import Any
 
 import trio
 from benchkit import summary
-from swapmeet.node import p2p
+from swapmeet.node import host as p2p
 
 NET = "settle-bench"
 PROTOCOL_NAME = "echo"

@@ -47,7 +47,7 @@ dialling node 0 and up to two random earlier nodes, and measures:
 Baseline, measured in the same run with the same number of processes, the
 same dial graph and the same payload size (one bench listing in a batch):
 ``bench/swarm_baseline.py``, N plain processes each running
-``swapmeet.node.p2p.open_host`` -- exactly the node's Noise/Yamux/GossipSub
+``swapmeet.node.host.open_host`` -- exactly the node's Noise/Yamux/GossipSub
 configuration -- with an accept-all validator and no DHT, book, API, sync or
 publish coalescing. Its clock starts when the bench writes the publish
 command to the process's stdin; arrivals are the lines it prints, written to
@@ -92,8 +92,8 @@ from pathlib import Path
 from typing import Any
 
 from benchkit import loadavg, pct, run_bench
-from swapmeet.node.api import read_cookie
 from swapmeet.node.api_client import ApiClient
+from swapmeet.node.cookie import read_cookie
 from swapmeet.node.home import Home
 from swapmeet.node.identity_store import create_identity
 from swapmeet.node.localswarm import LocalSwarm, SwarmError
@@ -119,7 +119,7 @@ BURST = 16  # listings per publish event in the burst-shaped throughput test
 ID_BYTES = 32
 SETTLE_S = 1.0  # quiet time between phases (0.5 s with --quick)
 # How long GossipSub's message cache re-offers a message to a peer that connects: (gossip_history + 1)
-# heartbeats of swapmeet.node.p2p.GossipSettings (5 + 1) x 1 s, plus a margin. Not imported from there:
+# heartbeats of swapmeet.node.host.GossipSettings (5 + 1) x 1 s, plus a margin. Not imported from there:
 # that would load libp2p (~1 s, ~80 MB) into the bench process.
 GOSSIP_MEMORY_S = 6.5
 

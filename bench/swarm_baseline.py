@@ -1,6 +1,6 @@
 """One bare-gossipsub peer for the baseline of ``bench/swarm.py`` (a plain process, driven over stdin/stdout).
 
-"Bare" means: ``swapmeet.node.p2p.open_host`` (so exactly the node's TCP +
+"Bare" means: ``swapmeet.node.host.open_host`` (so exactly the node's TCP +
 Noise + Yamux + GossipSub configuration: heartbeat, degree, no spam cap, no
 adaptive gossip, content message ids, StrictSign, the same peer-queue and
 subscription-buffer sizes) with an accept-all validator, one topic, and
@@ -30,7 +30,7 @@ import sys
 from typing import Any
 
 import trio
-from swapmeet.node import p2p
+from swapmeet.node import host as p2p
 
 TOPIC_NAME = "listings"
 

@@ -501,7 +501,7 @@ def publish(
 @pass_app
 def withdraw(app: App, listing_id: str, as_json: bool) -> None:
     """Withdraw one of your listings (ID: full hex id or an unambiguous prefix, e.g. the short id)."""
-    from swapmeet.node.api import parse_id
+    from swapmeet.node.contract import parse_id
 
     parse_id(listing_id, "ID")  # a malformed id is a usage error, node or not
     client = _client(app)
@@ -521,7 +521,7 @@ def withdraw(app: App, listing_id: str, as_json: bool) -> None:
 @contextlib.contextmanager
 def _hint_on_unknown(hint: str) -> Iterator[None]:
     """Add what to do to the node's "no object with ..." answer (same class, same exit code)."""
-    from swapmeet.node.api import UnknownObject
+    from swapmeet.node.contract import UnknownObject
 
     try:
         yield
@@ -550,7 +550,7 @@ def listings(
 ) -> None:
     """Search the live listings the node knows (QUERY: words in title, description, tags)."""
     if author is not None:
-        from swapmeet.node.api import parse_author
+        from swapmeet.node.contract import parse_author
 
         parse_author(author)  # fail here, with exit 2, rather than at the node
     found = _client(app).listings(

@@ -57,7 +57,7 @@ _ITEM_META = "'QTY [UNIT] x ITEM'"
 
 def check_id(text: str, what: str) -> str:
     """An id or unambiguous prefix as typed (checked: hex, 4..64 digits); exit 2 otherwise."""
-    from swapmeet.node.api import parse_id
+    from swapmeet.node.contract import parse_id
 
     parse_id(text, what)
     return text.strip().lower()
@@ -76,7 +76,7 @@ def parse_in_s(text: str, option: str) -> int:
 
 def parse_peer(text: str, option: str) -> str:
     """``me``, a PeerID or a 64-hex public key, as the API takes it (``me`` stays ``me`` for the caller)."""
-    from swapmeet.node.api import parse_author
+    from swapmeet.node.contract import parse_author
 
     text = text.strip()
     if text.lower() == "me":
@@ -320,7 +320,7 @@ def counter(
 @pass_app
 def cancel(app: App, target_id: str, note: str, as_json: bool) -> None:
     """Withdraw an open offer you made, or leave a trade you have not signed (ID: offer or trade)."""
-    from swapmeet.node.api import UnknownObject
+    from swapmeet.node.contract import UnknownObject
 
     target = check_id(target_id, "ID")
     client = _client(app)
@@ -499,7 +499,7 @@ def rate(app: App, exchange_id: str, score: int, subject: str | None, comment: s
     target = check_id(exchange_id, "TRADE")
     check_score(score)
     if subject is not None:
-        from swapmeet.node.api import parse_author
+        from swapmeet.node.contract import parse_author
 
         parse_author(subject, "--subject")
     rating = _client(app).rate(target, score, subject=subject, comment=comment)

@@ -1,6 +1,6 @@
 """Ledger replication, sans-IO: which chains to pull, which ranges to ask for, what to do with the answers.
 
-The node moves the bytes (frames of :mod:`swapmeet.protocol.ledgerwire`) and
+The node moves the bytes (frames of :mod:`swapmeet.protocol.replication`) and
 calls :class:`~swapmeet.ledger.store.LedgerStore`; everything it decides comes
 from here. No sockets, no threads, no clock.
 
@@ -32,11 +32,11 @@ Forks: when the peer's chain and ours differ (equal head seq but another id,
 or the store refusing its next entry as a bad link at seq s), we ask for the
 single entry at the seq where they must differ (seq s - 1); ingesting it
 stores a fork entry, and the caller gossips the store's proof
-(:func:`ledgerwire.fork_alert`). Authors already known forked are not probed
+(:func:`wire.fork_alert`). Authors already known forked are not probed
 again: one proof is enough.
 
 Gossip: :func:`plan_announce` decides for verified announced entries
-(``ledgerwire.verify_announce``): ingest, fetch the missing range, or ignore.
+(``wire.verify_announce``): ingest, fetch the missing range, or ignore.
 :func:`followup` reads the ingest's result: forks to alert, probes to ask. A
 fetch or a probe runs as a session without heads
 (``Puller(..., ask_heads=False)`` then :meth:`Puller.want` /
@@ -54,13 +54,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
-from swapmeet.protocol import ledgerwire
+from swapmeet.protocol import replication as wire
 from swapmeet.protocol.boundary import ZERO_ID
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.evidence import ForkProof
 from swapmeet.protocol.identity import peer_id
-from swapmeet.protocol.ledgerwire import MAX_HEADS, MAX_RANGE, End, Entries, GetHeads, GetRange, Head, Heads
 from swapmeet.protocol.objects import LedgerEntry
+from swapmeet.protocol.replication import MAX_HEADS, MAX_RANGE, End, Entries, GetHeads, GetRange, Head, Heads
 
 from .store import IngestResult
 
@@ -231,7 +231,7 @@ class Puller:
 
     # ------------------------------------------------------------------ replies
 
-    def on_reply(self, frame: ledgerwire.Frame) -> list[bytes]:
+    def on_reply(self, frame: wire.Frame) -> list[bytes]:
         """Take the reply to the last request; the entries to ingest (then call :meth:`on_ingested`)."""
         waiting = self._waiting
         if isinstance(waiting, GetHeads) and isinstance(frame, Heads):
@@ -241,14 +241,14 @@ class Puller:
         if isinstance(waiting, _Task) and isinstance(frame, Entries):
             return self._on_entries(waiting, frame)
         expected = "heads" if isinstance(waiting, GetHeads) else "entries" if waiting else "no reply"
-        raise InvalidObject(ledgerwire.SYNC, f"expected {expected}, got {type(frame).__name__}", "protocol")
+        raise InvalidObject(wire.SYNC, f"expected {expected}, got {type(frame).__name__}", "protocol")
 
     def _on_heads(self, request: GetHeads, reply: Heads) -> None:
         asked = set(request.authors) if request.authors is not None else None
         for i, head in enumerate(reply.heads):
             unasked = head.author not in asked if asked is not None else head.author <= request.after
             if unasked:
-                raise InvalidObject(f"{ledgerwire.SYNC}.heads[{i}]", "a head that was not asked for", "protocol")
+                raise InvalidObject(f"{wire.SYNC}.heads[{i}]", "a head that was not asked for", "protocol")
         if request.authors is None and len(reply.heads) == MAX_HEADS:
             self._heads_queue.appendleft(GetHeads(None, reply.heads[-1].author))
         for author, seq, id_ in reply.heads:
@@ -260,10 +260,10 @@ class Puller:
     def _on_entries(self, task: _Task, reply: Entries) -> list[bytes]:
         request = task.request
         if len(reply.raws) > request.limit:
-            raise InvalidObject(f"{ledgerwire.SYNC}.entries", f"more than the {request.limit} asked for", "protocol")
+            raise InvalidObject(f"{wire.SYNC}.entries", f"more than the {request.limit} asked for", "protocol")
         for i, raw in enumerate(reply.raws):
-            where = f"{ledgerwire.SYNC}.entries[{i}]"
-            author, seq = ledgerwire.entry_position(raw, where)
+            where = f"{wire.SYNC}.entries[{i}]"
+            author, seq = wire.entry_position(raw, where)
             if author != request.author or seq != request.after + 1 + i:
                 raise InvalidObject(where, f"not seq {request.after + 1 + i} of the author asked for", "protocol")
         if not reply.raws:
@@ -316,7 +316,7 @@ class AnnouncePlan:
 
 
 def plan_announce(policy: Policy, ours: OurHeads, entries: Iterable[LedgerEntry]) -> AnnouncePlan:
-    """Decide for verified announced entries (``ledgerwire.verify_announce``).
+    """Decide for verified announced entries (``wire.verify_announce``).
 
     ``ours`` needs the heads of at least the entries' authors. An entry is
     ignored if we don't replicate its author or it is our head; ingested if it
@@ -360,10 +360,10 @@ class ForkAlertPlan:
 
 
 def plan_fork_alert(
-    policy: Policy, alert: ledgerwire.ForkAlert, forked: AbstractSet[bytes] = frozenset()
+    policy: Policy, alert: wire.ForkAlert, forked: AbstractSet[bytes] = frozenset()
 ) -> ForkAlertPlan:
     """Check an alert offline (InvalidObject if it proves nothing) and say what it calls for."""
-    proof = ledgerwire.verify_fork_alert(alert)
+    proof = wire.verify_fork_alert(alert)
     ingest = (proof.first.raw, proof.second.raw) if policy.replicates(proof.author) else ()
     return ForkAlertPlan(proof, proof.author not in forked, ingest)
 
@@ -382,4 +382,4 @@ def answer_heads(request: GetHeads, heads: OurHeads) -> Heads:
 
 def answer_range(request: GetRange, entries_after: Callable[[bytes, int, int], list[bytes]]) -> Entries:
     """The reply to ``get-range``; ``entries_after`` is ``LedgerStore.entries_after``."""
-    return ledgerwire.fit_entries(entries_after(request.author, request.after, request.limit))
+    return wire.fit_entries(entries_after(request.author, request.after, request.limit))

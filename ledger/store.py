@@ -170,7 +170,12 @@ def _span(first: int, last: int) -> str:
 
 
 class LedgerStore:
-    """The ledger database. Open with :meth:`open`; close with :meth:`close` or use as a context manager."""
+    """The ledger database. Open with :meth:`open`; close with :meth:`close` or use as a context manager.
+
+    Size: one connection and one lock serve every method; each public method is one query or one
+    write path (append, ingest, import, verify, heads, ranges, forks). Split into several classes,
+    they would share that connection and its transactions anyway.
+    """
 
     def __init__(self, conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
         self._conn = conn

@@ -2,7 +2,7 @@
 
 Only the standard library (``http.client``): the CLI must start fast, so no
 FastAPI, httpx, trio or libp2p here. The port and token come from the cookie
-file in the home (see :func:`swapmeet.node.api.write_cookie`).
+file in the home (see :func:`swapmeet.node.cookie.write_cookie`).
 
 * No cookie, a dead pid in it, or a refused connection -> :class:`NodeNotRunning`
   (exit code 3) with one line saying how to start a node.
@@ -26,7 +26,8 @@ from typing import Any
 
 from swapmeet.protocol.errors import InvalidObject, SwapmeetError
 
-from .api import API_HOST, ERRORS_BY_CODE, Cookie, read_cookie
+from .contract import API_HOST, ERRORS_BY_CODE
+from .cookie import Cookie, read_cookie
 from .home import Home
 
 DEFAULT_TIMEOUT = 15.0  # seconds per request; publishing waits for the node to sign and store, not for the swarm
@@ -111,7 +112,7 @@ class ApiClient:
         return self.request("GET", "/v1/listings", query=params)
 
     def publish(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """``spec``: the fields of :class:`swapmeet.node.api.ListingSpec`; items as ``"QTY x ITEM"`` strings."""
+        """``spec``: the fields of :class:`swapmeet.protocol.listing_spec.ListingSpec`; items as ``"QTY x ITEM"`` strings."""
         return self.request("POST", "/v1/listings", body=spec)
 
     def withdraw(self, listing_id: str) -> dict[str, Any]:
@@ -126,7 +127,7 @@ class ApiClient:
     def stop(self) -> dict[str, Any]:
         return self.request("POST", "/v1/stop")
 
-    # settlement: bodies as in swapmeet.node.api's endpoint table, answers as in swapmeet.node.jsonview
+    # settlement: bodies as in swapmeet.node.http.routes, answers as in swapmeet.node.jsonview
 
     def make_offer(self, spec: dict[str, Any]) -> dict[str, Any]:
         """``spec``: ``{"listing", "give", "take"?, "expires_in_s"?, "note"?}``; the offer row."""

@@ -260,7 +260,12 @@ def _tombstone_expiry(w: Withdrawal) -> int:
 
 
 class OfferBook:
-    """The live offer book in one SQLite file (``home.book_db``). See the module docstring."""
+    """The live offer book in one SQLite file (``home.book_db``). See the module docstring.
+
+    Size: one connection, one lock and one decode cache serve every method; each public method
+    is one query or one write path (add, search, prune...) and each private one a step of ``add``.
+    Split into several classes, they would share that connection and lock anyway.
+    """
 
     def __init__(self, path: str | Path, *, cache_size: int = _CACHE_SIZE) -> None:
         self.path = str(path)

@@ -33,7 +33,7 @@ This module must stay light: ``swapmeet config show`` and every ``--help`` impor
 it, so no libp2p, not even the ``multiaddr`` package (~0.2 s): addresses get a
 shape check here with the standard library, and libp2p parses them for real when
 the node starts. :func:`validate_net` is the one network-name rule
-(``node/p2p.py`` uses it too).
+(the host, ``node/host/names.py``, uses it too).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ DEFAULT_NET = "main"
 ENV_PREFIX = "SWAPMEET_"
 SOURCE_DEFAULT = "default"
 
-# The name goes into every topic and protocol id (node/p2p.py uses this rule too).
+# The name goes into every topic and protocol id (node/host/names.py uses this rule too).
 _NET_RE = re.compile(r"[a-z0-9-]{1,32}")
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _TRUE = frozenset({"true", "1", "yes"})
@@ -110,7 +110,7 @@ def _parts(addr: str, example: str) -> list[str]:
 def validate_listen_addr(addr: str) -> str:
     """A listen address: exactly ``/ip4/<addr>/tcp/<port>`` or ``/ip6/<addr>/tcp/<port>``.
 
-    TCP only, as ``p2p._parse_listen_addr`` requires: listen addresses also choose
+    TCP only, as the host requires (``node/host/host.py``): listen addresses also choose
     the transports libp2p starts, and the node runs TCP and nothing else.
     """
     parts = _parts(addr, DEFAULT_LISTEN[0])

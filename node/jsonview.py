@@ -16,8 +16,10 @@ listing::
     {"kind": "listing", "id": hex, "author": PeerID, "title": str,
      "type": "goods"|"service"|"rental"|"loan"|"task",
      "have": [item], "want": [item], "desc": str, "tags": [str], "category": str,
-     "created": int, "expires": int, "series": hex, "rev": int,
-     "window": [start, end] | null, "due": int | null, "loc": geohash | null}
+     "window": [start, end] | null, "due": int | null, "loc": geohash | null,
+     "created": int, "expires": int, "series": hex, "rev": int}
+
+    (the content fields are those of ``swapmeet.protocol.listing_spec.ListingSpec``, in its order)
 
     (``swapmeet listings`` rows add ``"author_forked": bool``: this node holds a
     fork proof against the author.)
@@ -85,6 +87,7 @@ from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
 from swapmeet.protocol.identity import peer_id
+from swapmeet.protocol.listing_spec import CONTENT_FIELDS
 from swapmeet.protocol.objects import (
     Exchange,
     Item,
@@ -101,7 +104,7 @@ from swapmeet.protocol.objects import (
 if TYPE_CHECKING:
     from swapmeet.protocol.settlement_types import OfferView
 
-    from .api import Trade
+    from .contract import Trade
 
 # ExchangeState -> the coarse state scripts rely on
 TRADE_STATES: dict[str, str] = {
@@ -118,25 +121,19 @@ def items(values: Iterable[Item]) -> list[dict[str, Any]]:
 
 
 def listing(x: Listing) -> dict[str, Any]:
-    return {
-        "kind": "listing",
-        "id": x.id.hex(),
-        "author": peer_id(x.author),
-        "title": x.title,
-        "type": x.type,
-        "have": items(x.have),
-        "want": items(x.want),
-        "desc": x.desc,
-        "tags": list(x.tags),
-        "category": x.category,
-        "created": x.created,
-        "expires": x.expires,
-        "series": x.series.hex(),
-        "rev": x.rev,
-        "window": list(x.window) if x.window is not None else None,
-        "due": x.due,
-        "loc": x.loc,
-    }
+    """A signed listing: its envelope, then its content in :data:`CONTENT_FIELDS` order, then times and series."""
+    out: dict[str, Any] = {"kind": "listing", "id": x.id.hex(), "author": peer_id(x.author)}
+    for name in CONTENT_FIELDS:
+        out[name] = _value(getattr(x, name))
+    out.update(created=x.created, expires=x.expires, series=x.series.hex(), rev=x.rev)
+    return out
+
+
+def _value(value: Any) -> Any:
+    """A listing field as JSON: items as item objects, tuples as lists, the rest as it is."""
+    if isinstance(value, tuple):
+        return [{"item": v.item, "qty": v.qty, "unit": v.unit} if isinstance(v, Item) else v for v in value]
+    return value
 
 
 def withdrawal(x: Withdrawal) -> dict[str, Any]:

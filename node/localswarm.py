@@ -49,7 +49,8 @@ from typing import IO, Any, TypeVar
 
 from swapmeet.protocol.errors import SwapmeetError
 
-from .api import UnknownObject, read_cookie
+from .contract import UnknownObject
+from .cookie import read_cookie
 from .api_client import ApiClient
 from .home import Home
 from .identity_store import load_identity

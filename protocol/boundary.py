@@ -185,7 +185,11 @@ def decode(
     ``kind`` restricts the accepted kinds (a str or a tuple of them); ``now``
     turns on the freshness rules for live objects; ``cache`` reuses objects
     decoded earlier from the same embedded bytes (see :class:`DecodeCache`).
-    Raises :class:`InvalidObject`.
+
+    Raises :class:`InvalidObject` for anything that is not a canonical, valid,
+    correctly signed object of an accepted kind (and, with ``now``, fresh): its
+    ``path`` names the field (``listing.body.have[0].qty``), its ``code`` the rule.
+    Never anything else, whatever the bytes.
     """
     kinds = (kind,) if isinstance(kind, str) else kind
     max_size = MAX_ANY_SIZE if kinds is None else max(MAX_SIZE[k] for k in kinds)
@@ -201,12 +205,15 @@ def decode(
 
 
 def object_id(data: bytes) -> bytes:
-    """The id of a single-author object's bytes (exchanges: use ``decode(...).id``)."""
+    """The id of a single-author object's bytes (exchanges: use ``decode(...).id``). Raises nothing."""
     return hashlib.sha256(data).digest()
 
 
 def check_fresh(obj: SignedObject, now: int) -> None:
-    """Rule 8: nothing from the future; live listings and offers not expired."""
+    """Rule 8: nothing from the future; live listings and offers not expired.
+
+    Raises :class:`InvalidObject` (codes ``future``, ``expired``, ``lapsed``).
+    """
     path = f"{obj.kind}.body"
     if isinstance(obj, LedgerEntry):
         created, field = obj.time, "time"
@@ -221,7 +228,8 @@ def check_fresh(obj: SignedObject, now: int) -> None:
 
 
 def signing_bytes_of_exchange(raw: bytes, signatures: tuple[bytes | None, ...]) -> bytes:
-    """The bytes every party signs, cut from a canonical exchange encoding."""
+    """The bytes every party signs, cut from a canonical exchange encoding (already checked canonical:
+    raises nothing; on other bytes the result is meaningless)."""
     sigs_len = len(cbor.encode(list(signatures)))
     return b"\x83" + raw[1 : len(raw) - sigs_len]
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from . import boundary, cbor
 from .errors import InvalidObject
 from .identity import Identity
+from .listing_spec import ListingSpec
 from .objects import (
     DOMAIN,
     KIND_ENTRY,
@@ -72,41 +74,41 @@ def _items(items: Iterable[Item]) -> list[dict[str, object]]:
 def make_listing(
     identity: Identity,
     *,
-    title: str,
-    have: Sequence[Item],
     created: int,
     expires: int,
-    want: Sequence[Item] = (),
-    type: str = "goods",
-    desc: str = "",
-    category: str = "",
-    tags: Sequence[str] = (),
-    window: tuple[int, int] | None = None,
-    due: int | None = None,
-    loc: str | None = None,
+    series: bytes | None = None,
+    rev: int = 0,
+    **content: Any,
+) -> Listing:
+    """A new listing, or (same ``series``, higher ``rev``) a new version of one.
+
+    ``content``: the fields of :class:`~swapmeet.protocol.listing_spec.ListingSpec` (``title``, ``have``,
+    ``want``...). Raises :class:`InvalidObject` naming the bad field, and TypeError for a name that is
+    not a listing field.
+    """
+    return sign_listing(identity, ListingSpec(**content), created=created, expires=expires, series=series, rev=rev)
+
+
+def sign_listing(
+    identity: Identity,
+    spec: ListingSpec,
+    *,
+    created: int,
+    expires: int | None = None,
     series: bytes | None = None,
     rev: int = 0,
 ) -> Listing:
-    """A new listing, or (same ``series``, higher ``rev``) a new version of one."""
+    """Sign ``spec`` as a listing created at ``created``; ``expires`` defaults to ``spec.expiry(created)``.
+
+    Raises :class:`InvalidObject` with the path of the field the boundary refuses.
+    """
     body: dict[str, object] = {
+        **spec.content(),
         "rev": rev,
-        "desc": desc,
-        "have": _items(have),
-        "tags": list(tags),
-        "type": type,
-        "want": _items(want),
-        "title": title,
         "series": series if series is not None else os.urandom(boundary.SERIES_SIZE),
         "created": created,
-        "expires": expires,
-        "category": category,
+        "expires": expires if expires is not None else spec.expiry(created),
     }
-    if window is not None:
-        body["window"] = list(window)
-    if due is not None:
-        body["due"] = due
-    if loc is not None:
-        body["loc"] = loc
     return boundary.decode(sign(identity, KIND_LISTING, body), kind=KIND_LISTING)
 
 

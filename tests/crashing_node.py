@@ -120,13 +120,13 @@ def _ref_of(decision: Any) -> bytes | None:
 def install(home: Path) -> Hooks:
     """Patch the node's settlement service, its ledger and the settlement machine (see the docstring)."""
     from swapmeet.ledger.store import LedgerStore
-    from swapmeet.node import settle
+    from swapmeet.node import settlement
     from swapmeet.protocol.objects import Exchange
     from swapmeet.protocol.settlement import Settlement
     from swapmeet.protocol.settlement_types import AppendToLedger, Send
 
     hooks = Hooks(home)
-    service = settle.SettlementService
+    service = settlement.SettlementService
 
     carry_out = service._carry_out
 

@@ -1,10 +1,11 @@
 """The local API over a real hypercorn socket on 127.0.0.1, against an in-memory fake node.
 
-The fake implements :class:`swapmeet.node.api.NodeAPI` with real signed
-objects, so these tests pin the HTTP contract (auth, shapes, error bodies,
-shutdown) independently of the libp2p runtime. Requests go through the CLI's
-own synchronous client (in a worker thread) or raw ``http.client`` when the
-point is what goes on the wire. Every test is bounded by ``trio.fail_after``.
+The fake implements :class:`swapmeet.node.contract.MarketAPI` and
+:class:`~swapmeet.node.contract.TradingAPI` with real signed objects, so these
+tests pin the HTTP contract (auth, shapes, error bodies, shutdown) independently
+of the libp2p runtime. Requests go through the CLI's own synchronous client (in
+a worker thread) or raw ``http.client`` when the point is what goes on the wire.
+Every test is bounded by ``trio.fail_after``.
 """
 
 from __future__ import annotations
@@ -26,14 +27,25 @@ from typing import Any
 
 import pytest
 import trio
-from swapmeet.node import api
-from swapmeet.node.api import AmbiguousPrefix, Conflict, ListingSpec, UnknownObject
+from swapmeet.node import contract, cookie
 from swapmeet.node.api_client import ApiClient, NodeError, NodeNotRunning, live_addrs
+from swapmeet.node.contract import AmbiguousPrefix, Conflict, UnknownObject
 from swapmeet.node.home import Home
+from swapmeet.node.http.app import create_app
+from swapmeet.node.http.server import serve_api
 from swapmeet.protocol import settlement_types as st
-from swapmeet.protocol.build import make_offer, make_rating, make_receipt, make_withdrawal, parse_item, sign_exchange
+from swapmeet.protocol.build import (
+    make_offer,
+    make_rating,
+    make_receipt,
+    make_withdrawal,
+    parse_item,
+    sign_exchange,
+    sign_listing,
+)
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import Identity, peer_id
+from swapmeet.protocol.listing_spec import ListingSpec
 from swapmeet.protocol.objects import (
     Exchange,
     Item,
@@ -89,7 +101,7 @@ class FakeNode:
         return [{"peer_id": peer_id(BOB.public_key), "addrs": ["/ip4/127.0.0.1/tcp/4002"]}]
 
     async def publish(self, spec: ListingSpec) -> Listing:
-        listing = spec.to_listing(self.identity, now=int(time.time()))
+        listing = sign_listing(self.identity, spec, created=int(time.time()))
         self.objects[listing.id] = listing
         return listing
 
@@ -115,7 +127,7 @@ class FakeNode:
         category: str | None = None,
         author: bytes | None = None,
         wants: str | None = None,
-        limit: int = api.DEFAULT_LIMIT,
+        limit: int = contract.DEFAULT_LIMIT,
     ) -> list[Listing]:
         found = [
             o
@@ -169,11 +181,11 @@ class FakeNode:
     def _made(self, decisions: list[st.Decision], kind: type[Offer] | type[Notice]) -> Any:
         return next(d.obj for d in decisions if isinstance(d, st.Send) and isinstance(d.obj, kind))
 
-    def _view(self, exchange_id: bytes) -> api.Trade:
+    def _view(self, exchange_id: bytes) -> contract.Trade:
         view = self.settlement.exchange(exchange_id)
         if view is None:
             raise UnknownObject(f"no exchange {exchange_id.hex()} with this node as a party")
-        return api.Trade(
+        return contract.Trade(
             view, tuple(sorted(self.confirmed.get(exchange_id, ()))), tuple(self.rated.get(exchange_id, ()))
         )
 
@@ -190,7 +202,7 @@ class FakeNode:
         if not isinstance(listing, Listing):
             raise UnknownObject(f"no listing with id {listing_id.hex()}")
         now = int(time.time())
-        expires = now + (expires_in_s or api.DEFAULT_OFFER_TTL_S)
+        expires = now + (expires_in_s or contract.DEFAULT_OFFER_TTL_S)
         taking = tuple(take) if take is not None else listing.have
         event = st.MakeOffer(listing, tuple(give), taking, now, expires, note)
         return self._made(self.receive(event), Offer)
@@ -204,12 +216,12 @@ class FakeNode:
         ]
         return sorted(views, key=lambda v: -v.offer.created)
 
-    async def accept(self, offer_id: bytes, *, deadline_in_s: int | None = None) -> api.Trade:
+    async def accept(self, offer_id: bytes, *, deadline_in_s: int | None = None) -> contract.Trade:
         view = self.settlement.offer(offer_id)
         if view is None:
             raise UnknownObject(f"no offer {offer_id.hex()}")
         now = int(time.time())
-        deadline = now + (deadline_in_s or api.DEFAULT_DEADLINE_S)
+        deadline = now + (deadline_in_s or contract.DEFAULT_DEADLINE_S)
         self.receive(st.Accept(view.offer, now, os.urandom(16), deadline))
         exchange_id = self.settlement.offer(offer_id).exchange_id  # type: ignore[union-attr]
         assert exchange_id is not None
@@ -228,7 +240,7 @@ class FakeNode:
         note: str = "",
     ) -> Offer:
         now = int(time.time())
-        expires = now + (expires_in_s or api.DEFAULT_OFFER_TTL_S)
+        expires = now + (expires_in_s or contract.DEFAULT_OFFER_TTL_S)
         return self._made(self.receive(st.Counter(offer_id, tuple(give), tuple(take), now, expires, note)), Offer)
 
     async def cancel(self, target_id: bytes, note: str = "") -> Notice:
@@ -241,7 +253,7 @@ class FakeNode:
         *,
         listings: list[bytes] = (),  # type: ignore[assignment]
         deadline_in_s: int | None = None,
-    ) -> api.Trade:
+    ) -> contract.Trade:
         from swapmeet.protocol.build import propose_exchange
 
         if self.identity.public_key not in parties:
@@ -252,20 +264,20 @@ class FakeNode:
         if not all(isinstance(x, Listing) for x in found):
             raise UnknownObject("no such listing")
         now = int(time.time())
-        deadline = now + (deadline_in_s or api.DEFAULT_DEADLINE_S)
+        deadline = now + (deadline_in_s or contract.DEFAULT_DEADLINE_S)
         x = propose_exchange(parties=parties, legs=legs, created=now, deadline=deadline, listings=found)  # type: ignore[arg-type]
         self.receive(st.Propose(x, now))
         return self._view(x.id)
 
-    async def sign(self, exchange_id: bytes) -> api.Trade:
+    async def sign(self, exchange_id: bytes) -> contract.Trade:
         self.receive(st.Sign(exchange_id, int(time.time())))
         return self._view(exchange_id)
 
-    async def trades(self) -> list[api.Trade]:
+    async def trades(self) -> list[contract.Trade]:
         views = sorted(self.settlement.exchanges(), key=lambda v: -v.exchange.created)
         return [self._view(v.exchange.id) for v in views]
 
-    async def trade(self, exchange_id: bytes) -> api.Trade:
+    async def trade(self, exchange_id: bytes) -> contract.Trade:
         return self._view(exchange_id)
 
     def _complete(self, exchange_id: bytes) -> Exchange:
@@ -300,7 +312,8 @@ class FakeNode:
         return list(self.forked_keys)
 
 
-_: api.NodeAPI = FakeNode()  # the fake must satisfy the protocol (checked by type checkers)
+_market: contract.MarketAPI = FakeNode()  # the fake must satisfy both protocols (checked by type checkers)
+_trading: contract.TradingAPI = FakeNode()
 
 
 # --- playing the other parties (the fake node is ALICE) ---
@@ -310,7 +323,7 @@ def listing_of(
     identity: Identity, title: str = "Road bike", have: str = "2 x bike", want: str = "3 kg x apples"
 ) -> Listing:
     spec = ListingSpec(title=title, have=[parse_item(have)], want=[parse_item(want)])
-    return spec.to_listing(identity, now=int(time.time()))
+    return sign_listing(identity, spec, created=int(time.time()))
 
 
 def offer_from(
@@ -380,11 +393,11 @@ class Running:
 
 @asynccontextmanager
 async def running(node: FakeNode, tmp_path: Path) -> AsyncIterator[Running]:
-    token = api.new_token()
+    token = cookie.new_token()
     home = Home(tmp_path / "home")
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(partial(api.serve_api, api.create_app(node, token), port=0))
-        api.write_cookie(home, port, token)
+        port = await nursery.start(partial(serve_api, create_app(node, node, token), port=0))
+        cookie.write_cookie(home, port, token)
         yield Running(port, token, ApiClient.for_home(home, timeout=5), nursery.cancel_scope.cancel)
         nursery.cancel_scope.cancel()
 
@@ -428,7 +441,7 @@ async def test_every_route_needs_the_token(tmp_path: Path) -> None:
 async def test_wrong_token_through_the_client_is_one_line(tmp_path: Path) -> None:
     with trio.fail_after(LIMIT_S):
         async with running(FakeNode(), tmp_path) as r:
-            r.client.cookie = api.Cookie(port=r.port, token="stale", pid=0)
+            r.client.cookie = cookie.Cookie(port=r.port, token="stale", pid=0)
             with pytest.raises(NodeError, match="refused the token") as info:
                 await r.call("status")
             assert info.value.status == 401 and "\n" not in str(info.value)
@@ -549,7 +562,7 @@ async def test_unknown_and_ambiguous_ids(tmp_path: Path) -> None:
         seen: dict[str, bytes] = {}
         now = int(time.time())
         for n in range(5000):
-            listing = ListingSpec(title=f"thing {n}", have=[parse_item("1 x thing")]).to_listing(ALICE, now=now)
+            listing = sign_listing(ALICE, ListingSpec(title=f"thing {n}", have=[parse_item("1 x thing")]), created=now)
             node.add(listing)
             if listing.id.hex()[:4] in seen:
                 prefix = listing.id.hex()[:4]
@@ -630,9 +643,10 @@ async def test_cancellation_closes_the_port(tmp_path: Path) -> None:
 async def test_shutdown_trigger_stops_gracefully(tmp_path: Path) -> None:
     with trio.fail_after(LIMIT_S):
         stop = trio.Event()
-        app = api.create_app(FakeNode(), "t")
+        fake = FakeNode()
+        app = create_app(fake, fake, "t")
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(partial(api.serve_api, app, port=0, shutdown_trigger=stop.wait))
+            port = await nursery.start(partial(serve_api, app, port=0, shutdown_trigger=stop.wait))
             assert not await trio.to_thread.run_sync(port_closed, port)
             stop.set()
         # serve_api returned by itself (the nursery exited without being cancelled)
@@ -644,21 +658,21 @@ async def test_shutdown_trigger_stops_gracefully(tmp_path: Path) -> None:
 
 def test_cookie_is_0600_atomic_and_only_removed_by_its_owner(tmp_path: Path) -> None:
     home = Home(tmp_path / "home")
-    assert api.read_cookie(home) is None
-    cookie = api.write_cookie(home, 4242, "tok")
+    assert cookie.read_cookie(home) is None
+    written = cookie.write_cookie(home, 4242, "tok")
     assert stat.S_IMODE(home.api_cookie.stat().st_mode) == 0o600
-    assert json.loads(home.api_cookie.read_text()) == {"port": 4242, "token": "tok", "pid": cookie.pid}
-    assert api.read_cookie(home) == cookie
-    api.write_cookie(home, 4343, "newer")  # replaces a stale cookie
+    assert json.loads(home.api_cookie.read_text()) == {"port": 4242, "token": "tok", "pid": written.pid}
+    assert cookie.read_cookie(home) == written
+    cookie.write_cookie(home, 4343, "newer")  # replaces a stale cookie
     assert [p.name for p in home.root.iterdir()] == ["api.cookie"]  # no temp file left
-    api.remove_cookie(home, token="tok")  # not ours any more: kept
-    assert api.read_cookie(home) is not None and api.read_cookie(home).port == 4343
-    api.remove_cookie(home, token="newer")
+    cookie.remove_cookie(home, token="tok")  # not ours any more: kept
+    assert cookie.read_cookie(home) is not None and cookie.read_cookie(home).port == 4343
+    cookie.remove_cookie(home, token="newer")
     assert not home.api_cookie.exists()
-    api.remove_cookie(home)  # idempotent
+    cookie.remove_cookie(home)  # idempotent
     home.api_cookie.write_text("{damaged")
-    assert api.read_cookie(home) is None
-    assert len(api.new_token()) >= 43
+    assert cookie.read_cookie(home) is None
+    assert len(cookie.new_token()) >= 43
 
 
 # --- settlement endpoints ---
@@ -742,7 +756,7 @@ async def test_make_cancel_decline_counter_offers(tmp_path: Path) -> None:
                 made["state"] == "open" and made["from"] == alice and made["to"] == bob and made["note"] == "tomorrow?"
             )
             assert made["take"] == [{"item": "bike", "qty": 2, "unit": "pc"}]  # default: all the listing has
-            assert made["expires"] - made["created"] == api.DEFAULT_OFFER_TTL_S
+            assert made["expires"] - made["created"] == contract.DEFAULT_OFFER_TTL_S
             assert [o["id"] for o in await r.call("offers", "outgoing")] == [made["id"]]
 
             notice = await r.call("cancel_offer", made["id"][:12], "changed my mind")
@@ -819,7 +833,7 @@ async def test_propose_sign_and_cancel_trades(tmp_path: Path) -> None:
                                                     {"from": bob, "to": alice, "items": ["1 x pear"]}]},
             )  # fmt: skip
             assert explicit["parties"] == [bob, alice]
-            assert explicit["deadline"] - explicit["created"] == api.DEFAULT_DEADLINE_S
+            assert explicit["deadline"] - explicit["created"] == contract.DEFAULT_DEADLINE_S
 
             theirs = proposal_from(
                 node, BOB, [BOB, ALICE], [Leg(0, 1, (parse_item("1 x pear"),)), Leg(1, 0, (parse_item("1 x fig"),))]

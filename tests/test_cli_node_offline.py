@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from swapmeet.cli import node_cmds
-from swapmeet.node.api import write_cookie
+from swapmeet.node.cookie import write_cookie
 from swapmeet.node.home import Home
 
 from tests.cli_helpers import assert_one_line_error, run_cli

@@ -38,8 +38,8 @@ from typing import Any
 
 import pytest
 import trio
-from swapmeet.node import p2p
-from swapmeet.node.api import Conflict
+from swapmeet.node import host as p2p
+from swapmeet.node.contract import Conflict
 from swapmeet.node.home import Home
 from swapmeet.protocol import batch, boundary
 from swapmeet.protocol.identity import Identity, public_key_from_peer_id

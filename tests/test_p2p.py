@@ -1,4 +1,4 @@
-"""Tests of swapmeet.node.p2p against real py-libp2p hosts on 127.0.0.1.
+"""Tests of swapmeet.node.host against real py-libp2p hosts on 127.0.0.1.
 
 Every host listens on tcp port 0 on loopback; every wait is bounded. Waits for
 something *not* to happen use a short move_on_after window after a positive
@@ -19,7 +19,8 @@ from typing import Any
 import nacl.signing
 import pytest
 import trio
-from swapmeet.node.p2p import (
+from swapmeet.node.config import validate_net
+from swapmeet.node.host import (
     EndOfStream,
     FramedStream,
     FrameTooLargeError,
@@ -34,7 +35,6 @@ from swapmeet.node.p2p import (
     open_host,
     protocol_id,
     topic,
-    validate_net,
 )
 from swapmeet.protocol.identity import peer_id as swapmeet_peer_id
 
@@ -342,7 +342,7 @@ async def test_long_lived_framed_stream() -> None:
 
 
 async def test_bootstrap_dials_and_survives_bad_entries(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="swapmeet.node.p2p")
+    caplog.set_level(logging.WARNING, logger="swapmeet.node.host")
     ghost = swapmeet_peer_id(bytes(nacl.signing.SigningKey(seed("ghost")).verify_key))
     unreachable = f"/ip4/127.0.0.1/tcp/1/p2p/{ghost}"
     async with open_host(seed("seed-node"), LOOPBACK, net=NET) as b:
@@ -353,7 +353,7 @@ async def test_bootstrap_dials_and_survives_bad_entries(caplog: pytest.LogCaptur
                     await trio.sleep(0.01)
                 while not any(unreachable in r.getMessage() for r in caplog.records):
                     await trio.sleep(0.01)
-    ours = [r.getMessage() for r in caplog.records if r.name == "swapmeet.node.p2p"]
+    ours = [r.getMessage() for r in caplog.records if r.name == "swapmeet.node.host"]
     assert not any(r.exc_info for r in caplog.records)
     assert len([m for m in ours if unreachable in m]) == 1  # one line, no traceback
     assert len([m for m in ours if "not-a-multiaddr" in m]) == 1

@@ -1,4 +1,4 @@
-"""Range-based set reconciliation (protocol/reconcile.py): correctness, strictness, traffic.
+"""Range-based set reconciliation (protocol/booksync/reconcile.py): correctness, strictness, traffic.
 
 Both sides run in memory; a session is a list of messages, so every claim
 (results, round count, frame limit, bytes on the wire) is checked on the exact
@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from swapmeet.protocol.errors import InvalidObject
-from swapmeet.protocol.reconcile import (
+from swapmeet.protocol.booksync.reconcile import (
     DEFAULT_FRAME_LIMIT,
     INFINITE_BOUND,
     INFINITY,
@@ -31,6 +30,7 @@ from swapmeet.protocol.reconcile import (
     encode_varint,
     fingerprint,
 )
+from swapmeet.protocol.errors import InvalidObject
 
 Item = tuple[int, bytes]
 

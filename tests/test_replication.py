@@ -1,6 +1,6 @@
 """Ledger replication: the ledger-sync/gossip codecs and the sans-IO planner, run between real stores in memory.
 
-Every frame of the simulated sessions goes through ``ledgerwire.encode_frame``
+Every frame of the simulated sessions goes through ``rwire.encode_frame``
 and ``decode_frame``, as it would over a stream.
 """
 
@@ -22,11 +22,13 @@ from swapmeet.ledger.replication import (
     plan_fork_alert,
 )
 from swapmeet.ledger.store import IngestResult, LedgerStore
-from swapmeet.protocol import build, cbor, evidence, ledgerwire
+from swapmeet.protocol import build, cbor, evidence
+from swapmeet.protocol import replication as rwire
 from swapmeet.protocol.boundary import ZERO_ID
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import Identity
-from swapmeet.protocol.ledgerwire import (
+from swapmeet.protocol.objects import LedgerEntry
+from swapmeet.protocol.replication import (
     MAX_ANNOUNCE,
     MAX_FRAME,
     MAX_HEADS,
@@ -40,7 +42,6 @@ from swapmeet.protocol.ledgerwire import (
     Head,
     Heads,
 )
-from swapmeet.protocol.objects import LedgerEntry
 
 from tests.protocol_fixtures import ALICE, BOB, CAROL, T, listing, ring
 
@@ -68,7 +69,7 @@ def stores(tmp_path: Path) -> Iterator[tuple[LedgerStore, LedgerStore]]:
 
 def wire(frame):
     """A frame as the other side receives it."""
-    return ledgerwire.decode_frame(ledgerwire.encode_frame(frame))
+    return rwire.decode_frame(rwire.encode_frame(frame))
 
 
 def serve(request, store: LedgerStore, *, per_reply: int = MAX_RANGE):
@@ -88,7 +89,7 @@ def session(puller: Puller, ours: LedgerStore, theirs: LedgerStore, **kw) -> tup
         if raws:
             for author, seq in puller.on_ingested(ours.ingest(raws)):
                 proof = next(p for p in ours.fork_proofs(author) if p.seq == seq)
-                alerts.append(ledgerwire.fork_alert(proof))
+                alerts.append(rwire.fork_alert(proof))
     return sent, alerts
 
 
@@ -204,12 +205,12 @@ def forked_stores(ours: LedgerStore, theirs: LedgerStore, *, ours_len: int, thei
 
 def check_alert(alert: bytes, seq: int) -> None:
     """What any third party does with an alert: decode the gossip, check the proof offline."""
-    message = ledgerwire.decode_gossip(alert)
+    message = rwire.decode_gossip(alert)
     assert isinstance(message, ForkAlert)
     proof = evidence.decode_proof(message.proof)
     assert isinstance(proof, evidence.ForkProof)
     assert (proof.author, proof.seq) == (A, seq)
-    assert ledgerwire.verify_fork_alert(message) == proof
+    assert rwire.verify_fork_alert(message) == proof
 
 
 @pytest.mark.parametrize("ours_len,theirs_len", [(1, 3), (1, 1), (2, 4)])
@@ -242,7 +243,7 @@ def test_a_fork_alert_marks_the_author_on_a_third_node(stores, tmp_path: Path) -
     ours, theirs = stores
     forked_stores(ours, theirs, ours_len=1, theirs_len=1)
     _, alerts = session(Puller(Policy(followed=frozenset({A})), ours.heads()), ours, theirs)
-    alert = ledgerwire.decode_gossip(alerts[0])
+    alert = rwire.decode_gossip(alerts[0])
     with LedgerStore.open(tmp_path / "third.sqlite") as third:
         third.ingest(e.raw for e in make_chain(ALICE, 3))
         plan = plan_fork_alert(Policy(followed=frozenset({A})), alert, third.forked_authors())
@@ -263,7 +264,7 @@ def test_fork_alerts_that_prove_nothing_are_refused() -> None:
         plan_fork_alert(Policy(), ForkAlert(b"\x00garbage"))
     other = make_chain(BOB, 1)[0]
     with pytest.raises(InvalidObject, match="different authors"):
-        ledgerwire.verify_fork_alert(ForkAlert(cbor.encode(["swapmeet/1", "fork-proof", prefix[0].raw, other.raw])))
+        rwire.verify_fork_alert(ForkAlert(cbor.encode(["swapmeet/1", "fork-proof", prefix[0].raw, other.raw])))
 
 
 # --------------------------------------------------------------------------- gossip
@@ -271,9 +272,9 @@ def test_fork_alerts_that_prove_nothing_are_refused() -> None:
 
 def announced(*entries: LedgerEntry) -> list[LedgerEntry]:
     """Entries as a receiver gets them: gossip bytes, decoded, then verified."""
-    message = ledgerwire.decode_gossip(ledgerwire.encode_gossip(Announce(tuple(e.raw for e in entries))))
+    message = rwire.decode_gossip(rwire.encode_gossip(Announce(tuple(e.raw for e in entries))))
     assert isinstance(message, Announce)
-    return ledgerwire.verify_announce(message, now=T + 10_000)
+    return rwire.verify_announce(message, now=T + 10_000)
 
 
 def test_announce_decisions(stores) -> None:
@@ -319,7 +320,7 @@ def test_a_gap_from_an_announce_becomes_a_range_request(stores) -> None:
 def make_theirs_entry(store: LedgerStore, seq: int) -> LedgerEntry:
     raw = store.get(A, seq)
     assert raw is not None
-    return ledgerwire.verify_announce(Announce((raw,)), now=None)[0]
+    return rwire.verify_announce(Announce((raw,)), now=None)[0]
 
 
 def test_an_announced_fork_entry_is_probed_and_proven(stores) -> None:
@@ -419,11 +420,11 @@ def test_frames_round_trip_and_are_canonical() -> None:
         End(),
     ]
     for frame in frames:
-        data = ledgerwire.encode_frame(frame)
-        assert ledgerwire.decode_frame(data) == frame
+        data = rwire.encode_frame(frame)
+        assert rwire.decode_frame(data) == frame
         assert cbor.encode(cbor.decode(data, max_size=MAX_FRAME)) == data
     for message in (Announce((chain[0].raw,)), ForkAlert(b"\x01" * 40)):
-        assert ledgerwire.decode_gossip(ledgerwire.encode_gossip(message)) == message
+        assert rwire.decode_gossip(rwire.encode_gossip(message)) == message
 
 
 @pytest.mark.parametrize(
@@ -459,7 +460,7 @@ def test_frames_round_trip_and_are_canonical() -> None:
 )
 def test_hostile_frames_are_refused_with_a_code(value, code: str) -> None:
     with pytest.raises(InvalidObject) as err:
-        ledgerwire.decode_frame(cbor.encode(value))
+        rwire.decode_frame(cbor.encode(value))
     assert err.value.code == code and err.value.path.startswith("ledger-sync")
 
 
@@ -479,7 +480,7 @@ def test_hostile_frames_are_refused_with_a_code(value, code: str) -> None:
 )
 def test_we_never_encode_a_frame_a_peer_refuses(frame) -> None:
     with pytest.raises(ValueError):
-        ledgerwire.encode_frame(frame)
+        rwire.encode_frame(frame)
 
 
 @pytest.mark.parametrize(
@@ -497,37 +498,37 @@ def test_we_never_encode_a_frame_a_peer_refuses(frame) -> None:
 )
 def test_hostile_gossip_is_refused_with_a_code(value, code: str) -> None:
     with pytest.raises(InvalidObject) as err:
-        ledgerwire.decode_gossip(cbor.encode(value))
+        rwire.decode_gossip(cbor.encode(value))
     assert err.value.code == code and err.value.path.startswith("ledger-gossip")
 
 
 def test_oversized_frames_and_messages_are_refused() -> None:
     big = b"\x01" * (200 * 1024)
-    fitted = ledgerwire.fit_entries([big] * 10)
-    assert len(fitted.raws) == 5 and len(ledgerwire.encode_frame(fitted)) <= MAX_FRAME
+    fitted = rwire.fit_entries([big] * 10)
+    assert len(fitted.raws) == 5 and len(rwire.encode_frame(fitted)) <= MAX_FRAME
     with pytest.raises(ValueError):
-        ledgerwire.encode_frame(Entries((big,) * 6))
+        rwire.encode_frame(Entries((big,) * 6))
     with pytest.raises(InvalidObject) as err:
-        ledgerwire.decode_frame(cbor.encode(["entries", [big] * 6]))
+        rwire.decode_frame(cbor.encode(["entries", [big] * 6]))
     assert err.value.code == "size"
     with pytest.raises(ValueError):
-        ledgerwire.encode_gossip(Announce((big,) * 6))
+        rwire.encode_gossip(Announce((big,) * 6))
     with pytest.raises(InvalidObject):
-        ledgerwire.decode_frame(cbor.encode(["entries", [b"\x01" * (ledgerwire.MAX_ENTRY_SIZE + 1)]]))
-    assert len(ledgerwire.fit_entries([b"\x01"] * (MAX_RANGE + 9)).raws) == MAX_RANGE
+        rwire.decode_frame(cbor.encode(["entries", [b"\x01" * (rwire.MAX_ENTRY_SIZE + 1)]]))
+    assert len(rwire.fit_entries([b"\x01"] * (MAX_RANGE + 9)).raws) == MAX_RANGE
 
 
 def test_announced_entries_must_verify() -> None:
     entry = make_chain(ALICE, 1)[0]
     forged = entry.raw[:-1] + bytes([entry.raw[-1] ^ 1])
     with pytest.raises(InvalidObject) as err:
-        ledgerwire.verify_announce(Announce((entry.raw, forged)), now=None)
+        rwire.verify_announce(Announce((entry.raw, forged)), now=None)
     assert err.value.path.startswith("ledger-gossip.announce[1].entry") and err.value.code == "signature"
     with pytest.raises(InvalidObject) as err:
-        ledgerwire.verify_announce(Announce((listing().raw,)), now=None)
+        rwire.verify_announce(Announce((listing().raw,)), now=None)
     assert err.value.code == "kind"
     with pytest.raises(InvalidObject) as err:  # from the future
-        ledgerwire.verify_announce(Announce((entry.raw,)), now=T - 10_000)
+        rwire.verify_announce(Announce((entry.raw,)), now=T - 10_000)
     assert err.value.code == "future"
 
 
@@ -577,23 +578,23 @@ def decoded_or_refused(decode, data: bytes):
 @SETTINGS
 @given(frames)
 def test_valid_frames_round_trip(frame) -> None:
-    assert ledgerwire.decode_frame(ledgerwire.encode_frame(frame)) == frame
+    assert rwire.decode_frame(rwire.encode_frame(frame)) == frame
 
 
 @SETTINGS
 @given(st.binary(max_size=300) | cbor_values.map(cbor.encode))
 def test_hostile_bytes_raise_only_invalid_object(data: bytes) -> None:
-    frame = decoded_or_refused(ledgerwire.decode_frame, data)
+    frame = decoded_or_refused(rwire.decode_frame, data)
     if frame is not None:  # accepted: then it is the one encoding of that frame
-        assert ledgerwire.encode_frame(frame) == data
-    message = decoded_or_refused(ledgerwire.decode_gossip, data)
+        assert rwire.encode_frame(frame) == data
+    message = decoded_or_refused(rwire.decode_gossip, data)
     if message is not None:
-        assert ledgerwire.encode_gossip(message) == data
+        assert rwire.encode_gossip(message) == data
         if isinstance(message, ForkAlert):
-            decoded_or_refused(ledgerwire.verify_fork_alert, message)
+            decoded_or_refused(rwire.verify_fork_alert, message)
         else:
-            decoded_or_refused(lambda m: ledgerwire.verify_announce(m, now=T), message)
-    decoded_or_refused(ledgerwire.entry_position, data)
+            decoded_or_refused(lambda m: rwire.verify_announce(m, now=T), message)
+    decoded_or_refused(rwire.entry_position, data)
 
 
 @SETTINGS
@@ -601,11 +602,11 @@ def test_hostile_bytes_raise_only_invalid_object(data: bytes) -> None:
 def test_hostile_values_in_frames_raise_only_invalid_object(payload) -> None:
     for tag in ("get-heads", "heads", "get-range", "entries", "end"):
         data = cbor.encode([tag, payload])
-        frame = decoded_or_refused(ledgerwire.decode_frame, data)
+        frame = decoded_or_refused(rwire.decode_frame, data)
         if frame is not None:
-            assert ledgerwire.encode_frame(frame) == data
+            assert rwire.encode_frame(frame) == data
     for kind in ("announce", "fork-alert"):
-        decoded_or_refused(ledgerwire.decode_gossip, cbor.encode(["swapmeet/1", kind, payload]))
+        decoded_or_refused(rwire.decode_gossip, cbor.encode(["swapmeet/1", kind, payload]))
 
 
 ALICE_4 = make_chain(ALICE, 4)

@@ -17,15 +17,15 @@ def _addr(port: int, who: Identity) -> str:
 def test_a_peers_new_address_replaces_its_old_one(tmp_path: Path) -> None:
     me, ada, ben = Identity.generate(), Identity.generate(), Identity.generate()
     node = Node(Home(tmp_path / "home").ensure(), me, NodeConfig())
-    node._write_peers([_addr(4001, ada), _addr(4002, ben)])
+    node.saved_peers.write([_addr(4001, ada), _addr(4002, ben)])
     # Ada restarted on another port: only her new address is kept; Ben's stays.
-    node._write_peers([_addr(5001, ada)])
+    node.saved_peers.write([_addr(5001, ada)])
     assert json.loads(node.home.peers_file.read_text()) == [_addr(5001, ada), _addr(4002, ben)]
-    assert node._saved_peers() == [_addr(5001, ada), _addr(4002, ben)]
+    assert node.saved_peers.load() == [_addr(5001, ada), _addr(4002, ben)]
 
 
 def test_our_own_address_and_junk_are_never_redialled(tmp_path: Path) -> None:
     me, ada = Identity.generate(), Identity.generate()
     node = Node(Home(tmp_path / "home").ensure(), me, NodeConfig())
     node.home.peers_file.write_text(json.dumps([_addr(4000, me), 42, "/ip4/1.2.3.4/tcp/1", _addr(4001, ada)]))
-    assert node._saved_peers() == [_addr(4001, ada)]
+    assert node.saved_peers.load() == [_addr(4001, ada)]

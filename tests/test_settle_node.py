@@ -16,16 +16,18 @@ from typing import Any
 
 import pytest
 import trio
-from swapmeet.node import p2p
-from swapmeet.node import settle as settle_module
-from swapmeet.node.api import Conflict, ListingSpec
+from swapmeet.node import host as p2p
+from swapmeet.node import settlement as settle_module
+from swapmeet.node.contract import Conflict
 from swapmeet.node.home import Home
 from swapmeet.node.runtime import Node, NodeConfig
-from swapmeet.protocol import batch, build, cbor, ledgerwire
+from swapmeet.protocol import batch, build, cbor
+from swapmeet.protocol import replication as wire
 from swapmeet.protocol.boundary import ZERO_ID
 from swapmeet.protocol.build import parse_item
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import Identity
+from swapmeet.protocol.listing_spec import ListingSpec
 from swapmeet.protocol.objects import Exchange, Leg, Rating, Receipt
 from swapmeet.protocol.settlement import GRACE
 from swapmeet.protocol.settlement_types import ExchangeState, OfferState, Tick
@@ -100,7 +102,7 @@ async def swarm(tmp_path: Path, n: int) -> AsyncIterator[Swarm]:
 
 async def publish(node: Node, title: str, have: str, want: str = "") -> Any:
     spec = ListingSpec(title=title, have=[item(have)], want=[item(want)] if want else [])
-    return await node.publish(spec)
+    return await node.market.publish(spec)
 
 
 async def visible(node: Node, obj_id: bytes) -> None:
@@ -108,21 +110,21 @@ async def visible(node: Node, obj_id: bytes) -> None:
 
 
 async def _holds(node: Node, obj_id: bytes) -> bool:
-    return await node.get(obj_id) is not None
+    return await node.market.get(obj_id) is not None
 
 
 def state(node: Node, exchange_id: bytes) -> ExchangeState | None:
-    view = node.settle.machine.exchange(exchange_id)
+    view = node.settlement.machine.exchange(exchange_id)
     return None if view is None else view.state
 
 
 def appended(node: Node, exchange_id: bytes) -> bool:
-    view = node.settle.machine.exchange(exchange_id)
+    view = node.settlement.machine.exchange(exchange_id)
     return view is not None and view.appended
 
 
 async def chain_payloads(node: Node) -> list[Any]:
-    return [e.payload for e in await node.ledger.own_entries()]
+    return [e.payload for e in await node.replication.own_entries()]
 
 
 # --------------------------------------------------------------------------- the flows
@@ -133,33 +135,33 @@ async def test_two_party_barter_lands_on_both_chains_and_replicates(tmp_path: Pa
         maker, taker = s.nodes
         listing = await publish(maker, "bike", "1 x bike", "2 x jam")
         await visible(taker, listing.id)
-        offer = await taker.make_offer(listing.id, [item("2 x jam")])
-        await until(lambda: maker.settle.machine.offer(offer.id) is not None, "the offer to reach the maker")
-        trade = await maker.accept(offer.id)
+        offer = await taker.trading.make_offer(listing.id, [item("2 x jam")])
+        await until(lambda: maker.settlement.machine.offer(offer.id) is not None, "the offer to reach the maker")
+        trade = await maker.trading.accept(offer.id)
         xid = trade.view.exchange.id
         await until(lambda: appended(maker, xid) and appended(taker, xid), "both appends")
         assert state(maker, xid) is state(taker, xid) is ExchangeState.COMPLETE
-        assert maker.settle.machine.offer(offer.id).state is OfferState.ACCEPTED  # type: ignore[union-attr]
+        assert maker.settlement.machine.offer(offer.id).state is OfferState.ACCEPTED  # type: ignore[union-attr]
         for node in (maker, taker):
             payloads = await chain_payloads(node)
             assert [p.id for p in payloads if isinstance(p, Exchange)] == [xid]
             assert all(p.complete for p in payloads if isinstance(p, Exchange))
 
-        receipt = await taker.confirm(xid)
+        receipt = await taker.trading.confirm(xid)
         assert isinstance(receipt, Receipt) and receipt.legs == (0,)  # leg 0: the maker gives the bike
-        rating = await taker.rate(xid, 5, comment="as described")
+        rating = await taker.trading.rate(xid, 5, comment="as described")
         assert isinstance(rating, Rating) and rating.subject == maker.identity.public_key
         with pytest.raises(Conflict, match="rated"):
-            await taker.rate(xid, 4)
+            await taker.trading.rate(xid, 4)
         with pytest.raises(Conflict, match="confirmed already"):
-            await taker.confirm(xid)
-        trade = await taker.trade(xid)
+            await taker.trading.confirm(xid)
+        trade = await taker.trading.trade(xid)
         assert trade.confirmed_legs == (0,) and trade.rated == (maker.identity.public_key,)
 
         # Each replicates its counterparty's chain: the maker ends up with the taker's three entries.
         taker_key = taker.identity.public_key
-        await until(lambda: maker.ledger.store.head(taker_key) == (3, _head_id(taker)), "the taker's chain")
-        assert maker.ledger.store.verify().ok
+        await until(lambda: maker.replication.store.head(taker_key) == (3, _head_id(taker)), "the taker's chain")
+        assert maker.replication.store.verify().ok
 
 
 async def test_a_settled_trade_outlives_the_machines_memory(tmp_path: Path) -> None:
@@ -168,24 +170,24 @@ async def test_a_settled_trade_outlives_the_machines_memory(tmp_path: Path) -> N
         maker, taker = s.nodes
         listing = await publish(maker, "lamp", "1 x lamp", "1 x jam")
         await visible(taker, listing.id)
-        offer = await taker.make_offer(listing.id, [item("1 x jam")])
-        await until(lambda: maker.settle.machine.offer(offer.id) is not None, "the offer to reach the maker")
-        x = (await maker.accept(offer.id, deadline_in_s=60)).view.exchange
+        offer = await taker.trading.make_offer(listing.id, [item("1 x jam")])
+        await until(lambda: maker.settlement.machine.offer(offer.id) is not None, "the offer to reach the maker")
+        x = (await maker.trading.accept(offer.id, deadline_in_s=60)).view.exchange
         await until(lambda: appended(maker, x.id) and appended(taker, x.id), "both appends")
         for node in (maker, taker):  # time passes: weeks later, as far as the machines know
-            await node.settle.handle(Tick(x.deadline + GRACE + 1))
-            assert node.settle.machine.exchange(x.id) is None
-            (row,) = [t for t in await node.trades() if t.view.exchange.id == x.id]
+            await node.settlement.handle(Tick(x.deadline + GRACE + 1))
+            assert node.settlement.machine.exchange(x.id) is None
+            (row,) = [t for t in await node.trading.trades() if t.view.exchange.id == x.id]
             assert (row.view.state, row.view.appended) == (ExchangeState.COMPLETE, True)
-            assert await node.resolve(x.id.hex()[:10]) == x.id and (await node.get(x.id)).id == x.id
-        receipt = await taker.confirm(x.id)  # the lamp came late: it can still be confirmed, and rated
-        assert receipt.legs == (0,) and (await taker.trade(x.id)).confirmed_legs == (0,)
-        await maker.rate(x.id, 4)
-        assert (await maker.trade(x.id)).rated == (taker.identity.public_key,)
+            assert await node.market.resolve(x.id.hex()[:10]) == x.id and (await node.market.get(x.id)).id == x.id
+        receipt = await taker.trading.confirm(x.id)  # the lamp came late: it can still be confirmed, and rated
+        assert receipt.legs == (0,) and (await taker.trading.trade(x.id)).confirmed_legs == (0,)
+        await maker.trading.rate(x.id, 4)
+        assert (await maker.trading.trade(x.id)).rated == (taker.identity.public_key,)
 
 
 def _head_id(node: Node) -> bytes | None:
-    head = node.ledger.store.head(node.identity.public_key)
+    head = node.replication.store.head(node.identity.public_key)
     return None if head is None else head[1]
 
 
@@ -194,20 +196,20 @@ async def test_three_party_ring_completes_on_every_chain(tmp_path: Path) -> None
         a, b, c = s.nodes
         parties = [n.identity.public_key for n in s.nodes]
         legs = [Leg(0, 1, (item("1 x bike"),)), Leg(1, 2, (item("1 x lamp"),)), Leg(2, 0, (item("3 x jam"),))]
-        trade = await a.propose(parties, legs, deadline_in_s=120)
+        trade = await a.trading.propose(parties, legs, deadline_in_s=120)
         xid = trade.view.exchange.id
         assert trade.view.state is ExchangeState.SIGNED
         await until(lambda: state(b, xid) is not None and state(c, xid) is not None, "the proposal to reach b and c")
         assert state(b, xid) is ExchangeState.AWAITING  # nobody signs a multi-party exchange without a command
-        await b.sign(xid)
+        await b.trading.sign(xid)
         assert state(a, xid) is not ExchangeState.COMPLETE
-        await c.sign(xid)
+        await c.trading.sign(xid)
         await until(lambda: all(appended(n, xid) for n in s.nodes), "all three appends")
         for node in s.nodes:
             assert [p.id for p in await chain_payloads(node) if isinstance(p, Exchange)] == [xid]
         with pytest.raises(InvalidObject, match="several counterparties"):
-            await a.rate(xid, 5)
-        await a.rate(xid, 5, subject=b.identity.public_key)
+            await a.trading.rate(xid, 5)
+        await a.trading.rate(xid, 5, subject=b.identity.public_key)
 
 
 async def test_counter_offer_round_settles_on_the_counter_terms(tmp_path: Path) -> None:
@@ -215,12 +217,12 @@ async def test_counter_offer_round_settles_on_the_counter_terms(tmp_path: Path) 
         maker, taker = s.nodes
         listing = await publish(maker, "drill", "1 x drill", "5 x eggs")
         await visible(taker, listing.id)
-        offer = await taker.make_offer(listing.id, [item("2 x eggs")])
-        await until(lambda: maker.settle.machine.offer(offer.id) is not None, "the offer")
-        counter = await maker.counter(offer.id, [item("4 x eggs")], [item("1 x drill")])
-        await until(lambda: taker.settle.machine.offer(counter.id) is not None, "the counter-offer")
-        assert taker.settle.machine.offer(offer.id).state is OfferState.COUNTERED  # type: ignore[union-attr]
-        trade = await taker.accept(counter.id)
+        offer = await taker.trading.make_offer(listing.id, [item("2 x eggs")])
+        await until(lambda: maker.settlement.machine.offer(offer.id) is not None, "the offer")
+        counter = await maker.trading.counter(offer.id, [item("4 x eggs")], [item("1 x drill")])
+        await until(lambda: taker.settlement.machine.offer(counter.id) is not None, "the counter-offer")
+        assert taker.settlement.machine.offer(offer.id).state is OfferState.COUNTERED  # type: ignore[union-attr]
+        trade = await taker.trading.accept(counter.id)
         xid = trade.view.exchange.id
         await until(lambda: appended(maker, xid) and appended(taker, xid), "both appends")
         legs = {(leg.giver, leg.receiver): leg.items for leg in trade.view.exchange.legs}
@@ -234,12 +236,12 @@ async def test_second_acceptance_beyond_the_quantity_is_refused(tmp_path: Path) 
         listing = await publish(maker, "the only drill", "1 x drill")
         await visible(t1, listing.id)
         await visible(t2, listing.id)
-        o1 = await t1.make_offer(listing.id, [item("2 x eggs")])
-        o2 = await t2.make_offer(listing.id, [item("3 x eggs")])
-        await until(lambda: all(maker.settle.machine.offer(o.id) for o in (o1, o2)), "both offers")
-        await maker.accept(o1.id)  # pending: the drill is reserved from the maker's signature on
+        o1 = await t1.trading.make_offer(listing.id, [item("2 x eggs")])
+        o2 = await t2.trading.make_offer(listing.id, [item("3 x eggs")])
+        await until(lambda: all(maker.settlement.machine.offer(o.id) for o in (o1, o2)), "both offers")
+        await maker.trading.accept(o1.id)  # pending: the drill is reserved from the maker's signature on
         with pytest.raises(Conflict, match="drill"):
-            await maker.accept(o2.id)
+            await maker.trading.accept(o2.id)
 
 
 async def only_gossip_between(maker: Node, taker: Node, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -264,16 +266,17 @@ async def test_messages_reach_the_counterparty_by_gossip_when_the_direct_dial_fa
         await only_gossip_between(maker, taker, monkeypatch)
         sent: list[str] = []
         for node in (maker, taker):
-            original = node._publish_now
+            settle_topic = node.settlement.topic
+            original = settle_topic.publish
 
-            async def spy(topic_name: str, raw: bytes, original: Any = original) -> None:
-                sent.append(topic_name)
-                await original(topic_name, raw)
+            async def spy(data: bytes, original: Any = original, label: str = settle_topic.label) -> None:
+                sent.append(label)
+                await original(data)
 
-            monkeypatch.setattr(node, "_publish_now", spy)
-        offer = await taker.make_offer(listing.id, [item("1 x rope")])
-        await until(lambda: maker.settle.machine.offer(offer.id) is not None, "the offer (gossiped on offers)")
-        trade = await maker.accept(offer.id)
+            monkeypatch.setattr(settle_topic, "publish", spy)
+        offer = await taker.trading.make_offer(listing.id, [item("1 x rope")])
+        await until(lambda: maker.settlement.machine.offer(offer.id) is not None, "the offer (gossiped on offers)")
+        trade = await maker.trading.accept(offer.id)
         xid = trade.view.exchange.id
         await until(lambda: appended(maker, xid) and appended(taker, xid), "completion over gossip")
         assert "settle" in sent  # the exchange copies went by the settle topic
@@ -292,7 +295,7 @@ async def test_a_lost_gossip_message_is_sent_again(tmp_path: Path, monkeypatch: 
         await visible(taker, listing.id)
         await only_gossip_between(maker, taker, monkeypatch)
         lost: list[bytes] = []
-        ingest = taker.settle._ingest
+        ingest = taker.settlement._ingest
 
         async def lossy(objects: list[Any]) -> None:
             if not lost and any(isinstance(o, Exchange) for o in objects):
@@ -300,10 +303,10 @@ async def test_a_lost_gossip_message_is_sent_again(tmp_path: Path, monkeypatch: 
                 return
             await ingest(objects)
 
-        monkeypatch.setattr(taker.settle, "_ingest", lossy)
-        offer = await taker.make_offer(listing.id, [item("1 x kettle")])
-        await until(lambda: maker.settle.machine.offer(offer.id) is not None, "the offer (gossiped on offers)")
-        xid = (await maker.accept(offer.id)).view.exchange.id
+        monkeypatch.setattr(taker.settlement, "_ingest", lossy)
+        offer = await taker.trading.make_offer(listing.id, [item("1 x kettle")])
+        await until(lambda: maker.settlement.machine.offer(offer.id) is not None, "the offer (gossiped on offers)")
+        xid = (await maker.trading.accept(offer.id)).view.exchange.id
         await until(lambda: appended(maker, xid) and appended(taker, xid), "completion after the retry", timeout=10)
         assert lost == [xid]
 
@@ -313,17 +316,17 @@ async def test_a_forged_countersignature_is_refused(tmp_path: Path) -> None:
         maker, taker = s.nodes
         listing = await publish(maker, "kayak", "1 x kayak")
         await visible(taker, listing.id)
-        offer = await taker.make_offer(listing.id, [item("1 x paddle")])
-        await until(lambda: maker.settle.machine.offer(offer.id) is not None, "the offer")
+        offer = await taker.trading.make_offer(listing.id, [item("1 x paddle")])
+        await until(lambda: maker.settlement.machine.offer(offer.id) is not None, "the offer")
         await s.stop(1)  # the taker is gone: the maker's copy waits, signed by the maker only
-        trade = await maker.accept(offer.id)
+        trade = await maker.trading.accept(offer.id)
         x = trade.view.exchange
         assert state(maker, x.id) is ExchangeState.SIGNED
         envelope = cbor.decode(x.raw, max_size=1 << 20)
         envelope[3][x.index_of(taker.identity.public_key)] = os.urandom(64)  # the taker's slot, forged
         forged = cbor.encode(envelope)
         with pytest.raises(p2p.RequestRefused, match="signatures"):
-            await maker.settle._serve("forger", forged)  # the direct stream's handler: refused at the boundary
+            await maker.settlement._serve("forger", forged)  # the direct stream's handler: refused at the boundary
         assert state(maker, x.id) is ExchangeState.SIGNED and not appended(maker, x.id)
 
 
@@ -345,28 +348,28 @@ async def test_a_forked_chain_is_flagged_by_every_node(tmp_path: Path) -> None:
     """A raw peer signs two different entries at seq 1; an archive node finds the fork, every node is alerted."""
     async with swarm(tmp_path, 3) as s:
         archive, relay, bystander = s.nodes
-        archive.ledger.archive = True  # replicates every chain it hears of
+        archive.replication.archive = True  # replicates every chain it hears of
         forker, friend = Identity.generate(), Identity.generate()
         now = int(time.time())
         entries = [
             build.make_entry(forker, seq=1, prev=ZERO_ID, time=now, payload=_signed_exchange(forker, friend, what))
             for what in ("1 x bike", "1 x boat")
         ]
-        topic = p2p.topic("main", ledgerwire.GOSSIP_TOPIC)
+        topic = p2p.topic("main", wire.GOSSIP_TOPIC)
         for node in s.nodes:
             await until(lambda n=node: len(n.host.mesh_peers(topic)) == 2, "the ledger mesh")
-        await relay.host.publish(topic, ledgerwire.encode_gossip(ledgerwire.Announce((entries[0].raw,))))
-        await until(lambda: archive.ledger.store.head(forker.public_key) is not None, "the first entry")
-        assert bystander.ledger.store.head(forker.public_key) is None  # not a chain it replicates
-        await relay.host.publish(topic, ledgerwire.encode_gossip(ledgerwire.Announce((entries[1].raw,))))
+        await relay.host.publish(topic, wire.encode_gossip(wire.Announce((entries[0].raw,))))
+        await until(lambda: archive.replication.store.head(forker.public_key) is not None, "the first entry")
+        assert bystander.replication.store.head(forker.public_key) is None  # not a chain it replicates
+        await relay.host.publish(topic, wire.encode_gossip(wire.Announce((entries[1].raw,))))
         for node in s.nodes:
             await until(lambda n=node: _forked(n, forker.public_key), "every node to mark the forker")
-        assert forker.public_key in archive.ledger.store.forked_authors()  # the archive holds the proof entries
+        assert forker.public_key in archive.replication.store.forked_authors()  # the archive holds the proof entries
         assert bystander.home.forked_file.exists()  # the others keep the proof they were sent
 
 
 async def _forked(node: Node, author: bytes) -> bool:
-    return author in await node.forked()
+    return author in await node.market.forked()
 
 
 async def test_the_settle_topic_refuses_a_flood_from_one_publisher(tmp_path: Path) -> None:
@@ -376,19 +379,19 @@ async def test_the_settle_topic_refuses_a_flood_from_one_publisher(tmp_path: Pat
         a, b = Identity.generate(), Identity.generate()
         flooder, honest = Identity.generate().peer_id, Identity.generate().peer_id
         messages = [batch.encode_batch([_signed_exchange(a, b, f"{k + 1} x apples").raw]) for k in range(80)]
-        verdicts = [node.settle._validate(flooder, m) for m in messages]
+        verdicts = [node.settlement.topic.validate(flooder, m) for m in messages]
         assert verdicts[:50] == [True] * 50  # the burst
         assert verdicts.count(False) >= 25  # then about 5 per second
-        assert node.settle._validate(honest, messages[0])  # another publisher is not affected
-        assert node.settle._validate(node.host.peer_id, messages[1])  # nor our own publications
+        assert node.settlement.topic.validate(honest, messages[0])  # another publisher is not affected
+        assert node.settlement.topic.validate(node.host.peer_id, messages[1])  # nor our own publications
 
 
 def test_a_damaged_settlement_state_is_a_clear_error_and_is_kept(tmp_path: Path) -> None:
-    from swapmeet.node.settle import _load_state
+    from swapmeet.node.settlement import load_state
 
     state = tmp_path / "settlement.cbor"
     state.write_bytes(b"garbage")
     with pytest.raises(InvalidObject) as info:
-        _load_state(Identity.generate(), state)
+        load_state(Identity.generate(), state)
     assert str(state) in str(info.value) and "move the file aside" in str(info.value)
     assert "\n" not in str(info.value) and state.read_bytes() == b"garbage"  # never replaced behind the user's back

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 import trio
+from swapmeet.node.host import GossipSettings, open_host, topic
 from swapmeet.node.localswarm import LocalSwarm
-from swapmeet.node.p2p import GossipSettings, open_host, topic
 from swapmeet.protocol import batch, boundary
 from swapmeet.protocol.build import make_listing, parse_item
 from swapmeet.protocol.identity import Identity

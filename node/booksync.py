@@ -1,38 +1,45 @@
-"""Catch-up sync of the offer book with one peer over a stream.
+"""Book sync: catch-up of the offer book with a peer over ``/swapmeet/<net>/book-sync/1.0.0``.
 
 Gossip reaches only peers that are online and in the mesh, so on every new
-connection (and periodically) two nodes reconcile their sets of live objects
-with range-based set reconciliation: the traffic grows with the difference
-between the sets, not their size. The initiator then fetches what it lacks and
-pushes what the responder lacks; everything received goes through the node's
-one ingest path (the trust boundary, then the book). The frame format is
-specified in :mod:`swapmeet.protocol.syncwire`.
+connection (and every :data:`RESYNC_S` seconds with one peer) two nodes
+reconcile their sets of live objects with range-based set reconciliation: the
+traffic grows with the difference between the sets, not their size. The
+initiator then fetches what it lacks and pushes what the responder lacks;
+everything received goes through the node's one ingest path
+(:class:`~swapmeet.node.ingest.BookIngest`: the trust boundary, then the book).
+The frames and the reconciliation are :mod:`swapmeet.protocol.booksync`'s.
 
 Which side initiates: the peer with the smaller PeerID, so that two nodes that
-connect do one session between them instead of two.
+connect do one session between them instead of two. Sessions run one at a
+time: after one peer has filled the gaps, sessions with the others find little
+left to fetch (parallel sessions would each download the same objects).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import math
+import random
+import time
 from dataclasses import dataclass
 
 import trio
-from swapmeet.protocol import batch, boundary, syncwire
+from swapmeet.protocol import batch, boundary
+from swapmeet.protocol.booksync import frames
+from swapmeet.protocol.booksync.reconcile import Reconciler
 from swapmeet.protocol.errors import InvalidObject
-from swapmeet.protocol.reconcile import Reconciler
 
-from .p2p import FramedStream, P2PError, P2PHost
+from .book import OfferBook
+from .host import FramedStream, P2PError, P2PHost, protocol_id
+from .ingest import BookIngest
+from .peers import PeerChange
 
 log = logging.getLogger(__name__)
 
-Items = Callable[[], Awaitable[list[tuple[int, bytes]]]]  # the live set: (timestamp, id)
-Fetch = Callable[[list[bytes]], Awaitable[list[bytes]]]  # signed bytes of the ids we hold
-Accept = Callable[[list[bytes], str], Awaitable[int]]  # ingest objects from a peer; returns how many were new
-
+PROTOCOL = "book-sync"  # /swapmeet/<net>/book-sync/1.0.0
 SESSION_TIMEOUT = 120.0
 FRAME_TIMEOUT = 30.0
+RESYNC_S = 60.0
 
 
 @dataclass
@@ -54,7 +61,7 @@ class _Counted:
         self.stats = stats
 
     async def send(self, tag: str, payload: object) -> None:
-        frame = syncwire.encode_frame(tag, payload)
+        frame = frames.encode_frame(tag, payload)
         self.stats.bytes_sent += len(frame)
         await self.stream.send(frame)
 
@@ -62,30 +69,65 @@ class _Counted:
         with trio.fail_after(FRAME_TIMEOUT):
             frame = await self.stream.receive()
         self.stats.bytes_received += len(frame)
-        return syncwire.decode_frame(frame)
+        return frames.decode_frame(frame)
 
 
 class BookSync:
-    def __init__(self, host: P2PHost, protocol: str, *, items: Items, fetch: Fetch, accept: Accept) -> None:
-        self.host = host
-        self.protocol = protocol
-        self.items = items
-        self.fetch = fetch
-        self.accept = accept
+    """Sessions of book sync: as initiator (:meth:`sync_with`) and as responder (the stream handler)."""
 
-    def install(self) -> None:
-        self.host.set_stream_handler(self.protocol, self._serve, max_frame_size=syncwire.MAX_FRAME)
+    def __init__(self, host: P2PHost, net: str, book: OfferBook, ingest: BookIngest) -> None:
+        self.host = host
+        self.protocol = protocol_id(net, PROTOCOL)
+        self.book = book
+        self.ingest = ingest
+
+    async def start(self, nursery: trio.Nursery, changes: trio.MemoryReceiveChannel[PeerChange]) -> None:
+        """Serve the protocol, and sync with peers as they connect (and one every RESYNC_S) in ``nursery``."""
+        self.host.set_stream_handler(self.protocol, self._serve, max_frame_size=frames.MAX_FRAME)
+        nursery.start_soon(self._keep_in_sync, changes)
 
     @staticmethod
     def initiates(me: str, peer: str) -> bool:
         return me < peer
 
+    async def _live_items(self) -> list[tuple[int, bytes]]:
+        return await trio.to_thread.run_sync(self.book.ids_with_times, int(time.time()))
+
+    async def _raws(self, ids: list[bytes]) -> list[bytes]:
+        return await trio.to_thread.run_sync(self.book.raws, ids)
+
+    async def _keep_in_sync(self, changes: trio.MemoryReceiveChannel[PeerChange]) -> None:
+        """Sync with every newly connected peer we initiate with, and with a random one every RESYNC_S."""
+        me = self.host.peer_id
+        one_at_a_time = trio.Lock()
+        current: frozenset[str] = frozenset()
+
+        async def sync_with(peer: str) -> None:
+            async with one_at_a_time:
+                await sync_quietly(self, peer)
+
+        last_resync = time.monotonic()
+        async with trio.open_nursery() as sessions:
+            while True:
+                wait = max(0.0, last_resync + RESYNC_S - time.monotonic()) if current else math.inf
+                with trio.move_on_after(wait):
+                    change = await changes.receive()
+                    current = change.current
+                    for peer in sorted(change.connected):
+                        if self.initiates(me, peer):
+                            sessions.start_soon(sync_with, peer)
+                    continue
+                last_resync = time.monotonic()
+                mine = [p for p in current if self.initiates(me, p)]
+                if mine:
+                    sessions.start_soon(sync_with, random.choice(mine))
+
     async def sync_with(self, peer: str) -> SyncStats:
         """Run one session as the initiator; raises P2PError/InvalidObject/TooSlowError on failure."""
         stats = SyncStats(peer)
-        reconciler = Reconciler(await self.items())
+        reconciler = Reconciler(await self._live_items())
         with trio.fail_after(SESSION_TIMEOUT):
-            stream = await self.host.open_stream(peer, self.protocol, max_frame_size=syncwire.MAX_FRAME)
+            stream = await self.host.open_stream(peer, self.protocol, max_frame_size=frames.MAX_FRAME)
             async with stream:
                 wire = _Counted(stream, stats)
                 message: bytes | None = reconciler.initiate()
@@ -98,7 +140,7 @@ class BookSync:
                     message = reconciler.reconcile(payload)  # type: ignore[arg-type]
                 pending = sorted(reconciler.need)
                 while pending:
-                    asked, pending = pending[: syncwire.MAX_IDS_PER_GET], pending[syncwire.MAX_IDS_PER_GET :]
+                    asked, pending = pending[: frames.MAX_IDS_PER_GET], pending[frames.MAX_IDS_PER_GET :]
                     await wire.send("get", asked)
                     tag, payload = await wire.receive()
                     if tag != "objs":
@@ -107,7 +149,7 @@ class BookSync:
                         continue  # the peer no longer holds any of them (expired or withdrawn)
                     raws = batch.split_batch(payload)  # type: ignore[arg-type]
                     stats.fetched += len(raws)
-                    stats.accepted += await self.accept(raws, peer)
+                    stats.accepted += await self.ingest.store_raw(raws, peer)
                     # A reply holds what fits in one frame; ask again for the rest (progress is
                     # guaranteed: every reply that is not null carries at least one object).
                     got = {boundary.object_id(raw) for raw in raws}
@@ -115,7 +157,7 @@ class BookSync:
                     if len(missing) == len(asked):
                         raise InvalidObject("sync", "the peer answered with none of the objects asked for", "protocol")
                     pending = missing + pending
-                have = await self.fetch(sorted(reconciler.have))
+                have = await self._raws(sorted(reconciler.have))
                 for data in batch.pack(have):
                     await wire.send("put", data)
                 stats.pushed = len(have)
@@ -131,14 +173,14 @@ class BookSync:
                 tag, payload = await wire.receive()
                 if tag == "rec":
                     if reconciler is None:
-                        reconciler = Reconciler(await self.items())
+                        reconciler = Reconciler(await self._live_items())
                     await wire.send("rec", reconciler.respond(payload))  # type: ignore[arg-type]
                 elif tag == "get":
-                    raws = await self.fetch(payload)  # type: ignore[arg-type]
+                    raws = await self._raws(payload)  # type: ignore[arg-type]
                     # One reply per request, at most one frame: the initiator asks again for the rest.
                     await wire.send("objs", batch.pack(raws)[0] if raws else None)
                 elif tag == "put":
-                    stats.accepted += await self.accept(batch.split_batch(payload), stream.peer_id)  # type: ignore[arg-type]
+                    stats.accepted += await self.ingest.store_raw(batch.split_batch(payload), stream.peer_id)  # type: ignore[arg-type]
                 elif tag == "end":
                     return
                 else:

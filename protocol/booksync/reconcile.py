@@ -161,7 +161,7 @@ from enum import IntEnum
 from itertools import accumulate, repeat
 from typing import NoReturn
 
-from .errors import InvalidObject
+from ..errors import InvalidObject
 
 VERSION = 0x01
 ID_SIZE = 32

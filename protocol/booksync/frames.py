@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import batch, cbor
-from .errors import InvalidObject
+from .. import batch, cbor
+from ..errors import InvalidObject
 
 MAX_IDS_PER_GET = 256
 MAX_FRAME = batch.MAX_BATCH_SIZE + 64

@@ -1,0 +1,107 @@
+"""Book gossip: listings, withdrawals and offers on the ``listings`` and ``offers`` topics.
+
+In: each topic is a :class:`~swapmeet.node.gossip.VerifiedTopic` whose messages
+are batches (:mod:`swapmeet.protocol.batch`) of objects of the topic's kinds,
+every object verified and fresh, every author within its rate (one budget
+across both topics) before py-libp2p delivers or forwards the message; the
+readers hand the verified objects to :class:`~swapmeet.node.ingest.BookIngest`.
+
+Out: :meth:`BookGossip.announce` queues signed bytes already stored; a
+publisher task packs what is waiting into as few messages as fit
+(py-libp2p's cost is per message, not per byte: objects that arrive while a
+publish is in flight go out together in the next message) and paces this
+node's own objects below the per-author rate every other node enforces, so
+that none of its messages is refused for being over it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+
+import trio
+from swapmeet.protocol import batch
+from swapmeet.protocol.objects import KIND_LISTING, KIND_OFFER, KIND_WITHDRAWAL
+from swapmeet.protocol.ratelimit import AuthorRateLimiter
+
+from .gossip import PerAuthor, VerifiedTopic
+from .host import DEFAULT_MAX_MESSAGE_SIZE, P2PError, P2PHost, topic
+from .ingest import BookIngest
+
+log = logging.getLogger("swapmeet.node")
+
+TOPIC_KINDS: dict[str, tuple[str, ...]] = {
+    "listings": (KIND_LISTING, KIND_WITHDRAWAL),
+    "offers": (KIND_OFFER,),
+}
+# Our own objects go out at 80 % of the budget every node enforces: delays on the way can bunch paced
+# messages together, and a receiver must still find them within budget.
+OWN_PACE = 0.8
+
+
+def _decode(kinds: tuple[str, ...], data: bytes) -> list[object]:
+    return batch.decode_batch(data, kinds=kinds, now=int(time.time()))
+
+
+class BookGossip:
+    """The book's two topics: verified objects in, this node's own objects out (batched, paced)."""
+
+    def __init__(self, host: P2PHost, net: str, ingest: BookIngest, me: bytes) -> None:
+        self.host = host
+        self.ingest = ingest
+        self.me = me
+        budget = PerAuthor()
+        enforced = budget.limiter
+        self._own_pace = AuthorRateLimiter(rate=enforced.rate * OWN_PACE, burst=enforced.burst * OWN_PACE)
+        self.topics = {
+            name: VerifiedTopic(host, topic(net, name), name, partial(_decode, kinds), budget=budget)
+            for name, kinds in TOPIC_KINDS.items()
+        }
+        self._outbox: dict[str, list[bytes]] = {name: [] for name in TOPIC_KINDS}
+        self._outbox_ready = trio.Event()
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Join both topics and run their readers and the publisher in ``nursery``."""
+        for verified_topic in self.topics.values():
+            await verified_topic.join()
+            nursery.start_soon(self._read, verified_topic)
+        nursery.start_soon(self._publish_waiting)
+
+    def announce(self, topic_name: str, raw: bytes) -> None:
+        """Queue a stored object's signed bytes for gossip on ``topic_name`` ("listings" or "offers")."""
+        self._outbox[topic_name].append(raw)
+        self._outbox_ready.set()
+
+    async def _read(self, verified_topic: VerifiedTopic[list[object]]) -> None:
+        async for from_peer, objects in verified_topic:
+            new = await self.ingest.store(objects)  # type: ignore[arg-type]
+            if new:
+                log.info("gossip from %s: %d new object(s)", from_peer[-8:], new)
+
+    async def _publish_waiting(self) -> None:
+        """Publish what waits in the outbox; what is over our pace waits for the next round."""
+        held_back = False
+        while True:
+            # Objects held back by pacing are due again after one token's time; otherwise wait for news.
+            with trio.move_on_after(1.0 / self._own_pace.rate if held_back else float("inf")):
+                await self._outbox_ready.wait()
+            self._outbox_ready = trio.Event()
+            for name in self._outbox:
+                await self._publish_ready(name)
+            held_back = any(self._outbox.values())
+
+    async def _publish_ready(self, name: str) -> None:
+        raws = self._outbox[name]
+        now = time.monotonic()
+        ready = 0
+        while ready < len(raws) and self._own_pace.allow(self.me, now):
+            ready += 1
+        if ready == 0:
+            return
+        self._outbox[name] = raws[ready:]
+        for data in batch.pack(raws[:ready], max_size=DEFAULT_MAX_MESSAGE_SIZE):
+            try:
+                await self.topics[name].publish(data)
+            except P2PError as exc:
+                log.warning("could not publish on %s: %s", name, exc)

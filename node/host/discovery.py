@@ -1,0 +1,209 @@
+"""Finding peers: bootstrap dialling, mDNS on the LAN, and the Kademlia DHT's routing table."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import multiaddr
+import trio
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.tools.anyio_service import background_trio_service
+
+from .errors import P2PError
+
+if TYPE_CHECKING:
+    from .host import P2PHost
+
+log = logging.getLogger("swapmeet.node.host")
+
+#: Seconds allowed for stopping mDNS at shutdown.
+_STOP_TIMEOUT = 5.0
+
+class _ConnectionNotifee(INotifee):
+    """Forwards 'a connection opened' to our nursery (for DHT routing-table fill)."""
+
+    def __init__(self, send: trio.MemorySendChannel[ID]) -> None:
+        self._send = send
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        with suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            self._send.send_nowait(conn.muxed_conn.peer_id)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+
+@dataclass(slots=True)
+class Background:
+    """State of the optional discovery machinery, for the shutdown path."""
+
+    mdns: Any | None = None
+    mdns_handler: Callable[[PeerInfo], None] | None = None
+
+
+
+async def run_dht(host: IHost, dht: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Run the DHT service and keep its routing table filled from our connections.
+
+    Pitfall 10: connecting does not add a peer to the routing table; add_peer()
+    must be called (routing_table.py:471). We do it on every new connection.
+    """
+    send, receive = trio.open_memory_channel[ID](1000)
+    notifee = _ConnectionNotifee(send)
+    host.get_network().register_notifee(notifee)
+    async with background_trio_service(dht):
+        for pid in host.get_connected_peers():
+            await dht.add_peer(pid)
+        task_status.started()
+        async for pid in receive:
+            try:
+                await dht.add_peer(pid)
+            except Exception:
+                log.debug("DHT add_peer(%s) failed", pid, exc_info=True)
+
+
+async def bootstrap_loop(p2p: P2PHost, boot: list[tuple[str, multiaddr.Multiaddr, PeerInfo]], interval: float) -> None:
+    """Dial the bootstrap peers now, and again whenever we lose them."""
+    warned: set[str] = set()
+
+    # One task per peer, trying its addresses one after the other in the order given
+    # (explicit bootstrap addresses first, then the newest saved ones): concurrent
+    # dials to one peer would wait on each other inside py-libp2p's swarm and share
+    # one outcome, so a stale address could hide a good one.
+    by_peer: dict[ID, list[str]] = {}
+    for addr, _maddr, info in boot:
+        if info.peer_id.to_base58() != p2p.peer_id:
+            by_peer.setdefault(info.peer_id, []).append(addr)
+
+    async def dial(peer: ID, addrs: list[str]) -> None:
+        for addr in addrs:
+            if p2p.is_connected(peer.to_base58()):
+                return
+            try:
+                await p2p.connect(addr, timeout=10.0)
+            except (P2PError, ValueError) as exc:
+                # One line, once per outage: an unreachable seed is normal.
+                if addr not in warned:
+                    warned.add(addr)
+                    log.warning("bootstrap peer %s unreachable: %s", addr, exc)
+                continue
+            warned.difference_update(addrs)
+            log.info("connected to bootstrap peer %s", addr)
+            return
+
+    while True:
+        async with trio.open_nursery() as nursery:
+            for peer, addrs in by_peer.items():
+                nursery.start_soon(dial, peer, addrs)
+        await trio.sleep(interval)
+
+
+def _mdns_fingerprint(net: str) -> str:
+    # DNS-SD service names are at most 15 characters ("p2p-" + 10 = 14), so the
+    # network name goes in as a short hash; the libp2p mDNS spec's private-network
+    # form is _p2p-<x>._udp.local.
+    return "sm" + hashlib.sha256(net.encode()).hexdigest()[:8]
+
+
+async def start_mdns(p2p: P2PHost, host: IHost, net: str, nursery: trio.Nursery, bg: Background) -> None:
+    """Advertise ourselves on the LAN and dial peers of the same network we find."""
+    from libp2p.discovery.events.peerDiscovery import peerDiscovery
+    from libp2p.discovery.mdns.mdns import create_mdns_discovery
+
+    all_addrs = [a.rsplit("/p2p/", 1)[0] for a in p2p.listen_addrs()]
+    # Loopback is useless to other machines; advertise it only if it is all we have
+    # (a swarm of nodes on one machine).
+    addrs = [a for a in all_addrs if not a.startswith(("/ip4/127.", "/ip6/::1/"))] or all_addrs
+    port = int(multiaddr.Multiaddr(addrs[0]).value_for_protocol("tcp")) if addrs else 0
+    # Zeroconf() starts its own threads in here; bg.mdns is stopped on every exit path.
+    bg.mdns = await trio.to_thread.run_sync(
+        lambda: create_mdns_discovery(
+            host.get_network(),
+            port=port,
+            listen_addrs=addrs,
+            private_network_fingerprint=_mdns_fingerprint(net),
+            host=None,
+        )
+    )
+    found_send, found_receive = trio.open_memory_channel[PeerInfo](256)
+    token = trio.lowlevel.current_trio_token()
+
+    def on_found(info: PeerInfo) -> None:
+        # Pitfall 10: called on zeroconf's thread. Hand over to trio; never block
+        # zeroconf, and never fail if trio is already gone.
+        with suppress(trio.WouldBlock, trio.RunFinishedError, trio.BrokenResourceError, trio.ClosedResourceError):
+            trio.from_thread.run_sync(found_send.send_nowait, info, trio_token=token)
+
+    bg.mdns_handler = on_found
+    peerDiscovery.register_peer_discovered_handler(on_found)
+
+    async def dial_found() -> None:
+        listener = bg.mdns.listener
+        async for info in found_receive:
+            # peerDiscovery is process-global: only act on peers *our* listener saw
+            # (another host in this process may run another network).
+            if info.peer_id not in {pid for pid, _ in listener.discovered_services.values()}:
+                continue
+            if info.peer_id.to_base58() == p2p.peer_id or p2p.is_connected(info.peer_id.to_base58()):
+                continue
+            for a in info.addrs:
+                addr = f"{a}/p2p/{info.peer_id}" if "/p2p/" not in str(a) else str(a)
+                try:
+                    await p2p.connect(addr, timeout=5.0)
+                    log.info("connected to mDNS peer %s", addr)
+                    break
+                except (P2PError, ValueError) as exc:
+                    log.debug("mDNS peer %s not dialable: %s", addr, exc)
+
+    async def sweep() -> None:
+        while True:
+            await trio.sleep(60)
+            bg.mdns.listener.cleanup_stale_entries(max_age=240)
+
+    nursery.start_soon(dial_found)
+    nursery.start_soon(sweep)
+    # register() announces with blocking waits (~1.5 s): off the trio thread, and
+    # in the background so that open_host() does not wait for it.
+    nursery.start_soon(partial(trio.to_thread.run_sync, bg.mdns.broadcaster.register, abandon_on_cancel=True))
+
+
+async def stop_mdns(bg: Background) -> None:
+    if bg.mdns_handler is not None:
+        from libp2p.discovery.events.peerDiscovery import peerDiscovery
+
+        peerDiscovery.unregister_peer_discovered_handler(bg.mdns_handler)
+        bg.mdns_handler = None
+    mdns, bg.mdns = bg.mdns, None
+    if mdns is None:
+        return
+
+    def stop() -> None:
+        mdns.broadcaster.unregister()
+        mdns.listener.stop()
+        mdns.zeroconf.close()
+
+    # Unregistering sends goodbye packets with blocking waits; shielded so that it
+    # runs even while we are being cancelled (else zeroconf's threads leak).
+    with trio.CancelScope(shield=True), trio.move_on_after(_STOP_TIMEOUT):
+        await trio.to_thread.run_sync(stop, abandon_on_cancel=True)

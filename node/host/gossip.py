@@ -1,0 +1,199 @@
+"""GossipSub as the node runs it: settings, message ids, roomier queues, subscriptions."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+from libp2p.peer.id import ID
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.score import ScoreParams, TopicScoreParams
+
+if TYPE_CHECKING:
+    from .host import P2PHost
+
+log = logging.getLogger("swapmeet.node.host")
+
+#: Largest gossip payload we publish; the pubsub RPC limit is set a little above.
+DEFAULT_MAX_MESSAGE_SIZE = 512 * 1024
+#: Messages buffered per subscription before we start dropping (pitfall 8).
+SUBSCRIPTION_BUFFER = 10_000
+
+@dataclass(frozen=True, slots=True)
+class GossipSettings:
+    """GossipSub knobs. The defaults are deliberate; see the comment on each."""
+
+    # 1 s as in go-libp2p; the library default is 120 s (pitfall 5,
+    # libp2p/pubsub/gossipsub.py:179), which makes mesh repair glacial.
+    heartbeat_interval: int = 1
+    # Mesh degree D / D_lo / D_hi: the go-libp2p defaults. They have no defaults
+    # in py-libp2p (gossipsub.py:171-173).
+    degree: int = 6
+    degree_low: int = 4
+    degree_high: int = 12
+    # Fanout TTL and message-cache windows: go-libp2p defaults.
+    fanout_ttl: int = 60
+    gossip_window: int = 3
+    gossip_history: int = 5
+    # Seen-message cache TTL (seconds): a message id seen within this window is
+    # dropped as a duplicate. Ids are content hashes, so this also dedupes the same
+    # object re-published by several peers.
+    seen_ttl: int = 120
+    # Largest payload we publish; inbound RPCs are capped slightly above it.
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    # Per-peer outbound RPC queue (library: 32, rpc_queue.py:39, drop when full).
+    # Pitfall 13: py-libp2p fills it from tasks that never wait for the sender, so
+    # a burst of ~16 messages (each also costs an IDONTWANT RPC on /meshsub/1.2.0)
+    # is enough to drop. A relay cannot push back on its upstream, so the queue
+    # must absorb a burst; publish() additionally waits for room (see there).
+    outbound_queue_size: int = 512
+    # Offer /meshsub/1.2.0 (IDONTWANT). Off: py-libp2p 0.8.1 sends one IDONTWANT
+    # RPC per message to every 1.2 mesh peer whatever its size, even for our own
+    # publishes (gossipsub.py:1013, 2166-2197; go-libp2p only does it above
+    # 1 KiB). That doubled the RPC count and halved throughput on a link
+    # (measured: 500 msgs in 2.1 s on 1.1 vs 4.0 s on 1.2), and RPCs, not bytes,
+    # are what cost CPU here. go/js peers speak 1.1 as well.
+    meshsub_v12: bool = False
+    # P4, the invalid-message penalty, is the only score component we turn on:
+    # it is the one that maps to "this peer forwards garbage". Each rejected
+    # message costs `invalid_message_weight` points (linear, not squared as in
+    # go-libp2p: libp2p/pubsub/score.py:318), the counter decays by
+    # `invalid_message_decay` per heartbeat (0.99/s: half-life ~70 s).
+    invalid_message_weight: float = 10.0
+    invalid_message_cap: float = 100.0
+    invalid_message_decay: float = 0.99
+    # Thresholds (gossip > publish > graylist, as in go-libp2p). A couple of
+    # rejects (an honest peer with clock skew on an expiry) are tolerated;
+    # a peer below `publish_threshold` has its messages dropped before our
+    # validator even runs (pubsub.py:1735), and below `graylist_threshold` its
+    # GRAFTs are refused (gossipsub.py:1861).
+    gossip_threshold: float = -20.0
+    publish_threshold: float = -50.0
+    graylist_threshold: float = -80.0
+
+    def score_params(self) -> ScoreParams:
+        return ScoreParams(
+            p4_invalid_messages=TopicScoreParams(
+                weight=self.invalid_message_weight,
+                cap=self.invalid_message_cap,
+                decay=self.invalid_message_decay,
+            ),
+            gossip_threshold=self.gossip_threshold,
+            publish_threshold=self.publish_threshold,
+            graylist_threshold=self.graylist_threshold,
+            # PX is off (do_px=False below), so its threshold never matters.
+            accept_px_threshold=0.0,
+        )
+
+
+def content_msg_id(msg: rpc_pb2.Message, per_publication: frozenset[str] = frozenset()) -> bytes:
+    """Message id = SHA-256 over the topics and the payload.
+
+    Hashing the payload (not the default from+seqno) makes identical payloads one
+    message: an object re-announced by a second peer is a duplicate, not a new
+    message. The topics are included because the library also caches *validation
+    results* by message id (pubsub.py:1614-1622): without them, bytes rejected by
+    one topic's validator would be rejected from the cache on another topic.
+
+    On ``per_publication`` topics the publisher and its sequence number go in too,
+    so that every publication is a new message (relays still see one id for it).
+    There a publisher re-sends the same bytes on purpose: a retry of a message that
+    may have been lost. With content ids alone the retry would be dropped as a
+    duplicate for ``seen_ttl`` seconds, by the publisher's own node first of all
+    (py-libp2p's publish checks the seen cache, pubsub.py push_msg).
+    """
+    h = hashlib.sha256()
+    for t in msg.topicIDs:
+        raw = t.encode()
+        h.update(len(raw).to_bytes(4, "big"))
+        h.update(raw)
+    h.update(msg.data)
+    if per_publication and any(t in per_publication for t in msg.topicIDs):
+        h.update(b"\x00publication\x00" + msg.from_id + b"\x00" + msg.seqno)
+    return h.digest()
+
+
+class RoomyQueues(dict[ID, Any]):
+    """``Pubsub.peer_queues`` that enlarges each per-peer RpcQueue as it is added.
+
+    pubsub.py:948 creates ``RpcQueue()`` with the 32-slot default and no way to
+    configure it; replacing the dict on our Pubsub instance is the narrowest hook
+    (no module-level monkeypatching). Relies on ``RpcQueue._queue.max_size``.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self._size = size
+
+    def __setitem__(self, peer: ID, queue: Any) -> None:
+        queue._queue.max_size = max(queue._queue.max_size, self._size)
+        super().__setitem__(peer, queue)
+
+
+class CountingSend:
+    """Stands in for the library's subscription send channel (pitfall 8).
+
+    The library calls ``send_nowait`` and, on WouldBlock, logs a warning on a
+    logger we silence (pubsub.py:1370-1376); so we count and log drops here.
+    """
+
+    def __init__(self, send: trio.MemorySendChannel[Any], subscription: Subscription) -> None:
+        self._send = send
+        self._subscription = subscription
+
+    def send_nowait(self, msg: rpc_pb2.Message) -> None:
+        try:
+            self._send.send_nowait(msg)
+        except trio.WouldBlock:
+            sub = self._subscription
+            if sub.dropped % 1000 == 0:
+                log.warning(
+                    "subscription to %s is %d messages behind; dropping (%d so far)",
+                    sub.topic,
+                    SUBSCRIPTION_BUFFER,
+                    sub.dropped + 1,
+                )
+            sub.dropped += 1
+            raise
+
+    async def aclose(self) -> None:
+        await self._send.aclose()
+
+
+Validator = Callable[[str, bytes], bool]
+
+
+class Subscription:
+    """Messages that passed the topic validator, as ``(from_peer, data)``.
+
+    ``from_peer`` is the message's signed originator (StrictSign), not the
+    neighbour that forwarded it. Async-iterate it, or call :meth:`receive`.
+    Our own publishes on the topic are delivered here as well (libp2p does that).
+    """
+
+    def __init__(self, host: P2PHost, topic_id: str, receive: trio.MemoryReceiveChannel[Any]):
+        self.topic = topic_id
+        #: Messages dropped because nobody read this subscription fast enough.
+        self.dropped = 0
+        self._host = host
+        self._receive = receive
+
+    async def receive(self) -> tuple[str, bytes]:
+        msg: rpc_pb2.Message = await self._receive.receive()
+        return ID(msg.from_id).to_base58(), msg.data
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> tuple[str, bytes]:
+        try:
+            return await self.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def unsubscribe(self) -> None:
+        await self._host.unsubscribe(self.topic)

@@ -1,0 +1,730 @@
+"""The running libp2p host: :func:`open_host` and the :class:`P2PHost` it yields.
+
+One host: TCP + Noise + Yamux, GossipSub with per-topic validators and peer
+scoring (:mod:`.gossip`), framed stream protocols (:mod:`.streams`), bootstrap
+dialling, mDNS and the DHT (:mod:`.discovery`), all inside one trio nursery;
+leaving ``open_host`` shuts everything down without leaking sockets, threads or
+tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetConn, INetStream
+from libp2p.crypto.ed25519 import create_new_key_pair as _ed25519_key_pair
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as _x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.exceptions import BaseLibp2pError
+from libp2p.network.config import ConnectionConfig
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.peer.peerstore import PeerStoreError
+from libp2p.pubsub.gossipsub import PROTOCOL_ID as GOSSIPSUB_V10
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11 as GOSSIPSUB_V11
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V12 as GOSSIPSUB_V12
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.tools.anyio_service import background_trio_service
+from libp2p.utils.address_validation import expand_wildcard_address
+
+from ..config import validate_net
+from .discovery import Background, bootstrap_loop, run_dht, start_mdns, stop_mdns
+from .errors import (
+    DialError,
+    EndOfStream,
+    FrameTooLargeError,
+    P2PError,
+    P2PTimeoutError,
+    ProtocolNotSupportedError,
+    PublishRejectedError,
+    StreamClosedError,
+)
+from .gossip import (
+    SUBSCRIPTION_BUFFER,
+    CountingSend,
+    GossipSettings,
+    RoomyQueues,
+    Subscription,
+    Validator,
+    content_msg_id,
+)
+from .logs import configure_logging
+from .names import topic
+from .streams import DEFAULT_MAX_FRAME_SIZE, FramedStream, HandlerEntry, RequestHandler, StreamHandler
+
+log = logging.getLogger("swapmeet.node.host")
+
+DEFAULT_LISTEN_ADDRS: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/0",)
+_RPC_OVERHEAD = 64 * 1024
+#: Seconds allowed for the shielded host.close() at shutdown (pitfall 3).
+_CLOSE_TIMEOUT = 5.0
+#: Longest publish() waits for a full outbound queue to drain (pitfall 13).
+_PUBLISH_STALL = 2.0
+
+
+def identity_key_pair(seed: bytes) -> KeyPair:
+    """The libp2p Ed25519 key pair of a 32-byte seed (the node's identity key).
+
+    Its public key bytes are PyNaCl's ``VerifyKey`` bytes, so the host's PeerID is
+    ``swapmeet.protocol.identity.peer_id(public_key)``.
+    """
+    if not isinstance(seed, bytes | bytearray) or len(seed) != 32:
+        raise ValueError("an Ed25519 seed is exactly 32 bytes")
+    return _ed25519_key_pair(bytes(seed))
+
+
+# -------------------------------------------------------------------------- host
+
+
+def _to_id(peer_id: str) -> ID:
+    try:
+        return ID.from_base58(peer_id)
+    except Exception as exc:
+        raise ValueError(f"not a PeerID: {peer_id!r}") from exc
+
+
+def _parse_dial_addr(addr: str) -> tuple[multiaddr.Multiaddr, PeerInfo]:
+    try:
+        maddr = multiaddr.Multiaddr(addr)
+        info = info_from_p2p_addr(maddr)
+    except Exception as exc:
+        raise ValueError(f"not a dialable multiaddr with /p2p/<peer id>: {addr!r} ({exc})") from exc
+    return maddr, info
+
+
+def _parse_listen_addr(addr: str) -> multiaddr.Multiaddr:
+    try:
+        maddr = multiaddr.Multiaddr(addr)
+    except Exception as exc:
+        raise ValueError(f"not a multiaddr: {addr!r}") from exc
+    names = [p.name for p in maddr.protocols()]
+    # TCP only: listen addrs also pick the transports in new_host()
+    # (libp2p/__init__.py _build_transports_for_swarm), and we want no others.
+    if len(names) != 2 or names[0] not in ("ip4", "ip6") or names[1] != "tcp":
+        raise ValueError(f"listen address must be /ip4|ip6/<addr>/tcp/<port>, got {addr!r}")
+    return maddr
+
+
+class P2PHost:
+    """A running libp2p host: identity, connections, gossip and stream protocols.
+
+    Created by :func:`open_host`; valid only inside its ``async with`` block.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: IHost,
+        pubsub: Pubsub,
+        router: GossipSub,
+        dht: Any | None,
+        nursery: trio.Nursery,
+        net: str,
+        max_frame_size: int,
+        max_message_size: int,
+        outbound_queue_size: int,
+        allowed_topics: frozenset[str] | None,
+    ) -> None:
+        self._host = host
+        self._allowed_topics = allowed_topics
+        self._pubsub = pubsub
+        self._router = router
+        self._dht = dht
+        self._nursery = nursery
+        self.net = net
+        self._prefix = f"/swapmeet/{net}/"
+        self._max_frame_size = max_frame_size
+        self._max_message_size = max_message_size
+        self._queue_high_water = max(1, outbound_queue_size * 3 // 4)
+        self._validators: dict[str, Validator] = {}
+        self._handlers: dict[str, HandlerEntry] = {}
+        self._my_id: ID = host.get_id()
+        self.peer_id: str = self._my_id.to_base58()
+
+    # ------------------------------------------------------------ identity
+
+    def listen_addrs(self) -> list[str]:
+        """Our dialable multiaddrs, each ending in ``/p2p/<peer id>``.
+
+        Wildcard listen addresses (0.0.0.0, ::) are expanded to the interface
+        addresses, since a peer cannot dial 0.0.0.0.
+        """
+        out: list[str] = []
+        for addr in self._host.get_transport_addrs():
+            names = {p.name for p in addr.protocols()}
+            wildcard = ("ip4" in names and addr.value_for_protocol("ip4") == "0.0.0.0") or (
+                "ip6" in names and addr.value_for_protocol("ip6") == "::"
+            )
+            concrete = expand_wildcard_address(addr) if wildcard else [addr]
+            out.extend(f"{a}/p2p/{self.peer_id}" for a in concrete)
+        return out
+
+    # ---------------------------------------------------------- connections
+
+    async def connect(self, addr: str, *, timeout: float = 10.0) -> str:
+        """Dial ``/ip4/.../tcp/.../p2p/<id>`` (no-op if connected); return the peer id."""
+        _, info = _parse_dial_addr(addr)
+        if info.peer_id == self._my_id:
+            raise ValueError("refusing to dial ourselves")
+        network = self._host.get_network()
+        if not network.get_connections(info.peer_id):
+            # py-libp2p 0.8.1 workaround (the one place for it): Swarm.dial_peer dials a
+            # single TCP address per peer, picked from everything the peerstore holds
+            # (stale ones included: a peer restarted on a new port stays unreachable),
+            # and after a failed dial it refuses every dial to that peer for 60 s (its
+            # negative cache). So the address we are asked to dial becomes the only one
+            # the peerstore holds, and the negative cache is lifted for this attempt.
+            # Identify refills the peerstore once connected.
+            self._host.get_peerstore().clear_addrs(info.peer_id)
+            network.unblock_peer(info.peer_id)
+        try:
+            with trio.fail_after(timeout):
+                await self._host.connect(info)
+        except trio.TooSlowError as exc:
+            raise P2PTimeoutError(f"dialling {addr} took longer than {timeout} s") from exc
+        except (BaseLibp2pError, OSError) as exc:
+            raise DialError(f"cannot dial {addr}: {exc}") from exc
+        return info.peer_id.to_base58()
+
+    async def disconnect(self, peer_id: str) -> None:
+        """Close all connections to ``peer_id``."""
+        await self._host.disconnect(_to_id(peer_id))
+
+    def is_connected(self, peer_id: str) -> bool:
+        """Whether at least one connection to ``peer_id`` is open."""
+        return bool(self._host.get_network().get_connections(_to_id(peer_id)))
+
+    def connected_peers(self) -> list[str]:
+        """Peer ids with at least one open connection."""
+        return sorted(p.to_base58() for p in self._host.get_connected_peers())
+
+    def known_addrs(self, peer_id: str) -> list[str]:
+        """Addresses the peerstore holds for ``peer_id`` (from dials, identify, mDNS, DHT)."""
+        try:
+            return [str(a) for a in self._host.get_peerstore().addrs(_to_id(peer_id))]
+        except (BaseLibp2pError, PeerStoreError):
+            # PeerStoreError is a KeyError, not a BaseLibp2pError (peerstore.py:491); it is raised
+            # for a peer whose addresses expired or that disconnected a moment ago.
+            return []
+
+    # -------------------------------------------------------------- gossip
+
+    def _check_topic(self, topic_id: str) -> None:
+        # A topic of another network name would silently mix markets.
+        if not topic_id.startswith(self._prefix):
+            raise ValueError(f"topic {topic_id!r} is not on network {self.net!r} (expected {self._prefix}...)")
+        if self._allowed_topics is not None and topic_id not in self._allowed_topics:
+            raise ValueError(f"topic {topic_id!r} is not among this host's gossip_topics")
+
+    async def subscribe(self, topic_id: str, validator: Validator) -> Subscription:
+        """Join ``topic_id``; ``validator(from_peer, data) -> bool`` gates every message.
+
+        The validator runs before a message is delivered to us *or forwarded* to our
+        mesh peers (a libp2p topic validator). It must be fast and must not raise
+        (an exception counts as a reject). ``from_peer`` is the signed originator.
+        """
+        self._check_topic(topic_id)
+        if topic_id in self._validators:
+            raise ValueError(f"already subscribed to {topic_id}")
+        self._validators[topic_id] = validator
+        my_id = self._my_id
+
+        def libp2p_validator(forwarder: ID, msg: rpc_pb2.Message) -> bool:
+            # publish() already validated our own messages; don't run it twice.
+            if forwarder == my_id and msg.from_id == my_id.to_bytes():
+                return True
+            try:
+                return bool(validator(ID(msg.from_id).to_base58(), msg.data))
+            except Exception:
+                # The library only catches ValidationError around sync validators
+                # (pubsub.py:1639-1643, 1681); anything else would kill the message task.
+                log.exception("validator for %s raised; treating the message as invalid", topic_id)
+                return False
+
+        self._pubsub.set_topic_validator(topic_id, libp2p_validator, False)
+        await self._pubsub.subscribe(topic_id)
+        # Pitfall 8: the library delivers into a 32-slot channel with send_nowait
+        # and drops on overflow (pubsub.py:124, 1370-1376). A reader task does not
+        # help: a burst is handed over by many tasks within one trio scheduling
+        # batch, before any reader runs. So we swap in our own, larger channel
+        # (the library closes whatever is in subscribed_topics_send on unsubscribe).
+        send, receive = trio.open_memory_channel[rpc_pb2.Message](SUBSCRIPTION_BUFFER)
+        subscription = Subscription(self, topic_id, receive)
+        old = self._pubsub.subscribed_topics_send[topic_id]
+        self._pubsub.subscribed_topics_send[topic_id] = CountingSend(send, subscription)
+        await old.aclose()
+        return subscription
+
+    async def unsubscribe(self, topic_id: str) -> None:
+        """Leave ``topic_id``; its Subscription ends."""
+        self._validators.pop(topic_id, None)
+        await self._pubsub.unsubscribe(topic_id)
+        self._pubsub.remove_topic_validator(topic_id)
+
+    async def publish(self, topic_id: str, data: bytes) -> None:
+        """Sign (StrictSign) and gossip ``data`` on ``topic_id``.
+
+        Raises PublishRejectedError if our own validator for the topic rejects it
+        (the library would drop it silently, pitfall 7), FrameTooLargeError if it is
+        larger than the configured maximum message size.
+        """
+        self._check_topic(topic_id)
+        if len(data) > self._max_message_size:
+            raise FrameTooLargeError(
+                f"refusing to publish {len(data)} bytes on {topic_id}: the limit is {self._max_message_size}"
+            )
+        validator = self._validators.get(topic_id)
+        if validator is not None and not validator(self.peer_id, data):
+            raise PublishRejectedError(f"our own validator for {topic_id} rejects this message")
+        await self._wait_for_outbound_room()
+        await self._pubsub.publish(topic_id, bytes(data))
+
+    async def _wait_for_outbound_room(self) -> None:
+        # Pitfall 13: pubsub.publish() only *enqueues* per-peer RPCs and never
+        # yields to the sender tasks, so publishing in a loop overflows the
+        # queues and drops (gossipsub.py:2062-2064). Give the senders a chance
+        # first; a peer that stays full for `_PUBLISH_STALL` s is left to drop
+        # (as go-libp2p does) rather than stall every other peer.
+        deadline = trio.current_time() + _PUBLISH_STALL
+        while True:
+            if all(len(q) < self._queue_high_water for q in self._pubsub.peer_queues.values()):
+                return
+            if trio.current_time() > deadline:
+                log.debug("publishing although an outbound queue is still full")
+                return
+            await trio.sleep(0.001)
+
+    def mesh_peers(self, topic_id: str) -> list[str]:
+        """Peers in our GossipSub mesh for ``topic_id`` (we forward full messages to them)."""
+        return sorted(p.to_base58() for p in self._router.mesh.get(topic_id, ()))
+
+    def topic_peers(self, topic_id: str) -> list[str]:
+        """Connected peers that told us they subscribe to ``topic_id``."""
+        return sorted(p.to_base58() for p in self._pubsub.peer_topics.get(topic_id, ()))
+
+    async def wait_for_mesh(
+        self, topic_id: str, peers: Iterable[str] = (), *, min_peers: int = 1, timeout: float = 10.0
+    ) -> None:
+        """Wait until ``peers`` (or else any ``min_peers`` peers) are in our mesh for the topic.
+
+        Pitfall 9: right after connecting, a publish can reach no one because the
+        mesh is not formed yet. The wait is event-driven for named peers
+        (GossipSub.wait_for_mesh) and a short poll otherwise.
+        """
+        wanted = [_to_id(p) for p in peers]
+        try:
+            with trio.fail_after(timeout):
+                if wanted:
+                    for pid in wanted:
+                        # The router has its own (5 s default) timeout; ours bounds the total.
+                        await self._router.wait_for_mesh(pid, topic_id, timeout=math.inf)
+                else:
+                    while len(self._router.mesh.get(topic_id, ())) < min_peers:
+                        await trio.sleep(0.01)
+        except trio.TooSlowError as exc:
+            raise P2PTimeoutError(
+                f"mesh for {topic_id} not ready after {timeout} s (have {self.mesh_peers(topic_id)})"
+            ) from exc
+
+    def dht_peers(self) -> list[str]:
+        """Peer ids in our Kademlia routing table ([] without the DHT)."""
+        if self._dht is None:
+            return []
+        return sorted(p.to_base58() for p in self._dht.routing_table.get_peer_ids())
+
+    def peer_score(self, peer_id: str, topic_id: str) -> float:
+        """The GossipSub score we give ``peer_id`` on ``topic_id`` (diagnostics)."""
+        return float(self._router.scorer.score(_to_id(peer_id), [topic_id]))
+
+    # ------------------------------------------------------------- streams
+
+    def set_stream_handler(
+        self,
+        protocol: str,
+        handler: StreamHandler,
+        *,
+        max_frame_size: int | None = None,
+        max_concurrent: int = 64,
+    ) -> None:
+        """Serve ``protocol``: ``handler(stream)`` runs in our nursery per inbound stream.
+
+        The stream is closed when the handler returns and reset if it raises.
+        Beyond ``max_concurrent`` simultaneous streams, new ones are reset.
+        """
+        self._handlers[protocol] = HandlerEntry(
+            handler=handler,
+            max_frame_size=max_frame_size or self._max_frame_size,
+            limiter=trio.Semaphore(max_concurrent),
+        )
+
+        async def libp2p_handler(stream: INetStream) -> None:
+            # The library awaits the handler in its own task and never closes the
+            # stream itself (basic_host.py:1554). We move the work into our nursery
+            # so it is cancelled with the host and obeys our concurrency limit.
+            entry = self._handlers.get(protocol)
+            if entry is None:
+                await stream.reset()
+                return
+            try:
+                entry.limiter.acquire_nowait()
+            except trio.WouldBlock:
+                log.warning(
+                    "too many concurrent %s streams; resetting one from %s", protocol, stream.muxed_conn.peer_id
+                )
+                await stream.reset()
+                return
+            try:
+                self._nursery.start_soon(self._run_handler, entry, stream)
+            except RuntimeError:  # nursery closed: we are shutting down
+                entry.limiter.release()
+                await stream.reset()
+
+        self._host.set_stream_handler(TProtocol(protocol), libp2p_handler)
+
+    async def _run_handler(self, entry: HandlerEntry, stream: INetStream) -> None:
+        framed = FramedStream(stream, entry.max_frame_size)
+        try:
+            await entry.handler(framed)
+        except (P2PError, BaseLibp2pError, trio.TooSlowError) as exc:
+            log.info("%s stream from %s failed: %r", framed.protocol, framed.peer_id, exc)
+            await framed.reset()
+        except Exception:
+            log.exception("%s handler crashed on a stream from %s", framed.protocol, framed.peer_id)
+            await framed.reset()
+        else:
+            await framed.aclose()
+        finally:
+            entry.limiter.release()
+
+    def set_request_handler(
+        self,
+        protocol: str,
+        handler: RequestHandler,
+        *,
+        max_frame_size: int | None = None,
+        timeout: float = 30.0,
+        max_concurrent: int = 64,
+    ) -> None:
+        """Serve one-shot requests: ``response = await handler(from_peer, request)``.
+
+        An oversize request or a handler error resets the stream, which the
+        requester sees as StreamClosedError.
+        """
+
+        async def serve(stream: FramedStream) -> None:
+            with trio.fail_after(timeout):
+                request = await stream.receive()
+                response = await handler(stream.peer_id, request)
+                await stream.send(response)
+
+        self.set_stream_handler(protocol, serve, max_frame_size=max_frame_size, max_concurrent=max_concurrent)
+
+    def remove_stream_handler(self, protocol: str) -> None:
+        self._handlers.pop(protocol, None)
+        self._host.remove_stream_handler(TProtocol(protocol))
+
+    async def open_stream(
+        self, peer_id: str, protocol: str, *, timeout: float = 10.0, max_frame_size: int | None = None
+    ) -> FramedStream:
+        """Open a framed stream to ``peer_id`` (dialling from the peerstore if needed).
+
+        Use it as ``async with await host.open_stream(...) as s:`` for multi-frame
+        protocols (sync); the caller owns the stream.
+        """
+        pid = _to_id(peer_id)
+        try:
+            with trio.fail_after(timeout):
+                stream = await self._host.new_stream(pid, [TProtocol(protocol)])
+        except trio.TooSlowError as exc:
+            raise P2PTimeoutError(f"opening {protocol} to {peer_id} took longer than {timeout} s") from exc
+        except BaseLibp2pError as exc:
+            if "protocol not supported" in repr(exc.__cause__).lower() or "not supported" in str(exc).lower():
+                raise ProtocolNotSupportedError(f"{peer_id} does not speak {protocol}") from exc
+            raise DialError(f"cannot open {protocol} to {peer_id}: {exc}") from exc
+        return FramedStream(stream, max_frame_size or self._max_frame_size)
+
+    async def request(
+        self,
+        peer_id: str,
+        protocol: str,
+        payload: bytes,
+        timeout: float = 10.0,
+        *,
+        max_frame_size: int | None = None,
+    ) -> bytes:
+        """Send one request frame and return the one response frame."""
+        limit = max_frame_size or self._max_frame_size
+        if len(payload) > limit:
+            # Check before dialling: no point opening a stream for it.
+            raise FrameTooLargeError(
+                f"refusing to send a {len(payload)}-byte request on {protocol}: the limit is {limit} bytes"
+            )
+        try:
+            with trio.fail_after(timeout):
+                stream = await self.open_stream(peer_id, protocol, timeout=math.inf, max_frame_size=limit)
+                try:
+                    await stream.send(payload)
+                    await stream.close_write()
+                    response = await stream.receive()
+                except BaseException:
+                    await stream.reset()
+                    raise
+                await stream.aclose()
+                return response
+        except trio.TooSlowError as exc:
+            raise P2PTimeoutError(f"{protocol} request to {peer_id} took longer than {timeout} s") from exc
+        except EndOfStream as exc:
+            # A server refuses (oversize request, handler error) by resetting the
+            # stream, but yamux in 0.8.1 often reports a RST as a clean EOF: it
+            # drops the stream's buffer and event on RST (yamux.py:1565-1577,
+            # 970-974) and the waiting reader then raises MuxedStreamEOF
+            # (yamux.py:1148-1150). So both look the same here.
+            raise StreamClosedError(
+                f"{peer_id} closed or reset {protocol} without answering "
+                "(request refused as too large, handler failed, or peer shutting down)"
+            ) from exc
+
+    # ----------------------------------------------------------------- DHT
+
+    async def find_peer(self, peer_id: str, *, timeout: float = 10.0) -> list[str]:
+        """Addresses of ``peer_id`` from the peerstore or a Kademlia lookup ([] if unknown)."""
+        if self._dht is None:
+            raise RuntimeError("the DHT is not enabled on this host (open_host(enable_dht=True))")
+        with trio.move_on_after(timeout):
+            info = await self._dht.find_peer(_to_id(peer_id))
+            if info is not None:
+                return [str(a) for a in info.addrs]
+        return []
+
+
+# ------------------------------------------------------------------ open_host
+
+
+def _connection_config(max_connections: int) -> ConnectionConfig:
+    high = min(300, max_connections)
+    low = min(100, high)
+    return ConnectionConfig(
+        # Pitfall 1: with the default of 3, every connect() sits in a fallback
+        # dial timer for ~250 ms; one connection per peer is all we use anyway.
+        max_connections_per_peer=1,
+        max_connections=max_connections,
+        high_watermark=high,
+        low_watermark=low,
+        min_connections=min(50, low),
+    )
+
+
+async def _close_connection(conn: INetConn) -> None:
+    try:
+        await conn.close()
+    except Exception:
+        log.debug("closing a connection failed", exc_info=True)
+
+
+async def _close_host_shielded(host: IHost) -> None:
+    # Pitfall 3: host.run()'s own cleanup runs while cancelled and leaks fds,
+    # threads and tasks (the swarm's connections/listeners are never really
+    # closed). An explicit host.close() that cannot be cancelled, but cannot hang
+    # either, fixes it.
+    with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT) as scope:
+        # Pitfall 14: closing one connection sleeps a fixed 0.2 s (yamux.py:823
+        # and swarm_connection.py:218, 0.1 s each) and Swarm.close() closes them
+        # one after another (swarm.py:2303-2307): 50 peers would take 10 s. So we
+        # close them concurrently first; host.close() then finds none left.
+        async with trio.open_nursery() as nursery:
+            for conn in host.get_network().get_connections():
+                nursery.start_soon(_close_connection, conn)
+        try:
+            await host.close()
+        except Exception:
+            log.debug("host.close() failed", exc_info=True)
+    if scope.cancelled_caught:
+        log.warning("libp2p host did not close within %s s", _CLOSE_TIMEOUT)
+
+
+def _bootstrap_entries(bootstrap: Sequence[str]) -> list[tuple[str, multiaddr.Multiaddr, PeerInfo]]:
+    boot: list[tuple[str, multiaddr.Multiaddr, PeerInfo]] = []
+    for addr in bootstrap:
+        try:
+            boot.append((addr, *_parse_dial_addr(addr)))
+        except ValueError as exc:
+            # A bad entry (e.g. in a saved-peers file) must not stop the node.
+            log.warning("ignoring bootstrap address: %s", exc)
+    return boot
+
+
+def _new_libp2p_host(seed: bytes, maddrs: list[multiaddr.Multiaddr], max_connections: int) -> IHost:
+    key_pair = identity_key_pair(seed)
+    return new_host(
+        key_pair=key_pair,
+        # Pitfall 2: without explicit options the host also offers plaintext and
+        # SECIO (libp2p/__init__.py new_swarm, `sec_opt or {...}`).
+        sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(key_pair, noise_privkey=_x25519_key_pair().private_key)},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+        listen_addrs=maddrs,
+        connection_config=_connection_config(max_connections),
+        # Discovery is ours (discovery.py): the built-in mDNS advertises on a fixed port
+        # and service name shared by every libp2p app, and the built-in bootstrap
+        # does not tell us which peers failed.
+        enable_mDNS=False,
+        bootstrap=None,
+    )
+
+
+def _new_router(settings: GossipSettings) -> GossipSub:
+    return GossipSub(
+        # 1.1 (scoring, PX) and 1.0 for old peers; 1.2 only on request (see
+        # GossipSettings.meshsub_v12). 1.3/1.4/2.0 in this library are drafts.
+        protocols=([GOSSIPSUB_V12] if settings.meshsub_v12 else []) + [GOSSIPSUB_V11, GOSSIPSUB_V10],
+        degree=settings.degree,
+        degree_low=settings.degree_low,
+        degree_high=settings.degree_high,
+        time_to_live=settings.fanout_ttl,
+        gossip_window=settings.gossip_window,
+        gossip_history=settings.gossip_history,
+        heartbeat_initial_delay=0.1,
+        heartbeat_interval=settings.heartbeat_interval,
+        # Peer exchange off: peers come from bootstrap, mDNS and the DHT, not from
+        # whoever PRUNEs us.
+        do_px=False,
+        score_params=settings.score_params(),
+        # Pitfall 5: adaptive gossip stretches the heartbeat to 30-60 s after a
+        # quiet spell (gossipsub.py:2860-2870).
+        adaptive_gossip_enabled=False,
+        # Pitfall 4: caps forwarding at 10 msgs/s per forwarding peer per topic,
+        # our own publishes included (gossipsub.py:2872-2906). Rate limits belong
+        # in our validators, which know the author.
+        spam_protection_enabled=False,
+        # IP-diversity grafting/pruning (gossipsub.py:2932-3028): every peer of a
+        # LAN swarm behind one NAT, or of a test swarm on 127.0.0.1, shares an IP,
+        # so it only adds churn for us.
+        eclipse_protection_enabled=False,
+    )
+
+
+def _new_pubsub(
+    host: IHost,
+    router: GossipSub,
+    settings: GossipSettings,
+    per_publication: frozenset[str],
+    allowed: frozenset[str] | None,
+) -> Pubsub:
+    pubsub = Pubsub(
+        host,
+        router,
+        seen_ttl=settings.seen_ttl,
+        # StrictSign: every message carries the originator's signature, which is
+        # what go/js-libp2p expect (LIBP2P-NOTES "Interop").
+        strict_signing=True,
+        msg_id_constructor=partial(content_msg_id, per_publication=per_publication),
+        max_inbound_rpc_size=settings.max_message_size + _RPC_OVERHEAD,
+        allowed_topics=allowed,
+    )
+    pubsub.peer_queues = RoomyQueues(settings.outbound_queue_size)
+    return pubsub
+
+
+@asynccontextmanager
+async def open_host(
+    seed: bytes,
+    listen_addrs: Sequence[str] = DEFAULT_LISTEN_ADDRS,
+    *,
+    net: str,
+    bootstrap: Sequence[str] = (),
+    enable_mdns: bool = False,
+    enable_dht: bool = False,
+    gossip: GossipSettings | None = None,
+    gossip_topics: Collection[str] | None = None,
+    resend_topics: Collection[str] = (),
+    max_connections: int = 200,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    bootstrap_interval: float = 30.0,
+    debug: bool = False,
+) -> AsyncIterator[P2PHost]:
+    """Run a libp2p host for network ``net`` until the block exits.
+
+    ``seed``: the node's 32-byte Ed25519 seed. ``listen_addrs``: TCP multiaddrs
+    (port 0 picks a free port). ``bootstrap``: full multiaddrs dialled at start and
+    re-dialled every ``bootstrap_interval`` s while disconnected; an unreachable one
+    is logged, never fatal. ``enable_mdns``: find and dial peers of the same
+    network on the LAN. ``enable_dht``: run a Kademlia DHT server (peer routing).
+    ``gossip_topics``: if given, the topic *names* this node uses; remote
+    subscriptions to anything else are ignored. ``resend_topics``: topic names
+    where publishing the same bytes again is a retry, not a duplicate (see
+    :func:`content_msg_id`). ``debug``: let py-libp2p's own logging through.
+    """
+    validate_net(net)
+    settings = gossip or GossipSettings()
+    maddrs = [_parse_listen_addr(a) for a in listen_addrs]
+    boot = _bootstrap_entries(bootstrap)
+    allowed = frozenset(topic(net, n) for n in gossip_topics) if gossip_topics is not None else None
+    configure_logging(debug)
+    host = _new_libp2p_host(seed, maddrs, max_connections)
+    router = _new_router(settings)
+    per_publication = frozenset(topic(net, n) for n in resend_topics)
+    pubsub = _new_pubsub(host, router, settings, per_publication, allowed)
+    # NB: Pubsub() has already started a thread (the seen-messages sweeper,
+    # tools/timed_cache/base_timed_cache.py:25); from here on it must be stopped.
+    dht: Any | None = None
+    bg = Background()
+    try:
+        if enable_dht:
+            from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+
+            dht = KadDHT(host, DHTMode.SERVER)
+        async with (
+            host.run(listen_addrs=maddrs),
+            background_trio_service(pubsub),
+            background_trio_service(router),
+        ):
+            await pubsub.wait_until_ready()
+            try:
+                async with trio.open_nursery() as nursery:
+                    p2p = P2PHost(
+                        host=host,
+                        pubsub=pubsub,
+                        router=router,
+                        dht=dht,
+                        nursery=nursery,
+                        net=net,
+                        max_frame_size=max_frame_size,
+                        max_message_size=settings.max_message_size,
+                        outbound_queue_size=settings.outbound_queue_size,
+                        allowed_topics=allowed,
+                    )
+                    # The peerstore never expires addresses by itself.
+                    nursery.start_soon(host.get_peerstore().start_cleanup_task, 300)
+                    if dht is not None:
+                        await nursery.start(run_dht, host, dht)
+                    if boot:
+                        nursery.start_soon(bootstrap_loop, p2p, boot, bootstrap_interval)
+                    if enable_mdns:
+                        await start_mdns(p2p, host, net, nursery, bg)
+                    try:
+                        yield p2p
+                    finally:
+                        nursery.cancel_scope.cancel()
+            finally:
+                # Close connections while pubsub still runs, so its dead-peer
+                # handling sees an orderly teardown rather than a stopped service.
+                await _close_host_shielded(host)
+    finally:
+        await _close_host_shielded(host)  # idempotent; covers failures before run()
+        pubsub.seen_messages.stop()
+        await stop_mdns(bg)
+

@@ -1,0 +1,88 @@
+"""The outermost ASGI middleware of the local API: bearer token and body size cap on every request.
+
+Pure ASGI rather than a FastAPI dependency, so that nothing -- unknown paths,
+``/openapi.json``, validation errors -- answers without the token. Scopes that
+are neither HTTP nor the server's lifespan (a WebSocket, say) are refused: a
+route of another kind added later must not be reachable without the token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from ..contract import TooLarge
+
+MAX_BODY = 64 * 1024  # bytes; a listing is at most 16 KiB signed, its JSON request far less
+
+_UNAUTHORIZED = {
+    "error": "missing or wrong API token: send 'Authorization: Bearer <token>'"
+    " with the token from the node's api.cookie",
+    "code": "unauthorized",
+}
+_TOO_LARGE = {"error": f"request body over {MAX_BODY} bytes", "code": TooLarge.api_code}
+
+
+class TokenGuard:
+    """Wraps the app: every HTTP request must carry ``Authorization: Bearer <token>`` and a small body."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            return  # no route of any other kind exists; closing without an answer refuses it
+        headers = dict(scope.get("headers") or [])
+        # compare_digest: the comparison time must not reveal how much of the token was right
+        if not hmac.compare_digest(headers.get(b"authorization", b""), self._expected):
+            await send_json(send, 401, _UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
+            return
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            await send_json(send, 413, _TOO_LARGE)
+            return
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client went away
+        if len(body) > MAX_BODY:
+            await send_json(send, 413, _TOO_LARGE)
+            return
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: wait for the disconnect, as the app expects
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _read_body(receive: Any) -> bytes | None:
+    """The whole (small) body, read here so that a chunked body without content-length is capped too.
+
+    Stops reading as soon as it is over the cap; None if the client disconnected.
+    """
+    body = bytearray()
+    more = True
+    while more and len(body) <= MAX_BODY:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return bytes(body)
+
+
+async def send_json(send: Any, status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] = ()) -> None:
+    """Answer with a JSON body (for refusals made before the app runs)."""
+    data = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})

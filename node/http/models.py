@@ -1,0 +1,283 @@
+"""Request and response models of the local API (pydantic): what the OpenAPI schema documents.
+
+Responses are rendered by :mod:`swapmeet.node.jsonview`; these models check and document
+them (``extra="allow"``: a field the node adds later passes through instead of being
+dropped). Requests are strict (``extra="forbid"``). The listing models are built from
+:class:`swapmeet.protocol.listing_spec.ListingSpec`, the one shape of a listing, so a new
+listing field appears here without an edit.
+
+There is deliberately no ``from __future__ import annotations``: pydantic and FastAPI read
+these annotations at run time.
+"""
+
+from collections.abc import Sequence
+from dataclasses import MISSING, fields
+from typing import Annotated, Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model
+from swapmeet.protocol.listing_spec import CONTENT_FIELDS, ListingSpec
+from swapmeet.protocol.objects import Item
+
+from ..contract import DEFAULT_DEADLINE_S, DEFAULT_OFFER_TTL_S
+
+
+class _Open(BaseModel):
+    # Responses pass through fields the node adds later instead of silently dropping them.
+    model_config = ConfigDict(extra="allow")
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ItemOut(BaseModel):
+    item: str
+    qty: int
+    unit: str
+
+
+class ItemIn(_In):
+    item: str
+    qty: int
+    unit: str = "pc"
+
+
+# A tagged union, so a bad item object is reported against the object's own fields instead of
+# also "is not a valid string" for the other branch.
+ItemText = Annotated[
+    Annotated[str, Tag("text")] | Annotated[ItemIn, Tag("object")],
+    Discriminator(lambda v: "object" if isinstance(v, dict | ItemIn) else "text"),
+]
+
+
+class ErrorOut(_Open):
+    error: str
+    code: str
+
+
+# --- the node ---
+
+
+class BookOut(_Open):
+    listings: int
+    offers: int
+    withdrawals: int
+
+
+class TradeCounts(_Open):
+    offers_to_answer: int = Field(description="open offers to this node, waiting for its answer")
+    awaiting_you: int = Field(description="exchanges waiting for this node's signature")
+    pending: int
+    complete: int
+    lapsed: int
+
+
+class StatusOut(_Open):
+    peer_id: str
+    net: str
+    addrs: list[str]
+    peers: int
+    book: BookOut
+    trades: TradeCounts
+    uptime_s: float
+    version: str
+
+
+class PeerOut(_Open):
+    peer_id: str
+    addrs: list[str]
+
+
+class IdOut(BaseModel):
+    id: str
+
+
+class StoppingOut(BaseModel):
+    stopping: bool
+
+
+# --- listings, built from ListingSpec ---
+
+_SPEC_TYPES = get_type_hints(ListingSpec)
+# How a ListingSpec field type is written in a request and in a response.
+_IN_TYPES: dict[Any, Any] = {Sequence[Item]: list[ItemText], Sequence[str]: list[str]}
+_OUT_TYPES: dict[Any, Any] = {
+    Sequence[Item]: list[ItemOut],
+    Sequence[str]: list[str],
+    tuple[int, int] | None: list[int] | None,
+}
+
+
+def _listing_in() -> type[BaseModel]:
+    """``ListingIn``: every field of ListingSpec, with its help as the description."""
+    spec: dict[str, Any] = {}
+    for f in fields(ListingSpec):
+        default = f.default if f.default is not MISSING else ...
+        extra = {"min_length": f.metadata["min_items"]} if "min_items" in f.metadata else {}
+        kind = _SPEC_TYPES[f.name]
+        if isinstance(default, tuple):
+            default = list(default)
+        spec[f.name] = (_IN_TYPES.get(kind, kind), Field(default, description=f.metadata.get("help"), **extra))
+    return create_model(
+        "ListingIn",
+        __base__=_In,
+        __doc__="A listing to publish. Items are ``\"QTY x ITEM\"`` / ``\"QTY UNIT x ITEM\"`` strings or objects.",
+        **spec,
+    )
+
+
+def _listing_out() -> type[BaseModel]:
+    """``ListingOut``: a signed listing as jsonview renders it (envelope, content, times, series)."""
+    spec: dict[str, Any] = {"kind": (str, ...), "id": (str, ...), "author": (str, ...)}
+    for name in CONTENT_FIELDS:
+        kind = _SPEC_TYPES[name]
+        spec[name] = (_OUT_TYPES.get(kind, kind), ...)
+    spec.update(created=(int, ...), expires=(int, ...), series=(str, ...), rev=(int, ...))
+    return create_model("ListingOut", __base__=_Open, **spec)
+
+
+ListingIn = _listing_in()
+ListingOut = _listing_out()
+
+
+class ListingRowOut(ListingOut):  # type: ignore[misc,valid-type]
+    author_forked: bool = Field(description="this node holds a fork proof against the author")
+
+
+class WithdrawalOut(_Open):
+    kind: str
+    id: str
+    author: str
+    series: str
+    created: int
+
+
+# --- offers and trades ---
+
+
+class OfferRowOut(_Open):
+    kind: str
+    id: str
+    author: str
+    listing: str
+    maker: str
+    taker: str
+    give: list[ItemOut]
+    take: list[ItemOut]
+    counters: str | None
+    note: str
+    created: int
+    expires: int
+    from_: str = Field(alias="from")
+    to: str
+    state: str = Field(description="open, accepted, declined, countered, cancelled or expired")
+    exchange: str | None
+    answer: str | None
+
+
+class LegOut(_Open):
+    index: int
+    from_: str = Field(alias="from")
+    to: str
+    items: list[ItemOut]
+
+
+class TradeOut(_Open):
+    kind: str
+    id: str
+    state: str = Field(description="pending, complete or lapsed")
+    detail: str = Field(description="awaiting, signed, complete, lapsed or cancelled")
+    parties: list[str]
+    legs: list[LegOut]
+    signed_by: list[str]
+    complete: bool
+    created: int
+    deadline: int
+    offer: str | None
+    listings: list[str]
+    appended: bool
+    confirmed_legs: list[int]
+    rated: list[str]
+    forked: list[str]
+    notice: str | None
+
+
+class NoticeOut(_Open):
+    kind: str
+    id: str
+    author: str
+    action: str
+    about: str
+    about_kind: str
+    note: str
+    created: int
+
+
+class ReceiptOut(_Open):
+    kind: str
+    id: str
+    author: str
+    exchange: str
+    legs: list[int]
+    created: int
+
+
+class RatingOut(_Open):
+    kind: str
+    id: str
+    author: str
+    exchange: str
+    subject: str
+    score: int
+    comment: str
+    created: int
+
+
+class OfferIn(_In):
+    """An offer on a listing, from the taker's side: what we give, what we take out of the listing."""
+
+    listing: str = Field(description="the listing's id or an unambiguous prefix")
+    give: list[ItemText] = Field(min_length=1)
+    take: list[ItemText] | None = Field(None, description="default: everything the listing has")
+    expires_in_s: int | None = Field(None, gt=0, description=f"default {DEFAULT_OFFER_TTL_S}")
+    note: str = ""
+
+
+class CounterIn(_In):
+    """Other terms for an offer to us, from the taker's side as in the offer."""
+
+    give: list[ItemText] = Field(min_length=1, description="what the taker gives")
+    take: list[ItemText] = Field(min_length=1, description="what the taker takes out of the listing")
+    expires_in_s: int | None = Field(None, gt=0, description=f"default {DEFAULT_OFFER_TTL_S}")
+    note: str = ""
+
+
+class AcceptIn(_In):
+    deadline_in_s: int | None = Field(None, gt=0, description=f"signing deadline, default {DEFAULT_DEADLINE_S}")
+
+
+class NoteIn(_In):
+    note: str = ""
+
+
+class LegIn(_In):
+    from_: str = Field(alias="from", description="the giver: PeerID or 64-hex key")
+    to: str = Field(description="the receiver: PeerID or 64-hex key")
+    items: list[ItemText] = Field(min_length=1)
+
+
+class ProposeIn(_In):
+    parties: list[str] | None = Field(None, description="default: in order of first appearance in the legs")
+    legs: list[LegIn] = Field(min_length=1)
+    listings: list[str] = Field([], description="ids (or prefixes) of the listings the exchange draws on")
+    deadline_in_s: int | None = Field(None, gt=0, description=f"signing deadline, default {DEFAULT_DEADLINE_S}")
+
+
+class ConfirmIn(_In):
+    legs: list[int] | None = Field(None, description="leg indexes; default: every leg this node receives")
+
+
+class RateIn(_In):
+    score: int = Field(ge=1, le=5)
+    subject: str | None = Field(None, description="the party rated; default: the only other party")
+    comment: str = ""

@@ -1,0 +1,160 @@
+"""The market as this node sees it: the node's half of the contract for listings and lookups.
+
+Implements :class:`~swapmeet.node.contract.MarketAPI`: the node's status and
+peers, publishing and withdrawing this node's listings (signed here, stored
+through :class:`~swapmeet.node.ingest.BookIngest`, announced by
+:class:`~swapmeet.node.bookgossip.BookGossip`), searching the offer book, and
+finding any object by id or prefix (the book, and the offers and exchanges
+settlement holds).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import trio
+from swapmeet.protocol.build import make_withdrawal, sign_listing
+from swapmeet.protocol.identity import Identity
+from swapmeet.protocol.listing_spec import ListingSpec
+from swapmeet.protocol.objects import Listing, SignedObject, Withdrawal
+from swapmeet.protocol.settlement_types import ExchangeState, OfferState
+
+from . import jsonview
+from .book import OfferBook
+from .bookgossip import BookGossip
+from .contract import DEFAULT_LIMIT, AmbiguousPrefix, Conflict, UnknownObject, package_version
+from .host import P2PHost
+from .ingest import BookIngest
+from .replication import Replication
+from .settlement import SettlementService
+
+log = logging.getLogger("swapmeet.node")
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+class Market:
+    """Implements :class:`~swapmeet.node.contract.MarketAPI` for one running node."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        net: str,
+        host: P2PHost,
+        book: OfferBook,
+        ingest: BookIngest,
+        book_gossip: BookGossip,
+        settlement: SettlementService,
+        replication: Replication,
+        stop: trio.CancelScope,
+    ) -> None:
+        self.identity = identity
+        self.net = net
+        self.host = host
+        self.book = book
+        self.ingest = ingest
+        self.book_gossip = book_gossip
+        self.settlement = settlement
+        self.replication = replication
+        self._stop = stop
+        self.started = time.monotonic()
+
+    # ------------------------------------------------------------------ the node
+
+    def status(self) -> dict[str, Any]:
+        stats = self.book.stats()
+        return {
+            "peer_id": self.identity.peer_id,
+            "net": self.net,
+            "addrs": self.host.listen_addrs(),
+            "peers": len(self.host.connected_peers()),
+            "book": {"listings": stats.listings, "offers": stats.offers, "withdrawals": stats.withdrawals},
+            "trades": self._trade_counts(),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "version": package_version(),
+        }
+
+    def _trade_counts(self) -> dict[str, int]:
+        """What is waiting for the user, at a glance: offers to answer, exchanges by coarse state."""
+        counts = {"offers_to_answer": 0, "awaiting_you": 0, "pending": 0, "complete": 0, "lapsed": 0}
+        me = self.identity.public_key
+        machine = self.settlement.machine
+        for o in machine.offers():
+            if o.state is OfferState.OPEN and o.offer.author != me:
+                counts["offers_to_answer"] += 1
+        for x in machine.exchanges():
+            counts[jsonview.TRADE_STATES[str(x.state)]] += 1
+            if x.state is ExchangeState.AWAITING:
+                counts["awaiting_you"] += 1
+        return counts
+
+    def peers(self) -> list[dict[str, Any]]:
+        return [{"peer_id": p, "addrs": self.host.known_addrs(p)} for p in self.host.connected_peers()]
+
+    async def stop(self) -> None:
+        self._stop.cancel()
+
+    # ------------------------------------------------------------------ our listings
+
+    async def publish(self, spec: ListingSpec) -> Listing:
+        listing = sign_listing(self.identity, spec, created=_now())
+        await self.ingest.store([listing])
+        self.book_gossip.announce("listings", listing.raw)
+        log.info("published listing %s: %s", listing.id.hex()[:12], listing.title)
+        return listing
+
+    async def withdraw(self, listing_id: bytes) -> Withdrawal:
+        obj = await trio.to_thread.run_sync(self.book.load, listing_id)
+        if obj is None:
+            raise UnknownObject(f"no live listing {listing_id.hex()[:12]} in the book")
+        if not isinstance(obj, Listing):
+            raise Conflict(f"{listing_id.hex()[:12]} is a {obj.kind}, not a listing")
+        if obj.author != self.identity.public_key:
+            raise Conflict(f"listing {listing_id.hex()[:12]} is not yours: only its author can withdraw it")
+        withdrawal = make_withdrawal(self.identity, obj, created=max(_now(), obj.created))
+        await self.ingest.store([withdrawal])
+        self.book_gossip.announce("listings", withdrawal.raw)
+        log.info("withdrew listing %s", listing_id.hex()[:12])
+        return withdrawal
+
+    # ------------------------------------------------------------------ the book and lookups
+
+    async def listings(
+        self,
+        query: str | None = None,
+        *,
+        type: str | None = None,
+        category: str | None = None,
+        author: bytes | None = None,
+        wants: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+    ) -> list[Listing]:
+        return await trio.to_thread.run_sync(
+            lambda: self.book.search(
+                query, kind=type, category=category, author=author, wants=wants, limit=limit, now=_now()
+            )
+        )
+
+    async def resolve(self, prefix_hex: str) -> bytes:
+        matches = set(await trio.to_thread.run_sync(self.book.ids_with_prefix, prefix_hex, 2))
+        matches.update(i for i in self.settlement.known_ids() if i.hex().startswith(prefix_hex))
+        if not matches:
+            raise UnknownObject(f"no object with an id starting {prefix_hex}")
+        if len(matches) > 1:
+            raise AmbiguousPrefix(f"{prefix_hex} matches several objects; type more of the id")
+        return matches.pop()
+
+    async def get(self, id: bytes) -> SignedObject | None:
+        obj: SignedObject | None = await trio.to_thread.run_sync(self.book.load, id)
+        if obj is None and (offer := self.settlement.machine.offer(id)) is not None:
+            obj = offer.offer
+        if obj is None:
+            obj = self.settlement.exchange(id)
+        return obj
+
+    async def forked(self) -> list[bytes]:
+        return sorted(await self.replication.forked())
