@@ -32,6 +32,7 @@ from swapmeet.node.api_client import ApiClient, NodeError, NodeNotRunning, live_
 from swapmeet.node.contract import AmbiguousPrefix, Conflict, UnknownObject
 from swapmeet.node.home import Home
 from swapmeet.node.http.app import create_app
+from swapmeet.node.http.guard import TokenGuard
 from swapmeet.node.http.server import serve_api
 from swapmeet.protocol import settlement_types as st
 from swapmeet.protocol.build import (
@@ -445,6 +446,29 @@ async def test_wrong_token_through_the_client_is_one_line(tmp_path: Path) -> Non
             with pytest.raises(NodeError, match="refused the token") as info:
                 await r.call("status")
             assert info.value.status == 401 and "\n" not in str(info.value)
+
+
+async def test_scopes_other_than_http_never_reach_the_app() -> None:
+    """A WebSocket (or any non-HTTP) scope is refused by the guard: no route of another kind is reachable
+    without the token, whatever is added to the app later. The server's lifespan still passes."""
+    reached: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        reached.append(scope["type"])
+
+    guard = TokenGuard(app, token="secret")
+    headers = [(b"authorization", b"Bearer secret")]  # even with the right token
+
+    async def nothing() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def discard(message: dict[str, Any]) -> None:
+        pass
+
+    with trio.fail_after(LIMIT_S):
+        await guard({"type": "websocket", "path": "/v1/status", "headers": headers}, nothing, discard)
+        await guard({"type": "lifespan"}, nothing, discard)
+    assert reached == ["lifespan"]
 
 
 # --- round trips ---

@@ -1,4 +1,4 @@
-"""Facts about py-libp2p 0.8.1 that swapmeet.node.p2p works around or relies on.
+"""Facts about py-libp2p 0.8.1 that swapmeet.node.host works around or relies on.
 
 Each test names the section of docs/LIBP2P.md it belongs to and asserts the thing
 the workaround exists for (or, for a ``library fact`` test, the library behaviour
@@ -28,7 +28,7 @@ from typing import Any
 import nacl.signing
 import pytest
 import trio
-from swapmeet.node.p2p import (
+from swapmeet.node.host import (
     EndOfStream,
     FramedStream,
     P2PHost,
@@ -485,7 +485,7 @@ def test_s28_library_fact_the_first_connection_installs_a_root_log_handler() -> 
     script = textwrap.dedent(
         """
         import hashlib, logging, trio
-        from swapmeet.node.p2p import open_host
+        from swapmeet.node.host import open_host
 
         async def main():
             before = list(logging.root.handlers)
