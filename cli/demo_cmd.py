@@ -1,7 +1,7 @@
 """``swapmeet demo [--nodes N] [--json] [--keep]``: a local market of real nodes plays a story.
 
-The story itself is :mod:`swapmeet.node.demo` (cast and script in
-:mod:`swapmeet.node.demo_story`); this module only prints it. Human output is
+The story itself is :mod:`swapmeet.cli.demo.play` (cast and script in
+:mod:`swapmeet.cli.demo.story`); this module only prints it. Human output is
 one narration line per step, ``[ 12.3s] text`` (peer names in colour on a
 terminal only), then a summary table. ``--json`` prints one JSON object per
 line instead: each step ``{"step", "text", "t", ...fields}`` and, as the last
@@ -26,7 +26,7 @@ import click
 
 from .context import App, pass_app
 
-MIN_NODES = 4  # = swapmeet.node.demo_story.MIN_NODES (not imported here: keep `swapmeet --help` fast)
+MIN_NODES = 4  # = swapmeet.cli.demo.story.MIN_NODES (not imported here: keep `swapmeet --help` fast)
 MAX_NODES = 12
 EXIT_INTERRUPTED = 130
 
@@ -149,7 +149,7 @@ def demo(app: App, nodes: int, as_json: bool, keep: bool) -> None:
     minute, and stops every node it started, also on Ctrl-C. Exit code 0 when the story played as
     expected, 1 if a step failed (named in the error), 3 if the nodes could not be started.
     """
-    from swapmeet.node.demo import Demo, DemoEnvironmentError, DemoFailed
+    from .demo.play import Demo, DemoEnvironmentError, DemoFailed
 
     printer = _Printer(as_json)
     try:

@@ -36,8 +36,9 @@ from swapmeet.protocol.objects import LISTING_TYPES
 from .context import App, pass_app
 
 if TYPE_CHECKING:
-    from swapmeet.node.api_client import ApiClient
     from swapmeet.node.home import Home
+
+    from .client import ApiClient
 
 SHORT_ID = 12
 STOP_WAIT_S = 30.0
@@ -213,7 +214,7 @@ def print_fields(rows: Sequence[tuple[str, str | Sequence[str]]]) -> None:
 
 
 def _client(app: App, timeout: float | None = None) -> ApiClient:
-    from swapmeet.node.api_client import DEFAULT_TIMEOUT, ApiClient
+    from .client import DEFAULT_TIMEOUT, ApiClient
 
     return ApiClient.for_home(app.home(), timeout=timeout or DEFAULT_TIMEOUT)
 
@@ -329,7 +330,7 @@ def run(
 
 
 def _refuse_if_running(home: Home) -> None:
-    from swapmeet.node.api_client import ApiClient
+    from .client import ApiClient
 
     try:
         client = ApiClient.for_home(home, timeout=3.0)

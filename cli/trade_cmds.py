@@ -44,7 +44,7 @@ from .node_cmds import (
 )
 
 if TYPE_CHECKING:
-    from swapmeet.node.api_client import ApiClient
+    from .client import ApiClient
 
 FORKED = " (forked)"
 SCORES = range(1, 6)

@@ -24,10 +24,9 @@ import time
 import urllib.parse
 from typing import Any
 
+from swapmeet.node.api import API_HOST, ERRORS_BY_CODE, Cookie, read_cookie
+from swapmeet.node.home import Home
 from swapmeet.protocol.errors import InvalidObject, SwapmeetError
-
-from .api import API_HOST, ERRORS_BY_CODE, Cookie, read_cookie
-from .home import Home
 
 DEFAULT_TIMEOUT = 15.0  # seconds per request; publishing waits for the node to sign and store, not for the swarm
 MAX_RESPONSE = 64 * 1024 * 1024  # MAX_LIMIT listings of at most 16 KiB each, rendered, fit easily
