@@ -25,6 +25,7 @@ from typing import Any
 import click
 
 from .context import App, pass_app
+from .output import print_table, short_peer
 
 MIN_NODES = 4  # = swapmeet.cli.demo.story.MIN_NODES (not imported here: keep `swapmeet --help` fast)
 MAX_NODES = 12
@@ -74,14 +75,12 @@ class _Printer:
         self.console.print(line)
 
     def _summary(self, s: dict[str, Any]) -> None:
-        from .node_cmds import print_table
-
         click.echo("")
         rows = [
             [
                 p["name"],
                 p["role"],
-                _short_peer(p["peer_id"]),
+                short_peer(p["peer_id"]),
                 str(p["trades"]),
                 str(p["chain"]),
                 _verdict(p["findings"]),
@@ -119,10 +118,6 @@ def _verdict(findings: int | None) -> str:
     if findings is None:
         return "-"  # no chain: nothing to audit
     return "clean" if findings == 0 else f"{findings} finding" + ("" if findings == 1 else "s")
-
-
-def _short_peer(peer_id: str) -> str:
-    return f"{peer_id[:4]}..{peer_id[-6:]}" if len(peer_id) > 12 else peer_id
 
 
 @click.command("demo")
