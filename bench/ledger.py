@@ -1,6 +1,6 @@
 """Benchmark of the ledger: durable appends, batch ingest, and the audit of a large synthetic ledger.
 
-Builds a synthetic market ledger (``swapmeet.ledger.synthetic``: many authors,
+Builds a synthetic market ledger (``bench/synthetic.py``: many authors,
 two-party exchanges on both chains, three-party rings, ratings, receipts,
 IOUs; 1M entries in the full run, 15k with ``--quick``), writes it as an
 export file in (author, seq) order, audits it with one worker per core and
@@ -43,9 +43,9 @@ from swapmeet.ledger.audit import audit
 from swapmeet.ledger.audit_peek import peek
 from swapmeet.ledger.export_file import read_export, write_export
 from swapmeet.ledger.store import LedgerStore
-from swapmeet.ledger.synthetic import T0, SyntheticLedger
 from swapmeet.protocol import build
 from swapmeet.protocol.identity import Identity
+from synthetic import T0, SyntheticLedger
 
 GOAL_RATIO = 0.7
 GOAL_RSS_MB = 300

@@ -1,7 +1,7 @@
 """Benchmark of settlement between real swapmeet nodes on loopback, against a bare py-libp2p round trip.
 
 Starts three node processes (``swapmeet node run`` through
-``swapmeet.node.localswarm.LocalSwarm``) on 127.0.0.1 and measures:
+``swapmeet.cli.localswarm.LocalSwarm``) on 127.0.0.1 and measures:
 
 - ``two_party``: a barter between two nodes, from the maker's accept request
   (``POST /v1/offers/<id>/accept``) until *both* chains hold the complete
@@ -68,7 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from benchkit import loadavg, run_bench, summary
-from swapmeet.node.localswarm import LocalSwarm
+from swapmeet.cli.localswarm import LocalSwarm
 from swapmeet.protocol.errors import SwapmeetError
 from swapmeet.protocol.identity import public_key_from_peer_id
 

@@ -1,7 +1,7 @@
 """Benchmark of a swarm of real swapmeet nodes on loopback, against bare py-libp2p gossipsub.
 
 Starts N node processes (``swapmeet node run`` through
-``swapmeet.node.localswarm.LocalSwarm``; default N=10) on 127.0.0.1, each
+``swapmeet.cli.localswarm.LocalSwarm``; default N=10) on 127.0.0.1, each
 dialling node 0 and up to two random earlier nodes, and measures:
 
 - ``time-to-all``: from the publish request (``POST /v1/listings`` at a random
@@ -92,11 +92,11 @@ from pathlib import Path
 from typing import Any
 
 from benchkit import loadavg, pct, run_bench
-from swapmeet.node.api_client import ApiClient
+from swapmeet.cli.client import ApiClient
+from swapmeet.cli.localswarm import LocalSwarm, SwarmError
 from swapmeet.node.cookie import read_cookie
 from swapmeet.node.home import Home
 from swapmeet.node.identity_store import create_identity
-from swapmeet.node.localswarm import LocalSwarm, SwarmError
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable

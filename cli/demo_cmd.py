@@ -1,7 +1,7 @@
 """``swapmeet demo [--nodes N] [--json] [--keep]``: a local market of real nodes plays a story.
 
-The story itself is :mod:`swapmeet.node.demo` (cast and script in
-:mod:`swapmeet.node.demo_story`); this module only prints it. Human output is
+The story itself is :mod:`swapmeet.cli.demo.play` (cast and script in
+:mod:`swapmeet.cli.demo.story`); this module only prints it. Human output is
 one narration line per step, ``[ 12.3s] text`` (peer names in colour on a
 terminal only), then a summary table. ``--json`` prints one JSON object per
 line instead: each step ``{"step", "text", "t", ...fields}`` and, as the last
@@ -25,8 +25,9 @@ from typing import Any
 import click
 
 from .context import App, pass_app
+from .output import print_table, short_peer
 
-MIN_NODES = 4  # = swapmeet.node.demo_story.MIN_NODES (not imported here: keep `swapmeet --help` fast)
+MIN_NODES = 4  # = swapmeet.cli.demo.story.MIN_NODES (not imported here: keep `swapmeet --help` fast)
 MAX_NODES = 12
 EXIT_INTERRUPTED = 130
 
@@ -74,14 +75,12 @@ class _Printer:
         self.console.print(line)
 
     def _summary(self, s: dict[str, Any]) -> None:
-        from .node_cmds import print_table
-
         click.echo("")
         rows = [
             [
                 p["name"],
                 p["role"],
-                _short_peer(p["peer_id"]),
+                short_peer(p["peer_id"]),
                 str(p["trades"]),
                 str(p["chain"]),
                 _verdict(p["findings"]),
@@ -121,10 +120,6 @@ def _verdict(findings: int | None) -> str:
     return "clean" if findings == 0 else f"{findings} finding" + ("" if findings == 1 else "s")
 
 
-def _short_peer(peer_id: str) -> str:
-    return f"{peer_id[:4]}..{peer_id[-6:]}" if len(peer_id) > 12 else peer_id
-
-
 @click.command("demo")
 @click.option(
     "--nodes",
@@ -149,7 +144,7 @@ def demo(app: App, nodes: int, as_json: bool, keep: bool) -> None:
     minute, and stops every node it started, also on Ctrl-C. Exit code 0 when the story played as
     expected, 1 if a step failed (named in the error), 3 if the nodes could not be started.
     """
-    from swapmeet.node.demo import Demo, DemoEnvironmentError, DemoFailed
+    from .demo.play import Demo, DemoEnvironmentError, DemoFailed
 
     printer = _Printer(as_json)
     try:

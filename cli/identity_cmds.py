@@ -62,7 +62,7 @@ def id_(app: App, as_json: bool) -> None:
     """Show this node's peer id and public key."""
     home = app.home()
     identity = identity_store.load_identity(home)
-    from swapmeet.node.api_client import live_addrs  # [] unless a node runs for this home
+    from .client import live_addrs  # [] unless a node runs for this home
 
     info = {"peer_id": identity.peer_id, "public_key": identity.public_key.hex(), "addrs": live_addrs(home)}
     if as_json:

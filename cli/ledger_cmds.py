@@ -7,6 +7,9 @@ read-only and never create it; a home without a ledger simply has no chains.
 Exit codes (the table in :mod:`swapmeet.cli.main`): 0 ok; 1 entries refused
 (import) or problems found (verify); 2 bad input (an unknown author, a bad
 export file, a damaged database).
+
+``--json`` shapes are rendered by :mod:`swapmeet.node.jsonview` (its ledger store
+section), like every other JSON the CLI and the local API print.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from swapmeet.protocol.errors import SwapmeetError
 from .context import App, pass_app
 from .progress import progress_bar
 
-# The ledger and protocol modules pull in PyNaCl, cbor2 and sqlite3: imported
-# inside the commands, so `swapmeet --help` and unrelated commands stay fast.
+# The ledger and protocol modules (and jsonview, which renders the JSON) pull in PyNaCl,
+# cbor2 and sqlite3: imported inside the commands, so `swapmeet --help` and unrelated
+# commands stay fast.
 if TYPE_CHECKING:
     from swapmeet.ledger.store import LedgerStore
     from swapmeet.protocol.objects import Item, LedgerEntry
@@ -129,18 +133,6 @@ def _time(t: int) -> str:
         return str(t)  # beyond what datetime can show: the protocol allows times up to 2**40
 
 
-def _entry_json(entry: LedgerEntry) -> dict[str, Any]:
-    return {
-        "seq": entry.seq,
-        "id": entry.id.hex(),
-        "prev": entry.prev.hex(),
-        "time": entry.time,
-        "kind": entry.payload.kind,
-        "payload_id": entry.payload.id.hex(),
-        "summary": summarize(entry),
-    }
-
-
 def _table(rows: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> Iterator[str]:
     """Rows as aligned columns (two spaces apart); columns in ``right`` are right-aligned."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -186,28 +178,15 @@ def show(app: App, author: str | None, as_json: bool) -> None:
 
 
 def _show_summary(store: LedgerStore | None, as_json: bool) -> None:
+    from swapmeet.node import jsonview
+
     heads = sorted(store.heads().items()) if store else []
     forked = store.forked_authors() if store else set()
-    counts = store.counts() if store else None
-    chains = [
-        {
-            "author": peer_id(a),
-            "public_key": a.hex(),
-            "length": seq,
-            "head": {"seq": seq, "id": id_.hex()},
-            "forked": a in forked,
-        }
-        for a, (seq, id_) in heads
-    ]
-    totals = {
-        "chains": counts.chains if counts else 0,
-        "entries": counts.entries if counts else 0,
-        "fork_entries": counts.forks if counts else 0,
-        "forked_authors": counts.forked_authors if counts else 0,
-    }
+    summary = jsonview.ledger(heads, forked, store.counts() if store else None)
     if as_json:
-        click.echo(json.dumps({"chains": chains, "totals": totals}))
+        click.echo(json.dumps(summary))
         return
+    chains, totals = summary["chains"], summary["totals"]
     if not chains:
         click.echo("no chains held yet")
         return
@@ -255,23 +234,21 @@ def _entries_with_forks(store: LedgerStore, key: bytes) -> Iterator[tuple[Ledger
 def _show_chain_json(
     key: bytes, head: tuple[int, bytes] | None, forked: bool, entries: Iterator[tuple[LedgerEntry, bool]]
 ) -> None:
-    # Streamed as it is produced: a long chain never sits in memory as one JSON document.
-    info = {
-        "author": peer_id(key),
-        "public_key": key.hex(),
-        "length": head[0] if head else 0,
-        "head": {"seq": head[0], "id": head[1].hex()} if head else None,
-        "forked": forked,
-    }
+    # jsonview's "chain with entries", streamed as it is produced: a long chain never sits in
+    # memory as one JSON document.
+    from swapmeet.node import jsonview
+
+    info = jsonview.chain(key, head, forked)
     out = sys.stdout
     out.write(json.dumps(info)[:-1] + ', "entries": [')
     forks: list[dict[str, Any]] = []
     first = True
     for entry, is_fork in entries:
+        row = jsonview.chain_entry(entry, summarize(entry))
         if is_fork:
-            forks.append(_entry_json(entry))
+            forks.append(row)
             continue
-        out.write(("" if first else ", ") + json.dumps(_entry_json(entry)))
+        out.write(("" if first else ", ") + json.dumps(row))
         first = False
     out.write(f'], "forks": {json.dumps(forks)}}}\n')
     out.flush()
@@ -297,7 +274,9 @@ def export(app: App, file: str, author: str | None, force: bool, as_json: bool) 
         raws = store.iter_raw(key) if store is not None else iter(())
         count = write_export(file, raws, author=key)
     if as_json:
-        click.echo(json.dumps({"file": file, "entries": count, "author": peer_id(key) if key else None}))
+        from swapmeet.node import jsonview
+
+        click.echo(json.dumps(jsonview.export_result(file, count, key)))
         return
     whose = f"the chain of {peer_id(key)}" if key else "the ledger"
     click.echo(f"exported {_plural(count, 'entry', 'entries')} of {whose} to {file}")
@@ -322,28 +301,9 @@ def import_(app: App, file: str, as_json: bool) -> None:
     with LedgerStore.open(home.ledger_db) as store, progress_bar("importing", total, cumulative=False) as progress:
         result = store.ingest(read_export(file), progress=progress)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "file": file,
-                    "entries": total,
-                    "accepted": result.accepted,
-                    "duplicates": result.duplicates,
-                    "forks": [{"author": peer_id(a), "seq": s} for a, s in result.forks],
-                    "refused": result.refused,
-                    "refusals": [
-                        {
-                            "index": r.index,
-                            "author": peer_id(r.author) if r.author else None,
-                            "seq": r.seq,
-                            "code": r.code,
-                            "reason": r.reason,
-                        }
-                        for r in result.refusals
-                    ],
-                }
-            )
-        )
+        from swapmeet.node import jsonview
+
+        click.echo(json.dumps(jsonview.import_result(file, total, result)))
     else:
         click.echo(
             f"imported {file}: {_plural(result.accepted, 'new entry', 'new entries')},"
@@ -379,19 +339,9 @@ def verify(app: App, as_json: bool) -> None:
             with progress_bar("verifying", counts.entries + counts.forks, cumulative=False) as progress:
                 report = store.verify(progress=progress)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "ok": report.ok if report else True,
-                    "chains": report.chains if report else 0,
-                    "entries": report.entries if report else 0,
-                    "fork_entries": report.forks if report else 0,
-                    "forked_authors": report.forked_authors if report else 0,
-                    "problem_count": report.problem_count if report else 0,
-                    "problems": report.problems if report else [],
-                }
-            )
-        )
+        from swapmeet.node import jsonview
+
+        click.echo(json.dumps(jsonview.verify_report(report)))
     elif report is None:
         click.echo("no ledger yet: nothing to verify")
     else:

@@ -2,7 +2,11 @@
 
 Each command group lives in its own module (``identity_cmds`` for ``init`` and
 ``id``, later ``ledger``, ``audit``, ``node``...) and is registered on the root
-group in :func:`_register`. Keep this import path light: command modules must
+group in :func:`_register`. What several command modules share has modules of
+its own: :mod:`.context` (the global options), :mod:`.output` (short ids, tables,
+JSON, relative times), :mod:`.parsing` (items and times as typed) and
+:mod:`.client` (the running node's local API); command modules import those,
+never each other. Keep this import path light: command modules must
 import heavy things (libp2p, rich, ...) inside the command function, never at
 module level, so ``swapmeet --help`` and ``swapmeet id`` stay fast.
 

@@ -7,10 +7,11 @@ port and token in ``<home>/api.cookie``. When none runs they say so in one line
 and exit 3. Every client command takes ``--json`` for scripts (shapes in
 :mod:`swapmeet.node.jsonview`); human output is an aligned table (drawn with
 ``rich`` only on a terminal) with short ids (the first 12 hex digits, which
-``withdraw`` accepts back) and relative times.
+``withdraw`` accepts back) and relative times (helpers in :mod:`.output`).
 
-Input is checked here before the node is contacted (items, times, ids,
-authors), so a typo is reported with exit 2 even when no node runs.
+Input is checked here before the node is contacted (items and times with
+:mod:`.parsing`, ids, authors), so a typo is reported with exit 2 even when no
+node runs.
 
 Heavy modules (the runtime, rich) are imported inside the commands: ``swapmeet
 --help`` must stay fast.
@@ -19,33 +20,24 @@ Heavy modules (the runtime, rich) are imported inside the commands: ``swapmeet
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import json
-import re
-import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
 from swapmeet.node import identity_store
 from swapmeet.node.config import DEFAULT_LISTEN, DEFAULT_NET, load_config
-from swapmeet.protocol.errors import InvalidObject, SwapmeetError
+from swapmeet.protocol.errors import SwapmeetError
 from swapmeet.protocol.objects import LISTING_TYPES
 
 from .context import App, pass_app
+from .output import duration, items_text, json_option, peer_cell, print_fields, print_json, print_table, relative, short
+from .parsing import parse_expires, parse_items, parse_when, parse_window
 
 if TYPE_CHECKING:
-    from swapmeet.node.api_client import ApiClient
     from swapmeet.node.home import Home
 
-SHORT_ID = 12
 STOP_WAIT_S = 30.0
-MAX_ITEM_NAME = 80  # the protocol's limits (PROTOCOL.md 10.8), checked before the node is asked
-MAX_UNIT = 16
-
-_DURATION = re.compile(r"(\d+)\s*([smhdw])")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 
 
 class NodeAlreadyRunning(SwapmeetError):
@@ -56,169 +48,6 @@ class NodeAlreadyRunning(SwapmeetError):
 
 class NodeDidNotStop(SwapmeetError):
     exit_code = 1
-
-
-# --- parsing the options (before any node is contacted) ---
-
-
-def parse_duration(text: str) -> int | None:
-    """``"7d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"2w"`` (or ``"1d12h"``) in seconds; None if not a duration."""
-    text = text.strip().lower()
-    if not text or not re.fullmatch(rf"(?:{_DURATION.pattern}\s*)+", text):
-        return None
-    return sum(int(n) * _UNIT_S[u] for n, u in _DURATION.findall(text))
-
-
-def parse_when(text: str, now: int, option: str) -> int:
-    """An absolute time: a duration from ``now``, Unix seconds, or an ISO date/time (local time if no zone)."""
-    text = text.strip()
-    seconds = parse_duration(text)
-    if seconds is not None:
-        return now + seconds
-    if text.isdigit():
-        return int(text)
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidObject(
-            option, f"expected a duration (7d, 12h, 30m), Unix seconds or an ISO date, got {text!r}", "format"
-        ) from None
-    return int(moment.timestamp())  # naive -> local time, which is what a person typing a date means
-
-
-def parse_expires(text: str) -> dict[str, int]:
-    """``--expires``: a duration is sent as relative (the node's clock decides), anything else as absolute."""
-    seconds = parse_duration(text)
-    if seconds is not None:
-        if seconds <= 0:
-            raise InvalidObject("--expires", f"must be a positive duration, got {text!r}", "format")
-        return {"expires_in_s": seconds}
-    return {"expires": parse_when(text, int(time.time()), "--expires")}
-
-
-def parse_window(text: str, now: int) -> list[int]:
-    """``--window START..END`` (also ``START,END``), each end as in :func:`parse_when`."""
-    parts = re.split(r"\.\.|,", text, maxsplit=1)
-    if len(parts) != 2:
-        raise InvalidObject("--window", f"expected START..END (e.g. 1d..3d or 2030-05-01..2030-05-03), got {text!r}")
-    return [parse_when(parts[0], now, "--window"), parse_when(parts[1], now, "--window")]
-
-
-def parse_items(values: Sequence[str], option: str) -> list[dict[str, Any]]:
-    """``QTY [UNIT] x ITEM`` texts as item objects, each checked against the protocol's limits.
-
-    The quantity, item and unit limits are checked here, not only at the node, so that a typo
-    such as ``0 x bike`` is reported (exit 2, naming ``option``) even when no node runs.
-    """
-    from swapmeet.protocol.boundary import MAX_QTY
-    from swapmeet.protocol.build import parse_item
-
-    items = []
-    for text in values:
-        item = parse_item(text, option)
-        if not 1 <= item.qty <= MAX_QTY:
-            raise InvalidObject(
-                option, f"the quantity must be a whole number from 1 to {MAX_QTY}, got {text!r}", "range"
-            )
-        if len(item.item) > MAX_ITEM_NAME or len(item.unit) > MAX_UNIT:
-            raise InvalidObject(
-                option, f"item names have at most {MAX_ITEM_NAME} characters, units {MAX_UNIT}, got {text!r}", "length"
-            )
-        items.append(item.to_cbor())
-    return items
-
-
-_items = parse_items  # the old private name
-
-
-# --- output helpers ---
-
-
-def short(hex_id: str) -> str:
-    return hex_id[:SHORT_ID]
-
-
-def short_peer(peer_id: str) -> str:
-    # every Ed25519 PeerID starts with 12D3KooW: the tail is what tells them apart
-    return f"{peer_id[:4]}..{peer_id[-6:]}" if len(peer_id) > 12 else peer_id
-
-
-def relative(ts: int, now: float | None = None) -> str:
-    """``"in 6d"``, ``"in 3h"``, ``"2m ago"``: the largest unit that fits, rounded to the nearest.
-
-    Nearest, not down: a listing published for 7 days should read "in 7d", not "in 6d", a second later.
-    """
-    delta = int(ts - (time.time() if now is None else now))
-    span = abs(delta)
-    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
-        if span >= size:
-            text = f"{(span + size // 2) // size}{unit}"
-            break
-    else:
-        text = f"{span}s"
-    return f"in {text}" if delta >= 0 else f"{text} ago"
-
-
-def duration(seconds: float) -> str:
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86_400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{days}d"] if days else []
-    if hours or days:
-        parts.append(f"{hours}h")
-    parts.append(f"{minutes}m" if (minutes or hours or days) else f"{secs}s")
-    return " ".join(parts)
-
-
-def items_text(items: Sequence[dict[str, Any]]) -> str:
-    return ", ".join(
-        f"{i['qty']} x {i['item']}" if i.get("unit", "pc") == "pc" else f"{i['qty']} {i['unit']} x {i['item']}"
-        for i in items
-    )
-
-
-def print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=None, ensure_ascii=False))
-
-
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Aligned columns: a rich table on a terminal, plain text (two spaces apart) otherwise."""
-    if sys.stdout.isatty():
-        from rich import box
-        from rich.console import Console
-        from rich.table import Table
-        from rich.text import Text
-
-        table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-        for header in headers:
-            table.add_column(header)
-        for row in rows:
-            table.add_row(*(Text(cell) for cell in row))  # Text: titles are data, never rich markup
-        Console().print(table)
-        return
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    for row in [headers, *rows]:
-        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-
-
-def print_fields(rows: Sequence[tuple[str, str | Sequence[str]]]) -> None:
-    """``label  value`` lines, aligned; a list value continues on indented lines."""
-    width = max(len(label) for label, _ in rows)
-    for label, value in rows:
-        values = [value] if isinstance(value, str) else (list(value) or ["(none)"])
-        click.echo(f"{label:<{width}}  {values[0]}")
-        for extra in values[1:]:
-            click.echo(f"{'':<{width}}  {extra}")
-
-
-def _client(app: App, timeout: float | None = None) -> ApiClient:
-    from swapmeet.node.api_client import DEFAULT_TIMEOUT, ApiClient
-
-    return ApiClient.for_home(app.home(), timeout=timeout or DEFAULT_TIMEOUT)
-
-
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (see swapmeet.node.jsonview).")
 
 
 # --- node run / status / stop ---
@@ -329,7 +158,7 @@ def run(
 
 
 def _refuse_if_running(home: Home) -> None:
-    from swapmeet.node.api_client import ApiClient
+    from .client import ApiClient
 
     try:
         client = ApiClient.for_home(home, timeout=3.0)
@@ -349,11 +178,11 @@ def _quote(home: Home) -> str:
 
 
 @node.command("status")
-@_json_option
+@json_option
 @pass_app
 def status(app: App, as_json: bool) -> None:
     """Show the running node: peer id, listen addrs, peers, book size (exit 3 if none runs)."""
-    client = _client(app)
+    client = app.client()
     info = client.status()
     if as_json:
         print_json(info)
@@ -399,11 +228,11 @@ def _trades_line(t: dict[str, int]) -> str:
     show_default=True,
     help="Seconds to wait for the node to exit (0: do not wait).",
 )
-@_json_option
+@json_option
 @pass_app
 def stop(app: App, wait_s: float, as_json: bool) -> None:
     """Ask the running node to shut down cleanly, and wait until it has."""
-    client = _client(app)
+    client = app.client()
     client.stop()
     stopped = client.wait_stopped(wait_s) if wait_s > 0 else False
     if wait_s > 0 and not stopped:
@@ -418,11 +247,11 @@ def stop(app: App, wait_s: float, as_json: bool) -> None:
 
 
 @click.command("peers")
-@_json_option
+@json_option
 @pass_app
 def peers(app: App, as_json: bool) -> None:
     """List the peers the running node is connected to."""
-    found = _client(app).peers()
+    found = app.client().peers()
     if as_json:
         print_json(found)
         return
@@ -449,7 +278,7 @@ def peers(app: App, as_json: bool) -> None:
 @click.option("--window", default=None, metavar="START..END", help="Rental period (rentals need one), e.g. 1d..3d.")
 @click.option("--due", default=None, metavar="WHEN", help="Repayment time of a loan.")
 @click.option("--loc", default=None, metavar="GEOHASH", help="Rough location, a geohash of at most 5 characters.")
-@_json_option
+@json_option
 @pass_app
 def publish(
     app: App,
@@ -487,7 +316,7 @@ def publish(
         spec["due"] = parse_when(due, now, "--due")
     if loc is not None:
         spec["loc"] = loc
-    listing = _client(app).publish(spec)
+    listing = app.client().publish(spec)
     if as_json:
         print_json(listing)
         return
@@ -497,14 +326,14 @@ def publish(
 
 @click.command("withdraw")
 @click.argument("listing_id", metavar="ID")
-@_json_option
+@json_option
 @pass_app
 def withdraw(app: App, listing_id: str, as_json: bool) -> None:
     """Withdraw one of your listings (ID: full hex id or an unambiguous prefix, e.g. the short id)."""
     from swapmeet.node.contract import parse_id
 
     parse_id(listing_id, "ID")  # a malformed id is a usage error, node or not
-    client = _client(app)
+    client = app.client()
     with _hint_on_unknown("`swapmeet listings --author` with your PeerID lists your listings and their ids"):
         # Resolve the prefix first, so that the answer can say which listing it was.
         target = client.get(listing_id)
@@ -536,7 +365,7 @@ def _hint_on_unknown(hint: str) -> Iterator[None]:
 @click.option("--author", default=None, metavar="PEERID", help="Only by this author (PeerID or hex public key).")
 @click.option("--wants", default=None, metavar="ITEM", help="Only listings that want this item.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
-@_json_option
+@json_option
 @pass_app
 def listings(
     app: App,
@@ -553,7 +382,7 @@ def listings(
         from swapmeet.node.contract import parse_author
 
         parse_author(author)  # fail here, with exit 2, rather than at the node
-    found = _client(app).listings(
+    found = app.client().listings(
         " ".join(query) or None, type=kind, category=category, author=author, wants=wants, limit=limit
     )
     if as_json:
@@ -562,8 +391,6 @@ def listings(
     if not found:
         click.echo("no listings found")
         return
-    from .trade_cmds import peer_cell  # trade_cmds imports this module
-
     now = time.time()
     rows = [
         [

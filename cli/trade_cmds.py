@@ -14,27 +14,23 @@ node's settlement rules (the offer is no longer open, the exchange is already
 signed...); 2 bad input, an unknown or ambiguous id; 3 no node.
 
 Peers whose author this node holds a fork proof against are marked
-``(forked)`` wherever a peer is shown (:func:`peer_cell`).
+``(forked)`` wherever a peer is shown (:func:`.output.peer_cell`).
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 import click
 from swapmeet.protocol.errors import InvalidObject
 
 from .context import App, pass_app
-from .node_cmds import (
-    _client,
-    _json_option,
+from .output import (
     items_text,
-    parse_duration,
-    parse_items,
-    parse_when,
+    json_option,
+    peer_cell,
     print_fields,
     print_json,
     print_table,
@@ -42,11 +38,11 @@ from .node_cmds import (
     short,
     short_peer,
 )
+from .parsing import parse_in_s, parse_items
 
 if TYPE_CHECKING:
-    from swapmeet.node.api_client import ApiClient
+    from .client import ApiClient
 
-FORKED = " (forked)"
 SCORES = range(1, 6)
 _LEG = re.compile(r"\s*(?P<giver>[^\s:]+?)\s*->\s*(?P<receiver>[^\s:]+)\s*:\s*(?P<items>.*\S)\s*")
 _ITEM_META = "'QTY [UNIT] x ITEM'"
@@ -61,17 +57,6 @@ def check_id(text: str, what: str) -> str:
 
     parse_id(text, what)
     return text.strip().lower()
-
-
-def parse_in_s(text: str, option: str) -> int:
-    """A relative time in seconds: a duration (``10m``, ``1d``) or an absolute time (Unix seconds, ISO date)
-    converted to seconds from now. Must be in the future."""
-    seconds = parse_duration(text)
-    if seconds is None:
-        seconds = parse_when(text, int(time.time()), option) - int(time.time())
-    if seconds <= 0:
-        raise InvalidObject(option, f"must be a time in the future, got {text!r}", "format")
-    return seconds
 
 
 def parse_peer(text: str, option: str) -> str:
@@ -115,16 +100,6 @@ def check_score(score: int) -> int:
 
 
 # --- output ---
-
-
-def peer_cell(peer: str, forked: Collection[str] = (), me: str | None = None) -> str:
-    """A peer for a table: ``me``, or its short form, marked ``(forked)`` if this node holds a fork proof
-    against it.
-
-    For ``swapmeet listings``: ``peer_cell(x["author"], [x["author"]] if x.get("author_forked") else ())``.
-    """
-    text = "me" if me is not None and peer == me else short_peer(peer)
-    return text + FORKED if peer in forked else text
 
 
 def forked_peers(client: ApiClient) -> frozenset[str]:
@@ -176,7 +151,7 @@ def _trade_summary(verb: str, trade: dict[str, Any]) -> str:
 )
 @click.option("--expires", metavar="WHEN", help="1d, 12h, 30m, Unix seconds or an ISO date [default: 1d].")
 @click.option("--note", default="", help="A message to the listing's author.")
-@_json_option
+@json_option
 @pass_app
 def offer(
     app: App,
@@ -198,7 +173,7 @@ def offer(
         "expires_in_s": parse_in_s(expires, "--expires") if expires is not None else None,
         "note": note,
     }
-    made = _client(app).make_offer(spec)
+    made = app.client().make_offer(spec)
     if as_json:
         print_json(made)
         return
@@ -208,11 +183,11 @@ def offer(
 @click.command("offers")
 @click.option("--incoming", "direction", flag_value="incoming", help="Only offers to you.")
 @click.option("--outgoing", "direction", flag_value="outgoing", help="Only offers you made.")
-@_json_option
+@json_option
 @pass_app
 def offers(app: App, direction: str | None, as_json: bool) -> None:
     """List the offers you made and received (counter-offers too), newest first."""
-    client = _client(app)
+    client = app.client()
     found = client.offers(direction)
     if as_json:
         print_json(found)
@@ -241,13 +216,13 @@ def offers(app: App, direction: str | None, as_json: bool) -> None:
 @click.command("accept")
 @click.argument("offer_id", metavar="OFFER")
 @click.option("--deadline", metavar="WHEN", help="Time for every signature, e.g. 10m [default: 10m].")
-@_json_option
+@json_option
 @pass_app
 def accept(app: App, offer_id: str, deadline: str | None, as_json: bool) -> None:
     """Accept an offer to you: sign the exchange that settles it; it completes when the other side signs."""
     target = check_id(offer_id, "OFFER")
     deadline_in_s = parse_in_s(deadline, "--deadline") if deadline is not None else None
-    trade = _client(app).accept(target, deadline_in_s=deadline_in_s)
+    trade = app.client().accept(target, deadline_in_s=deadline_in_s)
     if as_json:
         print_json(trade)
         return
@@ -257,12 +232,12 @@ def accept(app: App, offer_id: str, deadline: str | None, as_json: bool) -> None
 @click.command("decline")
 @click.argument("offer_id", metavar="OFFER")
 @click.option("--note", default="", help="Why, for the offer's author.")
-@_json_option
+@json_option
 @pass_app
 def decline(app: App, offer_id: str, note: str, as_json: bool) -> None:
     """Decline an offer to you (a signed notice to its author)."""
     target = check_id(offer_id, "OFFER")
-    notice = _client(app).decline(target, note)
+    notice = app.client().decline(target, note)
     if as_json:
         print_json(notice)
         return
@@ -287,7 +262,7 @@ def decline(app: App, offer_id: str, note: str, as_json: bool) -> None:
 )
 @click.option("--expires", metavar="WHEN", help="1d, 12h, 30m, Unix seconds or an ISO date [default: 1d].")
 @click.option("--note", default="", help="A message to the offer's author.")
-@_json_option
+@json_option
 @pass_app
 def counter(
     app: App, offer_id: str, give: tuple[str, ...], take: tuple[str, ...], expires: str | None, note: str, as_json: bool
@@ -304,7 +279,7 @@ def counter(
         "expires_in_s": parse_in_s(expires, "--expires") if expires is not None else None,
         "note": note,
     }
-    made = _client(app).counter(target, spec)
+    made = app.client().counter(target, spec)
     if as_json:
         print_json(made)
         return
@@ -316,14 +291,14 @@ def counter(
 @click.command("cancel")
 @click.argument("target_id", metavar="ID")
 @click.option("--note", default="", help="Why, for the other parties.")
-@_json_option
+@json_option
 @pass_app
 def cancel(app: App, target_id: str, note: str, as_json: bool) -> None:
     """Withdraw an open offer you made, or leave a trade you have not signed (ID: offer or trade)."""
     from swapmeet.node.contract import UnknownObject
 
     target = check_id(target_id, "ID")
-    client = _client(app)
+    client = app.client()
     try:
         client.trade(target)
     except UnknownObject:
@@ -353,7 +328,7 @@ def cancel(app: App, target_id: str, note: str, as_json: bool) -> None:
 )
 @click.option("--listing", "listings", multiple=True, metavar="ID", help="A listing the trade draws on, repeatable.")
 @click.option("--deadline", metavar="WHEN", help="Time for every signature, e.g. 30m [default: 10m].")
-@_json_option
+@json_option
 @pass_app
 def propose(app: App, legs: tuple[str, ...], listings: tuple[str, ...], deadline: str | None, as_json: bool) -> None:
     """Propose a trade between 2 to 8 peers (you among them); you sign first, each other party signs.
@@ -367,7 +342,7 @@ def propose(app: App, legs: tuple[str, ...], listings: tuple[str, ...], deadline
         "listings": [check_id(x, "--listing") for x in listings],
         "deadline_in_s": parse_in_s(deadline, "--deadline") if deadline is not None else None,
     }
-    client = _client(app)
+    client = app.client()
     if any("me" in (leg["from"], leg["to"]) for leg in parsed):
         me = _me(client)
         for leg in parsed:
@@ -381,12 +356,12 @@ def propose(app: App, legs: tuple[str, ...], listings: tuple[str, ...], deadline
 
 @click.command("sign")
 @click.argument("exchange_id", metavar="TRADE")
-@_json_option
+@json_option
 @pass_app
 def sign(app: App, exchange_id: str, as_json: bool) -> None:
     """Consent to (sign) a trade that waits for your signature."""
     target = check_id(exchange_id, "TRADE")
-    trade = _client(app).sign(target)
+    trade = app.client().sign(target)
     if as_json:
         print_json(trade)
         return
@@ -400,11 +375,11 @@ def sign(app: App, exchange_id: str, as_json: bool) -> None:
     default=None,
     help="Only these: pending (signatures missing), complete, lapsed (cancelled or past the deadline).",
 )
-@_json_option
+@json_option
 @pass_app
 def trades(app: App, state: str | None, as_json: bool) -> None:
     """List the trades (exchanges) you are a party to, newest first."""
-    client = _client(app)
+    client = app.client()
     found = client.trades(state)
     if as_json:
         print_json(found)
@@ -429,12 +404,12 @@ def trades(app: App, state: str | None, as_json: bool) -> None:
 
 @click.command("trade")
 @click.argument("exchange_id", metavar="TRADE")
-@_json_option
+@json_option
 @pass_app
 def trade(app: App, exchange_id: str, as_json: bool) -> None:
     """Show one trade: its parties, legs, signatures and what you did after it completed."""
     target = check_id(exchange_id, "TRADE")
-    client = _client(app)
+    client = app.client()
     t = client.trade(target)
     if as_json:
         print_json(t)
@@ -474,12 +449,12 @@ def _legs_text(legs: list[int]) -> str:
 @click.option(
     "--leg", "legs", multiple=True, type=click.IntRange(0), help="Leg index, repeatable [default: every leg to you]."
 )
-@_json_option
+@json_option
 @pass_app
 def confirm(app: App, exchange_id: str, legs: tuple[int, ...], as_json: bool) -> None:
     """Confirm you received what a complete trade gives you (a receipt on your ledger chain)."""
     target = check_id(exchange_id, "TRADE")
-    receipt = _client(app).confirm(target, list(legs) or None)
+    receipt = app.client().confirm(target, list(legs) or None)
     if as_json:
         print_json(receipt)
         return
@@ -492,7 +467,7 @@ def confirm(app: App, exchange_id: str, legs: tuple[int, ...], as_json: bool) ->
 @click.option("--score", type=int, required=True, help="1 (bad) to 5 (excellent).")
 @click.option("--subject", default=None, metavar="PEER", help="Whom you rate (needed with 3+ parties).")
 @click.option("--comment", default="", help="A few words.")
-@_json_option
+@json_option
 @pass_app
 def rate(app: App, exchange_id: str, score: int, subject: str | None, comment: str, as_json: bool) -> None:
     """Rate a counterparty of a complete trade (a rating on your ledger chain)."""
@@ -502,7 +477,7 @@ def rate(app: App, exchange_id: str, score: int, subject: str | None, comment: s
         from swapmeet.node.contract import parse_author
 
         parse_author(subject, "--subject")
-    rating = _client(app).rate(target, score, subject=subject, comment=comment)
+    rating = app.client().rate(target, score, subject=subject, comment=comment)
     if as_json:
         print_json(rating)
         return

@@ -4,8 +4,10 @@ These shapes are an interface: scripts parse them. Add fields when needed,
 never rename or drop one. Conventions: ids, series and other hashes are
 lowercase hex; authors and parties are PeerIDs (``12D3KooW...``, see
 :func:`swapmeet.protocol.identity.peer_id`); times are integer Unix seconds;
-absent optional fields are ``null``, never missing. Every rendering carries
-``"kind"`` so a mixed list (``GET /v1/objects/...``) can be told apart.
+absent optional fields are ``null``, never missing. Every rendering of an object
+carries ``"kind"`` so a mixed list (``GET /v1/objects/...``) can be told apart;
+the ledger store's views at the end (``swapmeet ledger ... --json``, documented
+field by field in docs/GUIDE.md) are not objects and have no ``"kind"`` of their own.
 
 item::
 
@@ -79,6 +81,41 @@ entry (a ledger chain link)::
 
     {"kind": "entry", "id": hex, "author": PeerID, "seq": int, "prev": hex, "time": int,
      "payload": exchange | rating | receipt}
+
+The local ledger store (``swapmeet ledger show|export|import|verify --json``):
+
+chain (a chain held; ``head`` is null only for a chain not held)::
+
+    {"author": PeerID, "public_key": hex, "length": int, "head": {"seq": int, "id": hex} | null,
+     "forked": bool}
+
+ledger (``ledger show``)::
+
+    {"chains": [chain], "totals": {"chains": int, "entries": int, "fork_entries": int, "forked_authors": int}}
+
+chain with entries (``ledger show AUTHOR``; written as a stream, see :func:`chain`)::
+
+    chain + {"entries": [chain entry], "forks": [chain entry]}
+
+chain entry (one line of ``ledger show AUTHOR``; ``kind`` is the payload's, ``summary`` the human line)::
+
+    {"seq": int, "id": hex, "prev": hex, "time": int, "kind": "exchange"|"rating"|"receipt",
+     "payload_id": hex, "summary": str}
+
+export (``ledger export``)::
+
+    {"file": str, "entries": int, "author": PeerID | null}
+
+import (``ledger import``)::
+
+    {"file": str, "entries": int, "accepted": int, "duplicates": int,
+     "forks": [{"author": PeerID, "seq": int}], "refused": int,
+     "refusals": [{"index": int, "author": PeerID | null, "seq": int | null, "code": str, "reason": str}]}
+
+verify (``ledger verify``; a home without a ledger verifies as ok with zeros)::
+
+    {"ok": bool, "chains": int, "entries": int, "fork_entries": int, "forked_authors": int,
+     "problem_count": int, "problems": [str]}
 """
 
 from __future__ import annotations
@@ -102,6 +139,7 @@ from swapmeet.protocol.objects import (
 )
 
 if TYPE_CHECKING:
+    from swapmeet.ledger.store import IngestResult, LedgerCounts, Refusal, VerifyReport
     from swapmeet.protocol.settlement_types import OfferView
 
     from .contract import Trade
@@ -280,3 +318,88 @@ def render(obj: SignedObject) -> dict[str, Any]:
     if isinstance(obj, LedgerEntry):
         return entry(obj)
     raise TypeError(f"no JSON rendering for {type(obj).__name__}")
+
+
+# --- the local ledger store (``swapmeet ledger ... --json``) ---
+
+
+def chain(author: bytes, head: tuple[int, bytes] | None, forked: bool) -> dict[str, Any]:
+    """A chain held: its author, its head ``(seq, id)`` (None: no chain held) and whether it forked."""
+    return {
+        "author": peer_id(author),
+        "public_key": author.hex(),
+        "length": head[0] if head else 0,
+        "head": {"seq": head[0], "id": head[1].hex()} if head else None,
+        "forked": forked,
+    }
+
+
+def ledger_totals(counts: LedgerCounts | None) -> dict[str, int]:
+    """What the store holds (``counts``: None for a home without a ledger)."""
+    return {
+        "chains": counts.chains if counts else 0,
+        "entries": counts.entries if counts else 0,
+        "fork_entries": counts.forks if counts else 0,
+        "forked_authors": counts.forked_authors if counts else 0,
+    }
+
+
+def ledger(
+    heads: Iterable[tuple[bytes, tuple[int, bytes]]], forked: Collection[bytes], counts: LedgerCounts | None
+) -> dict[str, Any]:
+    """Every chain held (``heads``: ``(author, (seq, id))`` in the order to list them) and the totals."""
+    return {"chains": [chain(a, head, a in forked) for a, head in heads], "totals": ledger_totals(counts)}
+
+
+def chain_entry(x: LedgerEntry, summary: str) -> dict[str, Any]:
+    """An entry as a line of its chain: ``kind`` is the payload's; ``summary`` is the line a person reads."""
+    return {
+        "seq": x.seq,
+        "id": x.id.hex(),
+        "prev": x.prev.hex(),
+        "time": x.time,
+        "kind": x.payload.kind,
+        "payload_id": x.payload.id.hex(),
+        "summary": summary,
+    }
+
+
+def export_result(file: str, entries: int, author: bytes | None) -> dict[str, Any]:
+    """A ledger export written to ``file``: ``entries`` written, of ``author``'s chain or (None) all."""
+    return {"file": file, "entries": entries, "author": peer_id(author) if author else None}
+
+
+def refusal(r: Refusal) -> dict[str, Any]:
+    return {
+        "index": r.index,
+        "author": peer_id(r.author) if r.author else None,
+        "seq": r.seq,
+        "code": r.code,
+        "reason": r.reason,
+    }
+
+
+def import_result(file: str, entries: int, result: IngestResult) -> dict[str, Any]:
+    """The import of ``file`` (``entries`` in it) into the store."""
+    return {
+        "file": file,
+        "entries": entries,
+        "accepted": result.accepted,
+        "duplicates": result.duplicates,
+        "forks": [{"author": peer_id(a), "seq": s} for a, s in result.forks],
+        "refused": result.refused,
+        "refusals": [refusal(r) for r in result.refusals],
+    }
+
+
+def verify_report(report: VerifyReport | None) -> dict[str, Any]:
+    """The store's verification (``report``: None for a home without a ledger, which verifies as ok)."""
+    return {
+        "ok": report.ok if report else True,
+        "chains": report.chains if report else 0,
+        "entries": report.entries if report else 0,
+        "fork_entries": report.forks if report else 0,
+        "forked_authors": report.forked_authors if report else 0,
+        "problem_count": report.problem_count if report else 0,
+        "problems": report.problems if report else [],
+    }

@@ -25,10 +25,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from swapmeet.cli.localswarm import LocalSwarm, SwarmError
 from swapmeet.ledger.store import LedgerStore
 from swapmeet.node.home import Home
 from swapmeet.node.identity_store import load_identity
-from swapmeet.node.localswarm import LocalSwarm, SwarmError
 from swapmeet.protocol import build, cbor
 from swapmeet.protocol.identity import Identity
 from swapmeet.protocol.objects import DOMAIN, KIND_EXCHANGE, Exchange, Payload

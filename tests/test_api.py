@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 import trio
+from swapmeet.cli.client import ApiClient, NodeError, NodeNotRunning, live_addrs
 from swapmeet.node import contract, cookie
-from swapmeet.node.api_client import ApiClient, NodeError, NodeNotRunning, live_addrs
 from swapmeet.node.contract import AmbiguousPrefix, Conflict, UnknownObject
 from swapmeet.node.home import Home
 from swapmeet.node.http.app import create_app

@@ -13,12 +13,12 @@ import random
 import pytest
 from swapmeet.ledger.audit import AuditReport, _Buckets, audit
 from swapmeet.ledger.audit_peek import grouping_key, peek
-from swapmeet.ledger.synthetic import DEFECTS as SYNTHETIC_DEFECTS
-from swapmeet.ledger.synthetic import SyntheticLedger
 from swapmeet.protocol import boundary, build, cbor, evidence
 from swapmeet.protocol.identity import Identity, peer_id
 from swapmeet.protocol.objects import DOMAIN, Exchange, Leg
 
+from bench.synthetic import DEFECTS as SYNTHETIC_DEFECTS
+from bench.synthetic import SyntheticLedger
 from tests.protocol_fixtures import ALICE, BOB, CAROL, NONCE, T, complete_exchange, item, listing
 
 WORKERS = 2

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from swapmeet.cli import node_cmds
+from swapmeet.cli import output, parsing
 from swapmeet.node.cookie import write_cookie
 from swapmeet.node.home import Home
 
@@ -127,22 +127,22 @@ def test_help_lists_the_node_commands(tmp_path: Path) -> None:
 
 
 def test_time_and_output_helpers() -> None:
-    assert node_cmds.parse_duration("7d") == 7 * 86_400
-    assert node_cmds.parse_duration("1d12h") == 36 * 3600
-    assert node_cmds.parse_duration("30m") == 1800
-    assert node_cmds.parse_duration("1700000000") is None
-    assert node_cmds.parse_expires("12h") == {"expires_in_s": 43_200}
-    assert node_cmds.parse_expires("1900000000") == {"expires": 1_900_000_000}
-    assert node_cmds.parse_when("2d", 1000, "--due") == 1000 + 2 * 86_400
-    assert node_cmds.parse_window("1d..3d", 0) == [86_400, 3 * 86_400]
-    assert node_cmds.relative(1000 + 6 * 86_400 + 5000, now=1000) == "in 6d"
-    assert node_cmds.relative(1000 + 7 * 86_400 - 2, now=1000) == "in 7d"
-    assert node_cmds.relative(1000 + 59, now=1000) == "in 59s"
-    assert node_cmds.relative(1000 - 7200, now=1000) == "2h ago"
-    assert node_cmds.items_text(
+    assert parsing.parse_duration("7d") == 7 * 86_400
+    assert parsing.parse_duration("1d12h") == 36 * 3600
+    assert parsing.parse_duration("30m") == 1800
+    assert parsing.parse_duration("1700000000") is None
+    assert parsing.parse_expires("12h") == {"expires_in_s": 43_200}
+    assert parsing.parse_expires("1900000000") == {"expires": 1_900_000_000}
+    assert parsing.parse_when("2d", 1000, "--due") == 1000 + 2 * 86_400
+    assert parsing.parse_window("1d..3d", 0) == [86_400, 3 * 86_400]
+    assert output.relative(1000 + 6 * 86_400 + 5000, now=1000) == "in 6d"
+    assert output.relative(1000 + 7 * 86_400 - 2, now=1000) == "in 7d"
+    assert output.relative(1000 + 59, now=1000) == "in 59s"
+    assert output.relative(1000 - 7200, now=1000) == "2h ago"
+    assert output.items_text(
         [{"item": "bike", "qty": 2, "unit": "pc"}, {"item": "apples", "qty": 3, "unit": "kg"}]
     ) == ("2 x bike, 3 kg x apples")
-    assert node_cmds.short("ab" * 32) == "ab" * 6
+    assert output.short("ab" * 32) == "ab" * 6
 
 
 def run(home: Path, *args: str):

@@ -3,7 +3,7 @@
 Every command is run as ``python -m swapmeet.cli.main --home HOME ...`` with no
 standard input and none of the developer's ``SWAPMEET_*`` settings
 (:func:`tests.cli_helpers.run_cli`), against a swarm of two real ``swapmeet node
-run`` processes on 127.0.0.1 (:class:`swapmeet.node.localswarm.LocalSwarm`),
+run`` processes on 127.0.0.1 (:class:`swapmeet.cli.localswarm.LocalSwarm`),
 shared by the whole module because a node start costs seconds of CPU. Each test
 checks the output a person reads (or the ``--json`` fields a script reads) and
 the exit code: every command's happy path, and its bad inputs: an unknown id, an
@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from swapmeet.cli.localswarm import LOOPBACK_LISTEN, LocalSwarm
 from swapmeet.node import identity_store
 from swapmeet.node.book import OfferBook
 from swapmeet.node.home import Home
-from swapmeet.node.localswarm import LOOPBACK_LISTEN, LocalSwarm
 from swapmeet.protocol.build import make_listing
 from swapmeet.protocol.identity import Identity
 from swapmeet.protocol.objects import Item, Listing

@@ -32,8 +32,8 @@ from queue import Empty, Queue
 from typing import Any
 
 import pytest
-from swapmeet.node import demo_cheater
-from swapmeet.node.demo_story import (
+from swapmeet.cli.demo import cheater as demo_cheater
+from swapmeet.cli.demo.story import (
     ADA,
     BEN,
     CAI,
@@ -140,7 +140,7 @@ def test_the_cheater_signs_what_an_honest_node_refuses(monkeypatch: pytest.Monke
 
 def test_the_cheater_entry_point_only_runs_a_node() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "swapmeet.node.demo_cheater", "--home", "/nonexistent", "ledger", "show"],
+        [sys.executable, "-m", "swapmeet.cli.demo.cheater", "--home", "/nonexistent", "ledger", "show"],
         env=clean_env(),
         stdin=subprocess.DEVNULL,
         capture_output=True,

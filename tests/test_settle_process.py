@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from swapmeet.node.localswarm import SwarmTimeout
+from swapmeet.cli.localswarm import SwarmTimeout
 from swapmeet.protocol.errors import SwapmeetError
 from swapmeet.protocol.identity import public_key_from_peer_id
 

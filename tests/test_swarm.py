@@ -1,6 +1,6 @@
 """Swarm tests: several real ``swapmeet node run`` processes on 127.0.0.1, driven through the CLI and the API.
 
-One swarm of four nodes (:class:`swapmeet.node.localswarm.LocalSwarm`) is shared by the whole
+One swarm of four nodes (:class:`swapmeet.cli.localswarm.LocalSwarm`) is shared by the whole
 module, because starting a node costs 2-4 s of CPU; a test that needs a node to join late, to
 die or to stop adds one of its own and leaves the four base nodes running. Each test publishes
 its own listings (unique titles), so what one test leaves in the book does not disturb another.
@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 import trio
+from swapmeet.cli.localswarm import LocalSwarm
 from swapmeet.node.host import GossipSettings, open_host, topic
-from swapmeet.node.localswarm import LocalSwarm
 from swapmeet.protocol import batch, boundary
 from swapmeet.protocol.build import make_listing, parse_item
 from swapmeet.protocol.identity import Identity

@@ -24,11 +24,10 @@ import time
 import urllib.parse
 from typing import Any
 
+from swapmeet.node.contract import API_HOST, ERRORS_BY_CODE
+from swapmeet.node.cookie import Cookie, read_cookie
+from swapmeet.node.home import Home
 from swapmeet.protocol.errors import InvalidObject, SwapmeetError
-
-from .contract import API_HOST, ERRORS_BY_CODE
-from .cookie import Cookie, read_cookie
-from .home import Home
 
 DEFAULT_TIMEOUT = 15.0  # seconds per request; publishing waits for the node to sign and store, not for the swarm
 MAX_RESPONSE = 64 * 1024 * 1024  # MAX_LIMIT listings of at most 16 KiB each, rendered, fit easily
@@ -112,7 +111,7 @@ class ApiClient:
         return self.request("GET", "/v1/listings", query=params)
 
     def publish(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """``spec``: the fields of :class:`swapmeet.protocol.listing_spec.ListingSpec`; items as ``"QTY x ITEM"`` strings."""
+        """``spec``: the fields of :class:`~swapmeet.protocol.listing_spec.ListingSpec`, items as ``"QTY x ITEM"``."""
         return self.request("POST", "/v1/listings", body=spec)
 
     def withdraw(self, listing_id: str) -> dict[str, Any]:

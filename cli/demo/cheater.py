@@ -10,11 +10,11 @@ takers. The two complete exchanges then sit on the cheater's chain and on its
 victims' chains, and ``swapmeet audit`` reports an ``overcommit`` finding whose
 evidence names both exchanges.
 
-Nothing in swapmeet imports this module. It is started only by
-:mod:`swapmeet.node.demo` through :class:`swapmeet.node.localswarm.LocalSwarm`
+No swapmeet module imports this one (tests/test_demo.py does, to check the cheat). It is started
+only by :mod:`swapmeet.cli.demo.play` through :class:`swapmeet.cli.localswarm.LocalSwarm`
 (``node_module``), as::
 
-    python -m swapmeet.node.demo_cheater --home HOME node run --listen ... --net ... [--no-mdns] [--bootstrap ...]
+    python -m swapmeet.cli.demo.cheater --home HOME node run --listen ... --net ... [--no-mdns] [--bootstrap ...]
 
 It accepts the options of ``swapmeet node run`` that a local swarm passes and
 runs the node exactly as that command does (settings through
@@ -48,7 +48,7 @@ def disable_over_commit_check() -> None:
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m swapmeet.node.demo_cheater", description=BANNER)
+    parser = argparse.ArgumentParser(prog="python -m swapmeet.cli.demo.cheater", description=BANNER)
     parser.add_argument("--home", required=True)
     parser.add_argument("words", nargs=2, metavar="node run")
     parser.add_argument("--listen", action="append", default=[])
@@ -76,10 +76,10 @@ def _settings(effective: object, run_node: Callable[..., object]) -> dict[str, A
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
-    from .config import load_config
-    from .home import Home
-    from .identity_store import load_identity
-    from .runtime import run_node
+    from swapmeet.node.config import load_config
+    from swapmeet.node.home import Home
+    from swapmeet.node.identity_store import load_identity
+    from swapmeet.node.runtime import run_node
 
     home = Home.resolve(args.home)
     flags = {

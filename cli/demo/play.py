@@ -1,18 +1,18 @@
 """``swapmeet demo``: a local market of real nodes plays a story a person can follow.
 
-:class:`Demo` starts a :class:`~swapmeet.node.localswarm.LocalSwarm` (real ``swapmeet
+:class:`Demo` starts a :class:`~swapmeet.cli.localswarm.LocalSwarm` (real ``swapmeet
 node run`` processes on 127.0.0.1 with temporary homes), drives every peer through
 the ``swapmeet`` command exactly as a user would (``publish``, ``listings``,
 ``offer``, ``counter``, ``accept``, ``propose``, ``sign``, ``trades``, ``confirm``,
 ``rate``, ``ledger``, ``audit``, all with ``--json``), and reports each step as an
 event: a dict ``{"step": str, "text": str, "t": seconds since the start, ...fields}``
 handed to the ``emit`` callback (the CLI prints them as narration or JSON lines).
-The cast and the script are in :mod:`swapmeet.node.demo_story`.
+The cast and the script are in :mod:`swapmeet.cli.demo.story`.
 
 The story:
 
 1. the nodes start and connect; Eve's node is the deliberately dishonest
-   :mod:`swapmeet.node.demo_cheater`, and Dee's (Ada's with 4 nodes) runs with
+   :mod:`swapmeet.cli.demo.cheater`, and Dee's (Ada's with 4 nodes) runs with
    ``--archive`` to replicate every chain;
 2. the peers publish listings of every kind (goods, rental, loan, service, task)
    and gossip brings them to everyone;
@@ -54,8 +54,8 @@ from typing import Any, TypeVar
 
 from swapmeet.protocol.errors import SwapmeetError
 
-from . import demo_story as story
-from .localswarm import LocalSwarm, SwarmError
+from ..localswarm import LocalSwarm, SwarmError
+from . import story
 
 __all__ = ["Demo", "DemoEnvironmentError", "DemoFailed", "Emit"]
 
@@ -65,7 +65,7 @@ Emit = Callable[[dict[str, Any]], None]
 POLL_S = 0.15  # between two polls of a node (each poll is one `swapmeet ... --json` run, ~0.3 s itself)
 WAIT_S = 20.0  # one message or settlement between nodes on loopback: milliseconds; the margin is for busy CI
 REPLICATION_S = 30.0  # the archive node pulling every chain
-CHEATER_MODULE = "swapmeet.node.demo_cheater"
+CHEATER_MODULE = "swapmeet.cli.demo.cheater"
 EXPECTED_EXCHANGES = 4
 EXPECTED_MULTI_PARTY = 1
 
@@ -458,7 +458,7 @@ class Demo:
         with self._step("cheat-offers"):
             self._say(
                 "cheat",
-                "Now Eve cheats. Her node is doctored (swapmeet.node.demo_cheater): it skips the rule that stops an"
+                "Now Eve cheats. Her node is doctored (swapmeet.cli.demo.cheater): it skips the rule that stops an"
                 f" honest node from promising more than a listing has. Her {player['title']!r} is a single piece.",
                 who=eve.name,
                 listing=player["id"],

@@ -1,6 +1,6 @@
 """The cast and the script of ``swapmeet demo``, and the ring search: data and pure functions, no I/O.
 
-:mod:`swapmeet.node.demo` plays this script on a local swarm of real nodes.
+:mod:`swapmeet.cli.demo.play` plays this script on a local swarm of real nodes.
 Everything here can be tested without a node.
 
 The cast (for ``--nodes N``; at least :data:`MIN_NODES`):
@@ -12,7 +12,7 @@ Cai          gives guitar lessons (a service)
 Dee          (N >= 5) wants help moving boxes (a task); runs an *archive* node
              that replicates every chain it hears of, and audits the market
 Eve          the villain: sells a one-piece record player to two takers; her
-             node is :mod:`swapmeet.node.demo_cheater`
+             node is :mod:`swapmeet.cli.demo.cheater`
 Fay, Gus...  (N >= 6) bystanders who publish a listing each
 ===========  ==================================================================
 

@@ -18,6 +18,9 @@ keep this honest.
 Defects can be injected for the audit's tests (``defects=``, names in
 :data:`DEFECTS`); each injection is recorded in :attr:`SyntheticLedger.injected`
 with the ids a finding should name.
+
+Not part of the installed package: tests import it as ``bench.synthetic`` (the
+repository root is on their ``sys.path``), bench scripts as ``synthetic``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ its (random) port, and because starting all of them at once on a small machine
 only makes each slower (startup is mostly imports, ~2-4 s of CPU).
 
 Everything is synchronous (subprocess + the stdlib HTTP client of
-:mod:`swapmeet.node.api_client`); from trio code call it through
+:mod:`swapmeet.cli.client`); from trio code call it through
 ``trio.to_thread.run_sync``. Every wait is bounded, and a wait that fails says
 which node is at fault and shows the tail of that node's log.
 
@@ -47,13 +47,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from swapmeet.node.contract import UnknownObject
+from swapmeet.node.cookie import read_cookie
+from swapmeet.node.home import Home
+from swapmeet.node.identity_store import load_identity
 from swapmeet.protocol.errors import SwapmeetError
 
-from .contract import UnknownObject
-from .cookie import read_cookie
-from .api_client import ApiClient
-from .home import Home
-from .identity_store import load_identity
+from .client import ApiClient
 
 __all__ = ["LocalSwarm", "SwarmError", "SwarmNode", "SwarmTimeout"]
 
@@ -109,7 +109,7 @@ class LocalSwarm:
     only to the command lines of the given node indices (e.g. ``{3: ["--archive"]}``).
     ``node_module``: for the given node indices, run ``python -m MODULE --home HOME node run
     ...`` instead of the ``swapmeet`` command (the demo's deliberately dishonest node, see
-    :mod:`swapmeet.node.demo_cheater`). ``seed``: makes the random choice of bootstrap peers
+    :mod:`swapmeet.cli.demo.cheater`). ``seed``: makes the random choice of bootstrap peers
     reproducible.
     """
 
