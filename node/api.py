@@ -92,7 +92,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
     from swapmeet.protocol.identity import Identity
     from swapmeet.protocol.objects import Leg, Notice, Offer, Rating, Receipt
-    from swapmeet.protocol.settlement_types import ExchangeView, OfferView
+    from swapmeet.protocol.settlement import ExchangeView, OfferView
 
 log = logging.getLogger("swapmeet.node.api")
 
@@ -504,7 +504,7 @@ def create_app(node: NodeAPI, token: str) -> "FastAPI":
     from swapmeet.protocol.build import parse_item
     from swapmeet.protocol.identity import peer_id
     from swapmeet.protocol.objects import LISTING_TYPES, Leg
-    from swapmeet.protocol.settlement_types import OfferState, OfferView
+    from swapmeet.protocol.settlement import OfferState, OfferView
 
     from . import jsonview
 

@@ -99,7 +99,7 @@ from swapmeet.protocol.objects import (
 )
 
 if TYPE_CHECKING:
-    from swapmeet.protocol.settlement_types import OfferView
+    from swapmeet.protocol.settlement import OfferView
 
     from .api import Trade
 

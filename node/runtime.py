@@ -57,7 +57,7 @@ from swapmeet.protocol.objects import (
     Withdrawal,
 )
 from swapmeet.protocol.ratelimit import AuthorRateLimiter
-from swapmeet.protocol.settlement_types import ExchangeState, OfferState, OfferView
+from swapmeet.protocol.settlement import ExchangeState, OfferState, OfferView
 
 from . import jsonview, p2p
 from .api import (

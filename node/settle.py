@@ -61,8 +61,7 @@ from swapmeet.protocol.objects import (
     Receipt,
 )
 from swapmeet.protocol.ratelimit import AuthorRateLimiter
-from swapmeet.protocol.settlement import Settlement
-from swapmeet.protocol.settlement_types import (
+from swapmeet.protocol.settlement import (
     Accept,
     Announce,
     Appended,
@@ -87,6 +86,7 @@ from swapmeet.protocol.settlement_types import (
     Propose,
     Refuse,
     Send,
+    Settlement,
     Sign,
     Tick,
 )

@@ -30,7 +30,7 @@ from swapmeet.node import api
 from swapmeet.node.api import AmbiguousPrefix, Conflict, ListingSpec, UnknownObject
 from swapmeet.node.api_client import ApiClient, NodeError, NodeNotRunning, live_addrs
 from swapmeet.node.home import Home
-from swapmeet.protocol import settlement_types as st
+from swapmeet.protocol import settlement as st
 from swapmeet.protocol.build import make_offer, make_rating, make_receipt, make_withdrawal, parse_item, sign_exchange
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import Identity, peer_id

@@ -27,8 +27,7 @@ from swapmeet.protocol.build import parse_item
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import Identity
 from swapmeet.protocol.objects import Exchange, Leg, Rating, Receipt
-from swapmeet.protocol.settlement import GRACE
-from swapmeet.protocol.settlement_types import ExchangeState, OfferState, Tick
+from swapmeet.protocol.settlement import GRACE, ExchangeState, OfferState, Tick
 
 WAIT_S = 20.0
 pytestmark = pytest.mark.slow
