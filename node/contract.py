@@ -43,7 +43,7 @@ if TYPE_CHECKING:
         SignedObject,
         Withdrawal,
     )
-    from swapmeet.protocol.settlement_types import ExchangeView, OfferView
+    from swapmeet.protocol.settlement import ExchangeView, OfferView
 
 API_HOST = "127.0.0.1"  # the local API listens on loopback only: the token is the only lock
 MIN_PREFIX = 4  # hex digits; shorter prefixes match by accident too easily

@@ -140,7 +140,7 @@ from swapmeet.protocol.objects import (
 
 if TYPE_CHECKING:
     from swapmeet.ledger.store import IngestResult, LedgerCounts, Refusal, VerifyReport
-    from swapmeet.protocol.settlement_types import OfferView
+    from swapmeet.protocol.settlement import OfferView
 
     from .contract import Trade
 

@@ -19,7 +19,7 @@ from swapmeet.protocol.build import make_withdrawal, sign_listing
 from swapmeet.protocol.identity import Identity
 from swapmeet.protocol.listing_spec import ListingSpec
 from swapmeet.protocol.objects import Listing, SignedObject, Withdrawal
-from swapmeet.protocol.settlement_types import ExchangeState, OfferState
+from swapmeet.protocol.settlement import ExchangeState, OfferState
 
 from . import jsonview
 from .book import OfferBook

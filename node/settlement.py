@@ -59,8 +59,7 @@ from swapmeet.protocol.objects import (
     Rating,
     Receipt,
 )
-from swapmeet.protocol.settlement import Settlement
-from swapmeet.protocol.settlement_types import (
+from swapmeet.protocol.settlement import (
     Announce,
     Appended,
     AppendToLedger,
@@ -76,6 +75,7 @@ from swapmeet.protocol.settlement_types import (
     Persist,
     Refuse,
     Send,
+    Settlement,
     Tick,
 )
 

@@ -20,7 +20,7 @@ from swapmeet.protocol import boundary, build
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import Identity, peer_id
 from swapmeet.protocol.objects import Exchange, Item, Leg, Listing, Notice, Offer, Rating, Receipt
-from swapmeet.protocol.settlement_types import (
+from swapmeet.protocol.settlement import (
     Accept,
     Cancel,
     Counter,

@@ -102,6 +102,7 @@ MAX_LEGS = 64
 MAX_ITEMS = 16
 MAX_LISTINGS_PER_EXCHANGE = 8
 MAX_SEQ = 2**53
+MAX_NOTE = 500  # the note of an offer or a notice
 
 MAX_SIZE: dict[str, int] = {
     KIND_LISTING: 16 * 1024,
@@ -329,6 +330,19 @@ def _text(value: Any, path: str, low: int, high: int, *, multiline: bool = False
     return value
 
 
+def clean_text(text: str, max_len: int, *, multiline: bool = False) -> str:
+    """``text`` without the characters the text rule refuses, cut to at most ``max_len`` characters.
+
+    For text this node writes itself (a note on a notice it must send), where refusing would lose the
+    message. It removes exactly what :func:`_text` refuses in a field of that kind: C0 and C1 control
+    characters and the bidirectional overrides (tab and newline stay when ``multiline``), then cuts. So the
+    result always passes :func:`_text` for a field of length 0 to ``max_len`` (``max_len`` >= 0) of the same
+    ``multiline``, and text that passed already comes back unchanged but for the cut. Raises nothing (a lone
+    surrogate, which no decoded text can hold, is kept: encoding it is what fails).
+    """
+    return (_BAD_CHARS_TEXT if multiline else _BAD_CHARS_LINE).sub("", text)[:max_len]
+
+
 def _pattern(value: Any, path: str, pattern: re.Pattern[str], what: str) -> str:
     if type(value) is not str or not pattern.fullmatch(value):
         raise InvalidObject(path, f"must be {what}, got {value!r}", "format")
@@ -493,7 +507,7 @@ def _offer(header: Header, body: Any, path: str) -> Offer:
         give=give,
         take=take,
         counters=counters,
-        note=_text(f["note"], f"{path}.note", 0, 500, multiline=True) if "note" in f else "",
+        note=_text(f["note"], f"{path}.note", 0, MAX_NOTE, multiline=True) if "note" in f else "",
         created=created,
         expires=expires,
     )
@@ -728,7 +742,7 @@ def _notice(header: Header, body: Any, path: str) -> Notice:
         action=action,
         offer=offer,
         exchange=exchange,
-        note=_text(f["note"], f"{path}.note", 0, 500, multiline=True) if "note" in f else "",
+        note=_text(f["note"], f"{path}.note", 0, MAX_NOTE, multiline=True) if "note" in f else "",
         created=created,
     )
 
@@ -743,4 +757,14 @@ _BODY_RULES = {
     KIND_NOTICE: _notice,
 }
 
-__all__ = ["CLOCK_SKEW", "MAX_SIZE", "InvalidObject", "Signed", "check_fresh", "decode", "object_id"]
+__all__ = [
+    "CLOCK_SKEW",
+    "MAX_NOTE",
+    "MAX_SIZE",
+    "InvalidObject",
+    "Signed",
+    "check_fresh",
+    "clean_text",
+    "decode",
+    "object_id",
+]

@@ -11,7 +11,7 @@ Hook file keys (all optional):
 - ``crash``: ``{"decision": NAME, "kind": KIND?, "when": "before"|"after", "nth": N}`` kill -9
   this process when the N-th matching settlement step since arming is about to be carried
   out (``before``) or has just been carried out (``after``). NAME is a decision class of
-  :mod:`swapmeet.protocol.settlement_types` (``Persist``, ``Send``, ``AppendToLedger``...);
+  :mod:`swapmeet.protocol.settlement` (``Persist``, ``Send``, ``AppendToLedger``...);
   KIND filters ``Send``/``Announce`` by the object's kind (``offer``, ``exchange``, ``notice``).
   ``after`` a ``Send`` means after the delivery finished (the peer acknowledged it, having
   already acted on it; or it went out by gossip); ``after`` an ``AppendToLedger`` means
@@ -122,8 +122,8 @@ def install(home: Path) -> Hooks:
     from swapmeet.ledger.store import LedgerStore
     from swapmeet.node import settlement
     from swapmeet.protocol.objects import Exchange
-    from swapmeet.protocol.settlement import Settlement
-    from swapmeet.protocol.settlement_types import AppendToLedger, Send
+    from swapmeet.protocol.settlement import AppendToLedger, Send
+    from swapmeet.protocol.settlement.reservations import Reservations
 
     hooks = Hooks(home)
     service = settlement.SettlementService
@@ -167,9 +167,9 @@ def install(home: Path) -> Hooks:
         _apply_grace(self)
         await resume(self)
 
-    over_commit = Settlement._over_commit
+    over_commit = Reservations.over_commit
 
-    def _over_commit(self: Settlement, exchange: Any) -> str | None:
+    def _over_commit(self: Reservations, exchange: Any) -> str | None:
         if hooks.refresh().get("overcommit"):
             return None  # the cheat
         return over_commit(self, exchange)
@@ -179,7 +179,7 @@ def install(home: Path) -> Hooks:
     service.handle = _handle  # type: ignore[method-assign]
     service.resume = _resume  # type: ignore[method-assign]
     LedgerStore.append_own = _append_own  # type: ignore[method-assign]
-    Settlement._over_commit = _over_commit  # type: ignore[method-assign]
+    Reservations.over_commit = _over_commit  # type: ignore[method-assign]
     return hooks
 
 

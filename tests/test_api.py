@@ -34,7 +34,7 @@ from swapmeet.node.home import Home
 from swapmeet.node.http.app import create_app
 from swapmeet.node.http.guard import TokenGuard
 from swapmeet.node.http.server import serve_api
-from swapmeet.protocol import settlement_types as st
+from swapmeet.protocol import settlement as st
 from swapmeet.protocol.build import (
     make_offer,
     make_rating,

@@ -46,6 +46,7 @@ from swapmeet.cli.demo.story import (
     swaps_directly,
 )
 from swapmeet.protocol.settlement import Accept, OfferReceived, Refuse, Send, Settlement
+from swapmeet.protocol.settlement.reservations import Reservations
 
 from tests.cli_helpers import CLI, clean_env, run_cli
 from tests.protocol_fixtures import ALICE, BOB, CAROL, NONCE, T, item, listing, offer
@@ -131,7 +132,7 @@ def test_the_cheater_signs_what_an_honest_node_refuses(monkeypatch: pytest.Monke
 
     honest = sell_twice()
     assert [d.code for d in honest if isinstance(d, Refuse)] == ["over-quantity"]
-    monkeypatch.setattr(Settlement, "_over_commit", Settlement._over_commit)  # restored after the test
+    monkeypatch.setattr(Reservations, "over_commit", Reservations.over_commit)  # restored after the test
     demo_cheater.disable_over_commit_check()
     dishonest = sell_twice()
     assert not [d for d in dishonest if isinstance(d, Refuse)]

@@ -175,3 +175,31 @@ def test_structured_garbage_only_raises_invalid_object(kind, body, extra):
     else:
         data = build.sign(ALICE, kind, body)  # a valid signature over a garbage body
     _only_invalid_object(data)
+
+
+# Characters the text rule refuses and their neighbours, mixed into any text (lone surrogates included).
+HOSTILE = list("\x00\t\n\r\x1b\x7f\x85\x9f\u00a0\u200b\u202a\u202e\u202f\u2066\u2069\u206a\ud800")
+
+
+def passes_text_rule(text: str, max_len: int, multiline: bool) -> bool:
+    try:
+        boundary._text(text, "t", 0, max_len, multiline=multiline)
+    except InvalidObject:
+        return False
+    return True
+
+
+@SETTINGS
+@given(
+    text=st.text(alphabet=st.one_of(st.characters(exclude_categories=()), st.sampled_from(HOSTILE)), max_size=80),
+    max_len=st.integers(0, 100),
+    multiline=st.booleans(),
+)
+def test_clean_text_removes_exactly_what_the_text_rule_refuses(text, max_len, multiline):
+    cleaned = boundary.clean_text(text, max_len, multiline=multiline)
+    assert passes_text_rule(cleaned, max_len, multiline)
+    # Exactly: a character goes if and only if the rule refuses it alone; then the text is cut.
+    kept = "".join(c for c in text if passes_text_rule(c, 1, multiline))
+    assert cleaned == kept[:max_len]
+    if passes_text_rule(text, len(text), multiline):
+        assert cleaned == text[:max_len]

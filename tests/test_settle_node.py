@@ -29,8 +29,7 @@ from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import Identity
 from swapmeet.protocol.listing_spec import ListingSpec
 from swapmeet.protocol.objects import Exchange, Leg, Rating, Receipt
-from swapmeet.protocol.settlement import GRACE
-from swapmeet.protocol.settlement_types import ExchangeState, OfferState, Tick
+from swapmeet.protocol.settlement import GRACE, ExchangeState, OfferState, Tick
 
 WAIT_S = 20.0
 pytestmark = pytest.mark.slow

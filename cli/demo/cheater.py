@@ -2,13 +2,14 @@
 
 An honest node never signs an exchange that would make it give, out of one of
 its listings, more than the listing has (settlement rule R4, enforced by
-:meth:`swapmeet.protocol.settlement.Settlement._over_commit`). To show that the
-audit catches a peer who does it anyway, the demo runs one node through this
-entry point instead of ``swapmeet node run``: the very same node, with that one
-check switched off, so that its owner can sell a one-piece listing to two
-takers. The two complete exchanges then sit on the cheater's chain and on its
-victims' chains, and ``swapmeet audit`` reports an ``overcommit`` finding whose
-evidence names both exchanges.
+:meth:`swapmeet.protocol.settlement.reservations.Reservations.over_commit`, the
+one place the machine checks quantities). To show that the audit catches a peer
+who does it anyway, the demo runs one node through this entry point instead of
+``swapmeet node run``: the very same node, with that one check switched off, so
+that its owner can sell a one-piece listing to two takers. The two complete
+exchanges then sit on the cheater's chain and on its victims' chains, and
+``swapmeet audit`` reports an ``overcommit`` finding whose evidence names both
+exchanges.
 
 No swapmeet module imports this one (tests/test_demo.py does, to check the cheat). It is started
 only by :mod:`swapmeet.cli.demo.play` through :class:`swapmeet.cli.localswarm.LocalSwarm`
@@ -38,13 +39,13 @@ BANNER = "DEMO CHEATER: this node does not check over-commitment (settlement rul
 
 
 def disable_over_commit_check() -> None:
-    """Make every :class:`Settlement` of this process sign over-commitments (the cheat)."""
-    from swapmeet.protocol.settlement import Settlement
+    """Make every settlement machine of this process sign over-commitments (the cheat)."""
+    from swapmeet.protocol.settlement.reservations import Reservations
 
-    def _over_commit(self: Settlement, exchange: object) -> str | None:
+    def over_commit(self: Reservations, exchange: object) -> str | None:
         return None  # the cheat: never refuse for quantity
 
-    Settlement._over_commit = _over_commit  # type: ignore[method-assign]
+    Reservations.over_commit = over_commit  # type: ignore[method-assign]
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:

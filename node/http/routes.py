@@ -52,7 +52,7 @@ from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import peer_id
 from swapmeet.protocol.listing_spec import ITEM_FIELDS, ListingSpec
 from swapmeet.protocol.objects import LISTING_TYPES, Item, Leg, Offer
-from swapmeet.protocol.settlement_types import OfferState, OfferView
+from swapmeet.protocol.settlement import OfferState, OfferView
 
 from .. import jsonview
 from ..contract import DEFAULT_LIMIT, MAX_LIMIT, MarketAPI, Trade, TradingAPI, UnknownObject, parse_author, parse_id

@@ -1,8 +1,12 @@
-"""The vocabulary of :mod:`swapmeet.protocol.settlement`: its states, events and decisions.
+"""The vocabulary of the settlement machine: its states, events, decisions and read-only views.
 
-Everything here is a small frozen value. Events go into
-:meth:`Settlement.handle`; lists of decisions come out. The tables of allowed
-state transitions live in :mod:`.settlement` next to the rules they implement.
+Called ``vocabulary`` rather than h11's ``events`` because it holds every word
+the machine and the node use with each other, not only the events: the states
+(which the views show too), the events that go in, the decisions that come out
+and the views. Everything here is a small frozen value without behaviour, so
+this module imports nothing of the machine. Events go into
+:meth:`.machine.Settlement.handle`; lists of decisions come out. The tables of
+allowed state transitions live in :mod:`.state`, next to the records they move.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .objects import Exchange, Item, Listing, Notice, Offer
+from ..objects import Exchange, Item, Listing, Notice, Offer
 
 # --------------------------------------------------------------------------- states
 
@@ -126,6 +130,8 @@ class Tick:
 
 @dataclass(frozen=True, slots=True)
 class OfferReceived:
+    """An offer or counter-offer to (or by) this node, from a peer, directly or by gossip."""
+
     offer: Offer
     now: int
 
@@ -140,6 +146,8 @@ class ExchangeReceived:
 
 @dataclass(frozen=True, slots=True)
 class NoticeReceived:
+    """A decline or cancel by another party, directly or by gossip."""
+
     notice: Notice
     now: int
 
@@ -226,11 +234,15 @@ class Refuse:
 
 @dataclass(frozen=True, slots=True)
 class Completed:
+    """The exchange is complete here (after its AppendToLedger and Announce, in the same list)."""
+
     exchange_id: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class Lapsed:
+    """The exchange reached its deadline incomplete (its reservation, if any, is released after GRACE)."""
+
     exchange_id: bytes
 
 
@@ -251,6 +263,8 @@ Decision = Persist | Send | Announce | AppendToLedger | Reserve | Release | Refu
 
 @dataclass(frozen=True, slots=True)
 class OfferView:
+    """What :meth:`.machine.Settlement.offer` shows of one offer."""
+
     offer: Offer
     state: OfferState
     exchange_id: bytes | None  # the exchange that settles it (ACCEPTED)
@@ -259,6 +273,8 @@ class OfferView:
 
 @dataclass(frozen=True, slots=True)
 class ExchangeView:
+    """What :meth:`.machine.Settlement.exchange` shows of one exchange."""
+
     exchange: Exchange  # this node's merged copy
     state: ExchangeState
     appended: bool
