@@ -1015,7 +1015,7 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -
         f"{stamp()} {n} nodes up in {f['node_start_s']} s (LocalSwarm waves), {len(edges)} dial edges;"
         f" {n} bare gossipsub peers up with the same edges"
     )
-    time.sleep(2.0)  # a couple of heartbeats for the meshes (pitfall 9) and the nodes' first syncs
+    time.sleep(2.0)  # a couple of heartbeats for the meshes (docs/LIBP2P.md §24) and the nodes' first syncs
     rss_start = [rss_mb(x.pid) for x in nodes]
     f["bare_rss_mb"] = round(statistics.median(rss_mb(b.pid) for b in bare), 1)
 

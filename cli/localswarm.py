@@ -111,6 +111,11 @@ class LocalSwarm:
     ...`` instead of the ``swapmeet`` command (the demo's deliberately dishonest node, see
     :mod:`swapmeet.cli.demo.cheater`). ``seed``: makes the random choice of bootstrap peers
     reproducible.
+
+    Size: the one handle the process tests, the benches and the demo hold on a swarm: process
+    lifecycle (start, stop, kill, restart, close), bounded waits, and one accessor per fact about
+    a node (home, peer id, pid, address, log). Split up, every caller would juggle several objects
+    that all need the same process table.
     """
 
     def __init__(

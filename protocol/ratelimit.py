@@ -1,7 +1,7 @@
 """Per-author rate limiting of gossiped objects (a token bucket per author, sans-IO).
 
 GossipSub's own spam cap counts messages per forwarding peer and silently drops
-honest traffic (LIBP2P-NOTES pitfall 4), so the node turns it off and limits
+honest traffic (docs/LIBP2P.md §13), so the node turns it off and limits
 here instead, where the author of each object is known: an author may publish
 ``burst`` objects at once and ``rate`` per second sustained. The caller passes
 the time in; the table of buckets is bounded so that many fake authors cannot

@@ -80,7 +80,7 @@ async def line(n: int, net: str = NET, **kwargs: Any) -> AsyncIterator[list[P2PH
 
 
 async def wait_line_mesh(hosts: list[P2PHost], topic_id: str) -> None:
-    """Both directions of every link are in the GossipSub mesh (pitfall 9)."""
+    """Both directions of every link are in the GossipSub mesh (docs/LIBP2P.md §24)."""
     with trio.fail_after(5):
         for left, right in itertools.pairwise(hosts):
             await left.wait_for_mesh(topic_id, [right.peer_id])
@@ -189,7 +189,7 @@ async def test_repeat_offender_is_graylisted() -> None:
         assert b.peer_score(a.peer_id, T) < settings.publish_threshold
 
         # Now even a valid message from A is dropped before B's validator runs
-        # (pubsub.py:1735, the publish-threshold gate).
+        # (the publish-threshold gate, docs/LIBP2P.md §15).
         await a.publish(T, b"good, but from a graylisted peer")
         assert await nothing_within(sub_b, 0.5) == []
         assert len(calls) == n_bad
@@ -205,8 +205,8 @@ async def test_own_validator_rejection_is_an_error_not_silence() -> None:
 
 
 async def test_a_burst_is_neither_rate_limited_nor_dropped() -> None:
-    # Pitfalls 4 (10 msg/s spam cap), 8 (32-slot subscription queue) and 13
-    # (32-slot outbound queues, at the publisher and at the relay).
+    # docs/LIBP2P.md §13 (10 msg/s spam cap), §21 (32-slot subscription queue) and
+    # §22 (32-slot outbound queues, at the publisher and at the relay).
     n = 200
     async with line(3) as (a, b, c):
         await a.subscribe(T, accept_all)

@@ -20,18 +20,18 @@ log = logging.getLogger("swapmeet.node.host")
 
 #: Largest gossip payload we publish; the pubsub RPC limit is set a little above.
 DEFAULT_MAX_MESSAGE_SIZE = 512 * 1024
-#: Messages buffered per subscription before we start dropping (pitfall 8).
+#: Messages buffered per subscription before we start dropping (docs/LIBP2P.md §21).
 SUBSCRIPTION_BUFFER = 10_000
 
 @dataclass(frozen=True, slots=True)
 class GossipSettings:
     """GossipSub knobs. The defaults are deliberate; see the comment on each."""
 
-    # 1 s as in go-libp2p; the library default is 120 s (pitfall 5,
-    # libp2p/pubsub/gossipsub.py:179), which makes mesh repair glacial.
+    # 1 s as in go-libp2p; the library default is 120 s, which makes mesh repair
+    # glacial (docs/LIBP2P.md §11).
     heartbeat_interval: int = 1
     # Mesh degree D / D_lo / D_hi: the go-libp2p defaults. They have no defaults
-    # in py-libp2p (gossipsub.py:171-173).
+    # in py-libp2p (docs/LIBP2P.md §11).
     degree: int = 6
     degree_low: int = 4
     degree_high: int = 12
@@ -45,32 +45,31 @@ class GossipSettings:
     seen_ttl: int = 120
     # Largest payload we publish; inbound RPCs are capped slightly above it.
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
-    # Per-peer outbound RPC queue (library: 32, rpc_queue.py:39, drop when full).
-    # Pitfall 13: py-libp2p fills it from tasks that never wait for the sender, so
-    # a burst of ~16 messages (each also costs an IDONTWANT RPC on /meshsub/1.2.0)
-    # is enough to drop. A relay cannot push back on its upstream, so the queue
-    # must absorb a burst; publish() additionally waits for room (see there).
+    # Per-peer outbound RPC queue (library: 32, dropped when full). py-libp2p fills
+    # it from tasks that never wait for the sender, so a short burst is enough to
+    # drop (docs/LIBP2P.md §22). A relay cannot push back on its upstream, so the
+    # queue must absorb a burst; publish() additionally waits for room (see there).
     outbound_queue_size: int = 512
     # Offer /meshsub/1.2.0 (IDONTWANT). Off: py-libp2p 0.8.1 sends one IDONTWANT
     # RPC per message to every 1.2 mesh peer whatever its size, even for our own
-    # publishes (gossipsub.py:1013, 2166-2197; go-libp2p only does it above
-    # 1 KiB). That doubled the RPC count and halved throughput on a link
-    # (measured: 500 msgs in 2.1 s on 1.1 vs 4.0 s on 1.2), and RPCs, not bytes,
-    # are what cost CPU here. go/js peers speak 1.1 as well.
+    # publishes (go-libp2p only does it above 1 KiB). That doubles the RPC count,
+    # and RPCs, not bytes, are what cost CPU here (docs/LIBP2P.md §23). go/js
+    # peers speak 1.1 as well.
     meshsub_v12: bool = False
     # P4, the invalid-message penalty, is the only score component we turn on:
     # it is the one that maps to "this peer forwards garbage". Each rejected
     # message costs `invalid_message_weight` points (linear, not squared as in
-    # go-libp2p: libp2p/pubsub/score.py:318), the counter decays by
-    # `invalid_message_decay` per heartbeat (0.99/s: half-life ~70 s).
+    # go-libp2p), the counter decays by `invalid_message_decay` per heartbeat
+    # (0.99/s: half-life ~70 s). See docs/LIBP2P.md §15 (and §16: a score is
+    # forgotten when the peer disconnects).
     invalid_message_weight: float = 10.0
     invalid_message_cap: float = 100.0
     invalid_message_decay: float = 0.99
     # Thresholds (gossip > publish > graylist, as in go-libp2p). A couple of
     # rejects (an honest peer with clock skew on an expiry) are tolerated;
     # a peer below `publish_threshold` has its messages dropped before our
-    # validator even runs (pubsub.py:1735), and below `graylist_threshold` its
-    # GRAFTs are refused (gossipsub.py:1861).
+    # validator even runs, and below `graylist_threshold` its GRAFTs are refused
+    # (docs/LIBP2P.md §15).
     gossip_threshold: float = -20.0
     publish_threshold: float = -50.0
     graylist_threshold: float = -80.0
@@ -96,7 +95,7 @@ def content_msg_id(msg: rpc_pb2.Message, per_publication: frozenset[str] = froze
     Hashing the payload (not the default from+seqno) makes identical payloads one
     message: an object re-announced by a second peer is a duplicate, not a new
     message. The topics are included because the library also caches *validation
-    results* by message id (pubsub.py:1614-1622): without them, bytes rejected by
+    results* by message id (docs/LIBP2P.md §18): without them, bytes rejected by
     one topic's validator would be rejected from the cache on another topic.
 
     On ``per_publication`` topics the publisher and its sequence number go in too,
@@ -104,7 +103,7 @@ def content_msg_id(msg: rpc_pb2.Message, per_publication: frozenset[str] = froze
     There a publisher re-sends the same bytes on purpose: a retry of a message that
     may have been lost. With content ids alone the retry would be dropped as a
     duplicate for ``seen_ttl`` seconds, by the publisher's own node first of all
-    (py-libp2p's publish checks the seen cache, pubsub.py push_msg).
+    (py-libp2p's publish checks the seen cache: docs/LIBP2P.md §19).
     """
     h = hashlib.sha256()
     for t in msg.topicIDs:
@@ -120,9 +119,10 @@ def content_msg_id(msg: rpc_pb2.Message, per_publication: frozenset[str] = froze
 class RoomyQueues(dict[ID, Any]):
     """``Pubsub.peer_queues`` that enlarges each per-peer RpcQueue as it is added.
 
-    pubsub.py:948 creates ``RpcQueue()`` with the 32-slot default and no way to
-    configure it; replacing the dict on our Pubsub instance is the narrowest hook
-    (no module-level monkeypatching). Relies on ``RpcQueue._queue.max_size``.
+    ``Pubsub`` creates each ``RpcQueue()`` with the 32-slot default and no way to
+    configure it (docs/LIBP2P.md §22); replacing the dict on our Pubsub instance is
+    the narrowest hook (no module-level monkeypatching). Relies on
+    ``RpcQueue._queue.max_size``.
     """
 
     def __init__(self, size: int) -> None:
@@ -135,10 +135,10 @@ class RoomyQueues(dict[ID, Any]):
 
 
 class CountingSend:
-    """Stands in for the library's subscription send channel (pitfall 8).
+    """Stands in for the library's subscription send channel (docs/LIBP2P.md §21).
 
     The library calls ``send_nowait`` and, on WouldBlock, logs a warning on a
-    logger we silence (pubsub.py:1370-1376); so we count and log drops here.
+    logger we silence; so we count and log drops here.
     """
 
     def __init__(self, send: trio.MemorySendChannel[Any], subscription: Subscription) -> None:

@@ -71,9 +71,9 @@ log = logging.getLogger("swapmeet.node.host")
 
 DEFAULT_LISTEN_ADDRS: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/0",)
 _RPC_OVERHEAD = 64 * 1024
-#: Seconds allowed for the shielded host.close() at shutdown (pitfall 3).
+#: Seconds allowed for the shielded host.close() at shutdown (docs/LIBP2P.md §4).
 _CLOSE_TIMEOUT = 5.0
-#: Longest publish() waits for a full outbound queue to drain (pitfall 13).
+#: Longest publish() waits for a full outbound queue to drain (docs/LIBP2P.md §22).
 _PUBLISH_STALL = 2.0
 
 
@@ -218,7 +218,7 @@ class P2PHost:
         try:
             return [str(a) for a in self._host.get_peerstore().addrs(_to_id(peer_id))]
         except (BaseLibp2pError, PeerStoreError):
-            # PeerStoreError is a KeyError, not a BaseLibp2pError (peerstore.py:491); it is raised
+            # PeerStoreError is a KeyError, not a BaseLibp2pError (docs/LIBP2P.md §9); it is raised
             # for a peer whose addresses expired or that disconnected a moment ago.
             return []
 
@@ -251,18 +251,17 @@ class P2PHost:
             try:
                 return bool(validator(ID(msg.from_id).to_base58(), msg.data))
             except Exception:
-                # The library only catches ValidationError around sync validators
-                # (pubsub.py:1639-1643, 1681); anything else would kill the message task.
+                # The library only catches ValidationError around sync validators; anything
+                # else stops the whole Pubsub service, and the host with it (docs/LIBP2P.md §17).
                 log.exception("validator for %s raised; treating the message as invalid", topic_id)
                 return False
 
         self._pubsub.set_topic_validator(topic_id, libp2p_validator, False)
         await self._pubsub.subscribe(topic_id)
-        # Pitfall 8: the library delivers into a 32-slot channel with send_nowait
-        # and drops on overflow (pubsub.py:124, 1370-1376). A reader task does not
-        # help: a burst is handed over by many tasks within one trio scheduling
-        # batch, before any reader runs. So we swap in our own, larger channel
-        # (the library closes whatever is in subscribed_topics_send on unsubscribe).
+        # The library delivers into a 32-slot channel with send_nowait and drops on
+        # overflow (docs/LIBP2P.md §21): a reader that falls behind for a moment,
+        # say while it waits on SQLite, loses messages. So we swap in our own, larger
+        # channel (the library closes whatever is in subscribed_topics_send on unsubscribe).
         send, receive = trio.open_memory_channel[rpc_pb2.Message](SUBSCRIPTION_BUFFER)
         subscription = Subscription(self, topic_id, receive)
         old = self._pubsub.subscribed_topics_send[topic_id]
@@ -280,7 +279,7 @@ class P2PHost:
         """Sign (StrictSign) and gossip ``data`` on ``topic_id``.
 
         Raises PublishRejectedError if our own validator for the topic rejects it
-        (the library would drop it silently, pitfall 7), FrameTooLargeError if it is
+        (the library would drop it silently: docs/LIBP2P.md §20), FrameTooLargeError if it is
         larger than the configured maximum message size.
         """
         self._check_topic(topic_id)
@@ -295,11 +294,12 @@ class P2PHost:
         await self._pubsub.publish(topic_id, bytes(data))
 
     async def _wait_for_outbound_room(self) -> None:
-        # Pitfall 13: pubsub.publish() only *enqueues* per-peer RPCs and never
-        # yields to the sender tasks, so publishing in a loop overflows the
-        # queues and drops (gossipsub.py:2062-2064). Give the senders a chance
-        # first; a peer that stays full for `_PUBLISH_STALL` s is left to drop
-        # (as go-libp2p does) rather than stall every other peer.
+        # pubsub.publish() only *enqueues* per-peer RPCs and never yields to the
+        # sender tasks, so publishing in a loop overflows the queues and drops
+        # (docs/LIBP2P.md §22). Give the senders a chance first. A peer whose queue
+        # stays full is waited for at most `_PUBLISH_STALL` s per publish, then left
+        # to drop (as go-libp2p does); while it stays full, every publish pays that
+        # wait (any peer's queue counts, whether or not it is on the topic).
         deadline = trio.current_time() + _PUBLISH_STALL
         while True:
             if all(len(q) < self._queue_high_water for q in self._pubsub.peer_queues.values()):
@@ -322,9 +322,10 @@ class P2PHost:
     ) -> None:
         """Wait until ``peers`` (or else any ``min_peers`` peers) are in our mesh for the topic.
 
-        Pitfall 9: right after connecting, a publish can reach no one because the
-        mesh is not formed yet. The wait is event-driven for named peers
-        (GossipSub.wait_for_mesh) and a short poll otherwise.
+        Right after connecting the mesh is not formed yet (docs/LIBP2P.md §24):
+        a test or a benchmark that means to measure the mesh waits for it. The
+        wait is event-driven for named peers (GossipSub.wait_for_mesh) and a short
+        poll otherwise.
         """
         wanted = [_to_id(p) for p in peers]
         try:
@@ -374,7 +375,7 @@ class P2PHost:
 
         async def libp2p_handler(stream: INetStream) -> None:
             # The library awaits the handler in its own task and never closes the
-            # stream itself (basic_host.py:1554). We move the work into our nursery
+            # stream itself (docs/LIBP2P.md §29). We move the work into our nursery
             # so it is cancelled with the host and obeys our concurrency limit.
             entry = self._handlers.get(protocol)
             if entry is None:
@@ -490,10 +491,8 @@ class P2PHost:
             raise P2PTimeoutError(f"{protocol} request to {peer_id} took longer than {timeout} s") from exc
         except EndOfStream as exc:
             # A server refuses (oversize request, handler error) by resetting the
-            # stream, but yamux in 0.8.1 often reports a RST as a clean EOF: it
-            # drops the stream's buffer and event on RST (yamux.py:1565-1577,
-            # 970-974) and the waiting reader then raises MuxedStreamEOF
-            # (yamux.py:1148-1150). So both look the same here.
+            # stream, but yamux in 0.8.1 reports a RST as a clean EOF to a waiting
+            # reader (docs/LIBP2P.md §30). So both look the same here.
             raise StreamClosedError(
                 f"{peer_id} closed or reset {protocol} without answering "
                 "(request refused as too large, handler failed, or peer shutting down)"
@@ -519,8 +518,8 @@ def _connection_config(max_connections: int) -> ConnectionConfig:
     high = min(300, max_connections)
     low = min(100, high)
     return ConnectionConfig(
-        # Pitfall 1: with the default of 3, every connect() sits in a fallback
-        # dial timer for ~250 ms; one connection per peer is all we use anyway.
+        # With the default of 3, every connect() sits in a fallback dial timer for
+        # ~250 ms (docs/LIBP2P.md §1); one connection per peer is all we use anyway.
         max_connections_per_peer=1,
         max_connections=max_connections,
         high_watermark=high,
@@ -537,14 +536,12 @@ async def _close_connection(conn: INetConn) -> None:
 
 
 async def _close_host_shielded(host: IHost) -> None:
-    # Pitfall 3: host.run()'s own cleanup runs while cancelled and leaks fds,
-    # threads and tasks (the swarm's connections/listeners are never really
-    # closed). An explicit host.close() that cannot be cancelled, but cannot hang
-    # either, fixes it.
+    # host.run()'s own cleanup runs while cancelled and leaks fds, threads and
+    # tasks, and the port keeps accepting connections (docs/LIBP2P.md §4). An
+    # explicit host.close() that cannot be cancelled, but cannot hang either, fixes it.
     with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT) as scope:
-        # Pitfall 14: closing one connection sleeps a fixed 0.2 s (yamux.py:823
-        # and swarm_connection.py:218, 0.1 s each) and Swarm.close() closes them
-        # one after another (swarm.py:2303-2307): 50 peers would take 10 s. So we
+        # Closing one connection sleeps a fixed 0.2 s and Swarm.close() closes them
+        # one after another (docs/LIBP2P.md §5): 50 peers would take 10 s. So we
         # close them concurrently first; host.close() then finds none left.
         async with trio.open_nursery() as nursery:
             for conn in host.get_network().get_connections():
@@ -572,8 +569,8 @@ def _new_libp2p_host(seed: bytes, maddrs: list[multiaddr.Multiaddr], max_connect
     key_pair = identity_key_pair(seed)
     return new_host(
         key_pair=key_pair,
-        # Pitfall 2: without explicit options the host also offers plaintext and
-        # SECIO (libp2p/__init__.py new_swarm, `sec_opt or {...}`).
+        # Without explicit options the host also offers TLS, SECIO, plaintext and
+        # Mplex (docs/LIBP2P.md §2).
         sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(key_pair, noise_privkey=_x25519_key_pair().private_key)},
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
         listen_addrs=maddrs,
@@ -603,16 +600,16 @@ def _new_router(settings: GossipSettings) -> GossipSub:
         # whoever PRUNEs us.
         do_px=False,
         score_params=settings.score_params(),
-        # Pitfall 5: adaptive gossip stretches the heartbeat to 30-60 s after a
-        # quiet spell (gossipsub.py:2860-2870).
+        # Adaptive gossip stretches the heartbeat to 30-60 s from its first health
+        # check on (docs/LIBP2P.md §12).
         adaptive_gossip_enabled=False,
-        # Pitfall 4: caps forwarding at 10 msgs/s per forwarding peer per topic,
-        # our own publishes included (gossipsub.py:2872-2906). Rate limits belong
-        # in our validators, which know the author.
+        # Caps forwarding at 10 msgs/s per forwarding peer per topic, our own
+        # publishes included (docs/LIBP2P.md §13). Rate limits belong in our
+        # validators, which know the author.
         spam_protection_enabled=False,
-        # IP-diversity grafting/pruning (gossipsub.py:2932-3028): every peer of a
-        # LAN swarm behind one NAT, or of a test swarm on 127.0.0.1, shares an IP,
-        # so it only adds churn for us.
+        # IP-diversity grafting/pruning (docs/LIBP2P.md §14): every peer of a LAN
+        # swarm behind one NAT, or of a test swarm on 127.0.0.1, shares an IP, so it
+        # only adds churn for us.
         eclipse_protection_enabled=False,
     )
 
@@ -629,7 +626,7 @@ def _new_pubsub(
         router,
         seen_ttl=settings.seen_ttl,
         # StrictSign: every message carries the originator's signature, which is
-        # what go/js-libp2p expect (LIBP2P-NOTES "Interop").
+        # what go/js-libp2p expect (docs/LIBP2P.md §25).
         strict_signing=True,
         msg_id_constructor=partial(content_msg_id, per_publication=per_publication),
         max_inbound_rpc_size=settings.max_message_size + _RPC_OVERHEAD,
@@ -679,7 +676,7 @@ async def open_host(
     per_publication = frozenset(topic(net, n) for n in resend_topics)
     pubsub = _new_pubsub(host, router, settings, per_publication, allowed)
     # NB: Pubsub() has already started a thread (the seen-messages sweeper,
-    # tools/timed_cache/base_timed_cache.py:25); from here on it must be stopped.
+    # docs/LIBP2P.md §6); from here on it must be stopped.
     dht: Any | None = None
     bg = Background()
     try:

@@ -6,17 +6,18 @@ import logging
 
 # Loggers that print alarming multi-line ERROR/WARNING blocks for ordinary events
 # (a peer disconnecting mid-stream, a stream we reset on purpose, a subscription
-# queue we replaced). Pitfall 11: libp2p/host/basic_host.py:1048 logs "Failed to
-# open stream" at ERROR for every failed negotiation. Without LIBP2P_DEBUG,
-# libp2p/utils/logging.py:117-124 leaves the "libp2p" logger without handlers and
-# non-propagating, so WARNING+ records fall through to Python's lastResort handler
-# and land on stderr unformatted.
+# queue we replaced): BasicHost logs "Failed to open stream" at ERROR for every
+# failed negotiation, and without LIBP2P_DEBUG the "libp2p" logger has no handler
+# and does not propagate, so its records reach stderr unformatted
+# (docs/LIBP2P.md §28).
 _NOISY_LOGGERS = (
     "libp2p.host.basic_host",
     "libp2p.network.swarm",
-    # Sets its own level to INFO at import (network/auto_connector.py:137) and
-    # reports every 30 s that it is "below target".
+    # Sets its own level to INFO at import and reports every 30 s that it is
+    # "below target" (docs/LIBP2P.md §8, §28).
     "libp2p.network.auto_connector",
+    # Kept though it has no effect today: that module logs through the root logger
+    # (docs/LIBP2P.md §28), and this entry silences it the day it gets its own.
     "libp2p.network.connection.swarm_connection",
     "libp2p.protocol_muxer",
     "libp2p.pubsub.pubsub",
@@ -36,10 +37,11 @@ def configure_logging(debug: bool) -> None:
     Process-wide: logging configuration is global. Our own one-line messages are
     logged under ``swapmeet.node.host`` either way.
 
-    Beware: libp2p/network/connection/swarm_connection.py:92 calls the *module*
-    function ``logging.debug()``, which runs ``logging.basicConfig()`` when the root
-    logger has no handler yet. An application should configure logging before it
-    opens a host, or it gets a default stderr handler from the first connection.
+    Beware: py-libp2p's swarm connection calls the *module* function
+    ``logging.debug()``, which runs ``logging.basicConfig()`` when the root logger
+    has no handler yet (docs/LIBP2P.md §28). An application should configure
+    logging before it opens a host, or it gets a default stderr handler from the
+    first connection.
     """
     root = logging.getLogger("libp2p")
     if debug:

@@ -33,9 +33,8 @@ class FramedStream:
     The wire format is go-msgio's / ``libp2p.request_response``'s. We do not use
     ``libp2p.io.msgio.VarIntLengthMsgReadWriter`` because its reads go through
     ``libp2p.io.utils.read_exactly``, which cannot tell a clean end of stream
-    between frames from a truncated frame (both become IncompleteReadError after
-    up to 100 empty reads, io/utils.py:47-56) and which a long-lived sync stream
-    needs to distinguish.
+    between frames from a truncated frame (docs/LIBP2P.md §31), which a
+    long-lived sync stream needs to distinguish.
     """
 
     def __init__(self, stream: INetStream, max_frame_size: int) -> None:
