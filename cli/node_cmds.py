@@ -31,8 +31,8 @@ from swapmeet.protocol.errors import SwapmeetError
 from swapmeet.protocol.objects import LISTING_TYPES
 
 from .context import App, pass_app
+from .listing_options import listing_body, listing_options
 from .output import duration, items_text, json_option, peer_cell, print_fields, print_json, print_table, relative, short
-from .parsing import parse_expires, parse_items, parse_when, parse_window
 
 if TYPE_CHECKING:
     from swapmeet.node.home import Home
@@ -267,55 +267,15 @@ def peers(app: App, as_json: bool) -> None:
 
 
 @click.command("publish")
-@click.option("--title", required=True, help="What it is, in a few words (at most 120 characters).")
-@click.option("--have", "have", multiple=True, required=True, metavar="'QTY [UNIT] x ITEM'", help="Repeatable.")
-@click.option("--want", "want", multiple=True, metavar="'QTY [UNIT] x ITEM'", help="Wanted in return, repeatable.")
-@click.option("--kind", type=click.Choice(LISTING_TYPES), default="goods", show_default=True)
-@click.option("--desc", default="", help="A longer description.")
-@click.option("--tag", "tags", multiple=True, help="A lowercase tag [a-z0-9-], repeatable.")
-@click.option("--category", default="", help="A path such as tools/garden.")
-@click.option("--expires", metavar="WHEN", help="7d, 12h, 30m, Unix seconds or an ISO date [default: 7d].")
-@click.option("--window", default=None, metavar="START..END", help="Rental period (rentals need one), e.g. 1d..3d.")
-@click.option("--due", default=None, metavar="WHEN", help="Repayment time of a loan.")
-@click.option("--loc", default=None, metavar="GEOHASH", help="Rough location, a geohash of at most 5 characters.")
+@listing_options
 @json_option
 @pass_app
-def publish(
-    app: App,
-    title: str,
-    have: tuple[str, ...],
-    want: tuple[str, ...],
-    kind: str,
-    desc: str,
-    tags: tuple[str, ...],
-    category: str,
-    expires: str | None,
-    window: str | None,
-    due: str | None,
-    loc: str | None,
-    as_json: bool,
-) -> None:
+def publish(app: App, as_json: bool, **values: Any) -> None:
     """Sign and publish a listing: what you have and what you want for it.
 
     Example: swapmeet publish --title "Road bike" --have "1 x road bike" --want "20 kg x apples" --tag bikes
     """
-    now = int(time.time())
-    spec: dict[str, Any] = {
-        "title": title,
-        "have": parse_items(have, "--have"),
-        "want": parse_items(want, "--want"),
-        "type": kind,
-        "desc": desc,
-        "tags": list(tags),
-        "category": category,
-        **(parse_expires(expires) if expires is not None else {}),
-    }
-    if window is not None:
-        spec["window"] = parse_window(window, now)
-    if due is not None:
-        spec["due"] = parse_when(due, now, "--due")
-    if loc is not None:
-        spec["loc"] = loc
+    spec = listing_body(values, int(time.time()))
     listing = app.client().publish(spec)
     if as_json:
         print_json(listing)

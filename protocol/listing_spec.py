@@ -13,6 +13,7 @@ Field metadata (``dataclasses.field(metadata=...)``):
 - ``help``: one sentence for people (CLI ``--help``, the API's OpenAPI schema).
 - ``metavar``: how a value is written on the command line, where it is not plain text.
 - ``option``: the CLI option's name where it differs from ``--<field>``.
+- ``choices``: the values a text field takes.
 - ``min_items``: the least number of items a list field takes.
 - ``expiry``: the field says when the listing expires; it is not part of the signed content as such
   (the signed ``expires`` is computed from it, see :meth:`ListingSpec.expiry`).
@@ -59,12 +60,9 @@ class ListingSpec:
     )
     category: str = field(default="", metadata={"help": "A path such as tools/garden."})
     window: tuple[int, int] | None = field(
-        default=None,
-        metadata={"help": "Rental period, [start, end] Unix seconds (rentals need one).", "metavar": "START..END"},
+        default=None, metadata={"help": "Rental period (rentals need one).", "metavar": "START..END"}
     )
-    due: int | None = field(
-        default=None, metadata={"help": "Repayment time of a loan, Unix seconds.", "metavar": "WHEN"}
-    )
+    due: int | None = field(default=None, metadata={"help": "Repayment time of a loan.", "metavar": "WHEN"})
     loc: str | None = field(
         default=None, metadata={"help": "Rough location, a geohash of at most 5 characters.", "metavar": "GEOHASH"}
     )

@@ -1,0 +1,102 @@
+"""``swapmeet publish``'s options, made from the one listing shape (``ListingSpec``): one option per field.
+
+A field's type says how it is typed on the command line and sent to the node:
+text as is (a choice where the field lists its ``choices``), items as
+repeatable ``QTY [UNIT] x ITEM`` (checked here against the protocol's limits),
+tags as repeatable words, a time as ``WHEN`` (a duration from now, Unix seconds
+or an ISO date), a window as ``START..END``. The two expiry fields are one
+option, ``--expires WHEN``: a duration goes to the node as relative (its clock
+decides), anything else as absolute. A new field of ``ListingSpec`` gets its
+option here without an edit, as long as its type is one of these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, Field, dataclass, fields
+from typing import Any, get_type_hints
+
+import click
+from swapmeet.protocol.listing_spec import ListingSpec
+from swapmeet.protocol.objects import Item
+
+from .parsing import parse_expires, parse_items, parse_when, parse_window
+
+EXPIRES_HELP = "7d, 12h, 30m, Unix seconds or an ISO date [default: 7d]."
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """How one type of listing field is typed on the command line and sent to the node."""
+
+    multiple: bool
+    metavar: str | None
+    to_json: Callable[[Any, str, int], Any]  # (value, option, now) -> what the API takes
+    example: str = ""
+
+
+_KINDS: dict[Any, _Kind] = {
+    str: _Kind(False, None, lambda v, option, now: v),
+    str | None: _Kind(False, None, lambda v, option, now: v),
+    Sequence[str]: _Kind(True, None, lambda v, option, now: list(v)),
+    Sequence[Item]: _Kind(True, "'QTY [UNIT] x ITEM'", lambda v, option, now: parse_items(v, option)),
+    int | None: _Kind(
+        False, "WHEN", lambda v, option, now: parse_when(v, now, option), " (7d, Unix seconds, ISO date)"
+    ),
+    tuple[int, int] | None: _Kind(False, "START..END", lambda v, option, now: parse_window(v, now), ", e.g. 1d..3d"),
+}
+_TYPES = get_type_hints(ListingSpec)
+
+
+def _content_fields() -> list[Field[Any]]:
+    return [f for f in fields(ListingSpec) if not f.metadata.get("expiry")]
+
+
+def _option_name(f: Field[Any]) -> str:
+    return "--" + f.metadata.get("option", f.name).replace("_", "-")
+
+
+def listing_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add one option per listing field (and ``--expires``) to ``command``, in the fields' order."""
+    options = []
+    for f in _content_fields():
+        kind = _KINDS[_TYPES[f.name]]
+        required = f.default is MISSING
+        default = None if required or f.default is None else f.default
+        if kind.multiple:
+            default = ()
+        extra: dict[str, Any] = {}
+        if "choices" in f.metadata:
+            extra = {"type": click.Choice(f.metadata["choices"]), "show_default": True}
+        options.append(
+            click.option(
+                _option_name(f),
+                f.name,
+                multiple=kind.multiple,
+                required=required or bool(f.metadata.get("min_items")),
+                default=default,
+                metavar=f.metadata.get("metavar", kind.metavar),
+                help=f.metadata["help"].rstrip(".") + kind.example + ".",
+                **extra,
+            )
+        )
+    options.append(click.option("--expires", "expires", metavar="WHEN", help=EXPIRES_HELP))
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def listing_body(values: dict[str, Any], now: int) -> dict[str, Any]:
+    """The API's request body for the options' values: every given field, in the node's terms.
+
+    Raises :class:`InvalidObject` naming the option for a value the protocol would refuse.
+    """
+    body: dict[str, Any] = {}
+    for f in _content_fields():
+        value = values[f.name]
+        if value is None:
+            continue
+        body[f.name] = _KINDS[_TYPES[f.name]].to_json(value, _option_name(f), now)
+    if values["expires"] is not None:
+        body.update(parse_expires(values["expires"]))
+    return body
