@@ -1,9 +1,10 @@
-"""The benchmarks (``python bench/NAME.py``) and what they share with the tests.
+"""The benchmarks: each ``bench/NAME.py`` is one, run as ``python bench/NAME.py [--quick]``.
 
-A regular package, so that tests import ``bench.synthetic`` from the repository root
-(pytest puts the root on ``sys.path``) whatever else is installed: an implicit
-namespace package would lose to any installed package named ``bench``. The scripts
-themselves run as files and import their neighbours by bare name (``benchkit``,
-``synthetic``: the script's directory is first on ``sys.path``). Not installed with
-swapmeet.
+Every script here takes ``--quick`` (a short run) and prints a JSON object of its
+figures as its last line. What they share, and what the tests share with them,
+is in :mod:`bench.support` (a harness, the synthetic-ledger generator, the bare
+gossip peer of the baseline): scripts import it as ``support.X`` (their own
+directory is first on ``sys.path``), tests as ``bench.support.X`` (pytest puts
+the repository root there). A regular package, so that no installed package
+named ``bench`` can take its place. Not installed with swapmeet.
 """

@@ -1,6 +1,6 @@
 """Benchmark of the ledger: durable appends, batch ingest, and the audit of a large synthetic ledger.
 
-Builds a synthetic market ledger (``bench/synthetic.py``: many authors,
+Builds a synthetic market ledger (``bench/support/synthetic.py``: many authors,
 two-party exchanges on both chains, three-party rings, ratings, receipts,
 IOUs; 1M entries in the full run, 15k with ``--quick``), writes it as an
 export file in (author, seq) order, audits it with one worker per core and
@@ -39,13 +39,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import nacl.signing
+from support.synthetic import T0, SyntheticLedger
 from swapmeet.ledger.audit import audit
 from swapmeet.ledger.audit_peek import peek
 from swapmeet.ledger.export_file import read_export, write_export
 from swapmeet.ledger.store import LedgerStore
 from swapmeet.protocol import build
 from swapmeet.protocol.identity import Identity
-from synthetic import T0, SyntheticLedger
 
 GOAL_RATIO = 0.7
 GOAL_RSS_MB = 300

@@ -67,7 +67,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchkit import loadavg, run_bench, summary
+from support.benchkit import loadavg, run_bench, summary
 from swapmeet.cli.localswarm import LocalSwarm
 from swapmeet.protocol.errors import SwapmeetError
 from swapmeet.protocol.identity import public_key_from_peer_id

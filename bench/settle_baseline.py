@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from benchkit import summary
+from support.benchkit import summary
 from swapmeet.node import host as p2p
 
 NET = "settle-bench"

@@ -46,7 +46,7 @@ dialling node 0 and up to two random earlier nodes, and measures:
 
 Baseline, measured in the same run with the same number of processes, the
 same dial graph and the same payload size (one bench listing in a batch):
-``bench/swarm_baseline.py``, N plain processes each running
+``bench/support/gossip_peer.py``, N plain processes each running
 ``swapmeet.node.host.open_host`` -- exactly the node's Noise/Yamux/GossipSub
 configuration -- with an accept-all validator and no DHT, book, API, sync or
 publish coalescing. Its clock starts when the bench writes the publish
@@ -91,7 +91,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchkit import loadavg, pct, run_bench
+from support.benchkit import loadavg, pct, run_bench
 from swapmeet.cli.client import ApiClient
 from swapmeet.cli.localswarm import LocalSwarm, SwarmError
 from swapmeet.node.cookie import read_cookie
@@ -271,7 +271,7 @@ def poll(pred: Callable[[], bool], timeout: float, interval: float = 0.05) -> bo
 
 
 class BarePeer(Watched):
-    """A bare gossipsub process (``bench/swarm_baseline.py``), stdout to a log file, commands on stdin."""
+    """A bare gossipsub process (``bench/support/gossip_peer.py``), stdout to a log file, commands on stdin."""
 
     def __init__(self, idx: int, log: Path, net: str):
         super().__init__()
@@ -283,7 +283,7 @@ class BarePeer(Watched):
         self._lock = threading.Lock()
         self._out = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
-            [PY, str(HERE / "swarm_baseline.py"), "--net", net],
+            [PY, str(HERE / "support" / "gossip_peer.py"), "--net", net],
             stdin=subprocess.PIPE,
             stdout=self._out,
             stderr=subprocess.STDOUT,

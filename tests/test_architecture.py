@@ -263,3 +263,11 @@ def test_every_package_is_installed() -> None:
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     present = {module_name(p.parent / "__init__.py") for p in source_files() if p.name == "__init__.py"}
     assert present == listed, f"pyproject.toml packages: add {present - listed}, drop {listed - present}"
+
+
+def test_every_benchmark_takes_quick() -> None:
+    """Every bench/*.py is a benchmark: it takes --quick (what they share lives in bench/support/)."""
+    scripts = sorted(p for p in (ROOT / "bench").glob("*.py") if p.name != "__init__.py")
+    assert scripts
+    missing = [p.name for p in scripts if '"--quick"' not in p.read_text()]
+    assert not missing, f"bench scripts without --quick: {missing} (helpers belong in bench/support/)"

@@ -17,8 +17,8 @@ from swapmeet.protocol import boundary, build, cbor, evidence
 from swapmeet.protocol.identity import Identity, peer_id
 from swapmeet.protocol.objects import DOMAIN, Exchange, Leg
 
-from bench.synthetic import DEFECTS as SYNTHETIC_DEFECTS
-from bench.synthetic import SyntheticLedger
+from bench.support.synthetic import DEFECTS as SYNTHETIC_DEFECTS
+from bench.support.synthetic import SyntheticLedger
 from tests.protocol_fixtures import ALICE, BOB, CAROL, NONCE, T, complete_exchange, item, listing
 
 WORKERS = 2

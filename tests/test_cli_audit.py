@@ -11,7 +11,7 @@ from swapmeet.ledger.audit_peek import peek
 from swapmeet.ledger.export_file import write_export
 from swapmeet.ledger.store import LedgerStore
 
-from bench.synthetic import SyntheticLedger
+from bench.support.synthetic import SyntheticLedger
 from tests.cli_helpers import assert_one_line_error, run_cli
 
 

@@ -17,7 +17,7 @@ Protocol (one line each way):
   stdout  ``READY <multiaddr>``   once listening and subscribed
           ``R <originator> <tag-hex>``  a message arrived (our own publishes are not reported)
 
-Run: ``python bench/swarm_baseline.py --port P --net NAME``.
+Run: ``python bench/support/gossip_peer.py --port P --net NAME`` (``bench/swarm.py`` does).
 """
 
 from __future__ import annotations

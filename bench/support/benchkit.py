@@ -1,7 +1,7 @@
 """What every bench script shares: percentiles, latency summaries, strict-JSON figures, the run harness.
 
-Imported as ``benchkit`` (each script runs as ``python bench/NAME.py``, so this
-directory is first on ``sys.path``).
+Imported as ``support.benchkit`` (each script runs as ``python bench/NAME.py``, so the
+bench directory is first on ``sys.path``).
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ Defects can be injected for the audit's tests (``defects=``, names in
 :data:`DEFECTS`); each injection is recorded in :attr:`SyntheticLedger.injected`
 with the ids a finding should name.
 
-Not part of the installed package: tests import it as ``bench.synthetic`` (the
-repository root is on their ``sys.path``), bench scripts as ``synthetic``.
+Not part of the installed package: tests import it as ``bench.support.synthetic`` (the
+repository root is on their ``sys.path``), bench scripts as ``support.synthetic``.
 """
 
 from __future__ import annotations
