@@ -13,7 +13,6 @@ A few tests look at private attributes of P2PHost (``_router``) or FramedStream
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import socket
@@ -41,49 +40,17 @@ from swapmeet.node.host import (
 )
 from swapmeet.protocol.identity import peer_id as swapmeet_peer_id
 
-LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
+from tests.p2p_helpers import LOOPBACK, accept_all, seed, wait_line_mesh
+from tests.p2p_helpers import line as _line
+
 NET = "behaviour"
 T = topic(NET, "listings")
 T2 = topic(NET, "settle")
 
 
-def seed(label: str) -> bytes:
-    return hashlib.sha256(b"libp2p-behaviour/" + label.encode()).digest()
-
-
-def accept_all(from_peer: str, data: bytes) -> bool:
-    return True
-
-
-@asynccontextmanager
-async def line(n: int, label: str = "line", **kwargs: Any) -> AsyncIterator[list[P2PHost]]:
-    """n hosts, h0 - h1 - ... - h(n-1), each dialling the next; they shut down concurrently."""
-    hosts: list[P2PHost] = []
-    stop = trio.Event()
-
-    async def run(i: int, *, task_status: trio.TaskStatus[None]) -> None:
-        async with open_host(seed(f"{label}-{i}"), LOOPBACK, net=NET, **kwargs) as host:
-            hosts.append(host)
-            task_status.started()
-            await stop.wait()
-
-    async with trio.open_nursery() as nursery:
-        for i in range(n):
-            await nursery.start(run, i)
-        try:
-            with trio.fail_after(10):
-                for left, right in itertools.pairwise(hosts):
-                    await left.connect(right.listen_addrs()[0])
-            yield hosts
-        finally:
-            stop.set()
-
-
-async def wait_mesh(hosts: list[P2PHost], topic_id: str) -> None:
-    with trio.fail_after(10):
-        for left, right in itertools.pairwise(hosts):
-            await left.wait_for_mesh(topic_id, [right.peer_id])
-            await right.wait_for_mesh(topic_id, [left.peer_id])
+def line(n: int, label: str = "line", **kwargs: Any) -> Any:
+    """n hosts of this file's network in a line (tests.p2p_helpers.line)."""
+    return _line(n, NET, label, **kwargs)
 
 
 async def receive_all(sub: Subscription, n: int, timeout: float) -> list[bytes]:
@@ -231,7 +198,7 @@ async def test_s12_the_heartbeat_stays_at_one_second_after_a_health_evaluation()
     async with line(2, "adaptive") as (a, b):
         for host in (a, b):
             await host.subscribe(T, accept_all)
-        await wait_mesh([a, b], T)
+        await wait_line_mesh([a, b], T)
         router = a._router
         assert router.heartbeat_interval == 1
         router.last_health_update = 0  # as if the library's 30 s evaluation timer had run out
@@ -257,7 +224,7 @@ async def test_s16_library_fact_a_penalty_is_forgotten_when_the_peer_reconnects(
 
         await a.subscribe(T, accept_all)
         sub_b = await b.subscribe(T, b_validator)
-        await wait_mesh([a, b], T)
+        await wait_line_mesh([a, b], T)
         for i in range(6):
             await a.publish(T, b"bad %d" % i)
         with trio.fail_after(10):
@@ -273,7 +240,7 @@ async def test_s16_library_fact_a_penalty_is_forgotten_when_the_peer_reconnects(
         # ...so once A is back, its messages are accepted again.
         with trio.fail_after(10):
             await a.connect(b.listen_addrs()[0])
-        await wait_mesh([a, b], T)
+        await wait_line_mesh([a, b], T)
         await a.publish(T, b"good, from a peer graylisted a moment ago")
         assert await receive_all(sub_b, 1, 10) == [b"good, from a peer graylisted a moment ago"]
 
@@ -292,7 +259,7 @@ async def test_s17_a_validator_that_raises_rejects_the_message_and_gossip_goes_o
 
         await a.subscribe(T, accept_all)
         sub_b = await b.subscribe(T, fragile)
-        await wait_mesh([a, b], T)
+        await wait_line_mesh([a, b], T)
         await a.publish(T, b"boom")
         await a.publish(T, b"after")
         assert await receive_all(sub_b, 1, 10) == [b"after"]
@@ -320,8 +287,8 @@ async def test_s18_bytes_rejected_on_one_topic_are_still_validated_on_another() 
             await a.subscribe(t, accept_all)
         await b.subscribe(T, reject_on_listings)
         sub_settle = await b.subscribe(T2, accept_on_settle)
-        await wait_mesh([a, b], T)
-        await wait_mesh([a, b], T2)
+        await wait_line_mesh([a, b], T)
+        await wait_line_mesh([a, b], T2)
 
         await a.publish(T, b"same bytes")
         with trio.fail_after(10):
@@ -349,7 +316,7 @@ async def test_s18_library_fact_a_rejection_is_remembered_by_message_id() -> Non
         await a.subscribe(T, accept_all)
         sub_b = await b.subscribe(T, b_validator)
         await c.subscribe(T, accept_all)
-        await wait_mesh([a, b, c], T)
+        await wait_line_mesh([a, b, c], T)
 
         await a.publish(T, b"object")
         with trio.fail_after(10):
@@ -372,7 +339,7 @@ async def test_s21_a_slow_subscriber_loses_nothing_in_a_burst() -> None:
     async with line(2, "slowreader") as (a, b):
         await a.subscribe(T, accept_all)
         sub_b = await b.subscribe(T, accept_all)
-        await wait_mesh([a, b], T)
+        await wait_line_mesh([a, b], T)
         got: list[bytes] = []
 
         async def slow_reader() -> None:
@@ -402,7 +369,7 @@ async def test_s22_a_long_burst_is_not_dropped_at_the_publisher() -> None:
     async with line(2, "longburst") as (a, b):
         await a.subscribe(T, accept_all)
         sub_b = await b.subscribe(T, accept_all)
-        await wait_mesh([a, b], T)
+        await wait_line_mesh([a, b], T)
         for i in range(n):
             await a.publish(T, b"msg %d" % i)
         got = await receive_all(sub_b, n, 60)
@@ -417,7 +384,7 @@ async def test_s23_links_speak_meshsub_1_1_by_default() -> None:
     async with line(2, "meshsub") as (a, b):
         for host in (a, b):
             await host.subscribe(T, accept_all)
-        await wait_mesh([a, b], T)
+        await wait_line_mesh([a, b], T)
         protocols = {str(p) for p in a._router.peer_protocol.values()}
         assert protocols == {"/meshsub/1.1.0"}
 

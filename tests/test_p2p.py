@@ -7,13 +7,9 @@ control shows that the same path delivers within milliseconds.
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import nacl.signing
@@ -26,7 +22,6 @@ from swapmeet.node.host import (
     FrameTooLargeError,
     GossipSettings,
     P2PError,
-    P2PHost,
     ProtocolNotSupportedError,
     PublishRejectedError,
     StreamClosedError,
@@ -38,53 +33,16 @@ from swapmeet.node.host import (
 )
 from swapmeet.protocol.identity import peer_id as swapmeet_peer_id
 
-LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
+from tests.p2p_helpers import LOOPBACK, accept_all, seed, wait_line_mesh
+from tests.p2p_helpers import line as _line
+
 NET = "test"
 T = topic(NET, "listings")
 
 
-def seed(label: str) -> bytes:
-    return hashlib.sha256(label.encode()).digest()
-
-
-def accept_all(from_peer: str, data: bytes) -> bool:
-    return True
-
-
-@asynccontextmanager
-async def line(n: int, net: str = NET, **kwargs: Any) -> AsyncIterator[list[P2PHost]]:
-    """n hosts, each connected to the next: h0 - h1 - ... - h(n-1).
-
-    Each host runs in its own task so that they shut down concurrently, as the
-    nodes of a real swarm would (closing a host with a connection costs ~0.2 s).
-    """
-    hosts: list[P2PHost] = []
-    stop = trio.Event()
-
-    async def run(i: int, *, task_status: trio.TaskStatus[None]) -> None:
-        async with open_host(seed(f"{net}-{i}"), LOOPBACK, net=net, **kwargs) as host:
-            hosts.append(host)
-            task_status.started()
-            await stop.wait()
-
-    async with trio.open_nursery() as nursery:
-        for i in range(n):
-            await nursery.start(run, i)
-        try:
-            with trio.fail_after(5):
-                for left, right in itertools.pairwise(hosts):
-                    await left.connect(right.listen_addrs()[0])
-            yield hosts
-        finally:
-            stop.set()
-
-
-async def wait_line_mesh(hosts: list[P2PHost], topic_id: str) -> None:
-    """Both directions of every link are in the GossipSub mesh (docs/LIBP2P.md §24)."""
-    with trio.fail_after(5):
-        for left, right in itertools.pairwise(hosts):
-            await left.wait_for_mesh(topic_id, [right.peer_id])
-            await right.wait_for_mesh(topic_id, [left.peer_id])
+def line(n: int, net: str = NET, **kwargs: Any) -> Any:
+    """n hosts in a line (tests.p2p_helpers.line), of this file's network unless told."""
+    return _line(n, net, **kwargs)
 
 
 async def nothing_within(sub: Subscription, seconds: float) -> list[tuple[str, bytes]]:
