@@ -63,6 +63,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 from libp2p.utils.address_validation import expand_wildcard_address
 from libp2p.utils.varint import encode_uvarint
+from swapmeet.protocol import gossip
 
 from .config import validate_net
 
@@ -322,15 +323,9 @@ def _content_msg_id(msg: rpc_pb2.Message, per_publication: frozenset[str] = froz
     duplicate for ``seen_ttl`` seconds, by the publisher's own node first of all
     (py-libp2p's publish checks the seen cache, pubsub.py push_msg).
     """
-    h = hashlib.sha256()
-    for t in msg.topicIDs:
-        raw = t.encode()
-        h.update(len(raw).to_bytes(4, "big"))
-        h.update(raw)
-    h.update(msg.data)
     if per_publication and any(t in per_publication for t in msg.topicIDs):
-        h.update(b"\x00publication\x00" + msg.from_id + b"\x00" + msg.seqno)
-    return h.digest()
+        return gossip.message_id(msg.topicIDs, msg.data, msg.from_id, msg.seqno)
+    return gossip.message_id(msg.topicIDs, msg.data)
 
 
 class _RoomyQueues(dict[ID, Any]):
