@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from swapmeet.protocol import boundary, build, cbor, evidence
+from swapmeet.cli import parsing
+from swapmeet.protocol import boundary, build, cbor, evidence, gossip
+from swapmeet.protocol.booksync import frames as syncwire
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import Identity, peer_id, peer_id_bytes, public_key_from_peer_id
 from swapmeet.protocol.objects import DOMAIN, KINDS, Exchange, Notice
@@ -108,6 +110,7 @@ def test_every_kind_has_valid_and_invalid_vectors() -> None:
 
 def test_vector_names_are_unique() -> None:
     names = [v["name"] for name in [*KIND_FILES, "proofs.json"] for s in ("valid", "invalid") for v in _load(name)[s]]
+    names += [c["name"] for c in _load("gossip.json")["message_ids"]]
     assert len(names) == len(set(names))
 
 
@@ -147,6 +150,8 @@ def test_item_text_parses(case: dict[str, Any]) -> None:
     assert (item.qty, item.unit, item.item) == (case["qty"], case["unit"], case["item"])
     assert str(item) == case["str"]
     assert build.parse_item(str(item)) == item
+    # Within the item limits: the CLI's checks pass it too.
+    assert parsing.parse_items([case["text"]], "item") == [item.to_cbor()]
 
 
 @pytest.mark.parametrize("case", _load("item-text.json")["invalid"], ids=lambda c: c["text"])
@@ -154,6 +159,90 @@ def test_item_text_refused(case: dict[str, Any]) -> None:
     with pytest.raises(InvalidObject) as info:
         build.parse_item(case["text"])
     assert {"code": info.value.code, "path": info.value.path} == case["error"]
+    with pytest.raises(InvalidObject) as info:
+        parsing.parse_items([case["text"]], "item")  # the CLI reports the parser's error, at the option
+    assert {"code": info.value.code, "path": info.value.path} == case["error"]
+
+
+@pytest.mark.parametrize("case", _load("item-text.json")["unchecked"], ids=lambda c: c["text"][:40])
+def test_item_text_parses_without_limit_checks(case: dict[str, Any]) -> None:
+    """The parser checks the form only; the CLI checks the item limits after it (PROTOCOL.md 10.8)."""
+    item = build.parse_item(case["text"])
+    assert (item.qty, item.unit, item.item) == (case["qty"], case["unit"], case["item"])
+    with pytest.raises(InvalidObject) as info:
+        parsing.parse_items([case["text"]], "item")
+    assert {"code": info.value.code, "path": info.value.path} == case["error"]
+    # ...and no object can hold it: the trust boundary refuses a listing with this item.
+    with pytest.raises(InvalidObject) as info:
+        build.make_listing(Identity(bytes(32)), title="t", have=[item], created=1, expires=2)
+    assert info.value.code == case["error"]["code"]
+    assert info.value.path.startswith("listing.body.have[0].")
+
+
+# --------------------------------------------------------------------------- gossip message ids
+
+
+@pytest.mark.parametrize("case", _load("gossip.json")["message_ids"], ids=lambda c: c["name"])
+def test_gossip_message_id(case: dict[str, Any]) -> None:
+    topics, data = case["topics"], bytes.fromhex(case["data"])
+    publisher, seqno = bytes.fromhex(case["publisher"]), bytes.fromhex(case["seqno"])
+    per_publication = any(t.split("/")[3] in gossip.PER_PUBLICATION_TOPICS for t in topics)
+    assert case["per_publication"] == per_publication
+    if per_publication:
+        got = gossip.message_id(topics, data, publisher, seqno)
+    else:
+        got = gossip.message_id(topics, data)
+        assert gossip.message_id(topics, data, publisher, seqno) != got  # the suffix would change it
+    assert got.hex() == case["id"]
+    # The layout of PROTOCOL.md 13.1, spelled out.
+    preimage = b"".join(len(t.encode()).to_bytes(4, "big") + t.encode() for t in topics) + data
+    if per_publication:
+        preimage += b"\x00publication\x00" + publisher + b"\x00" + seqno
+    assert hashlib.sha256(preimage).hexdigest() == case["id"]
+
+
+def test_gossip_vectors_show_what_the_id_covers() -> None:
+    by_name = {c["name"]: c["id"] for c in _load("gossip.json")["message_ids"]}
+    assert _load("gossip.json")["per_publication_topics"] == list(gossip.PER_PUBLICATION_TOPICS) == ["settle"]
+    # Content-only: another publisher of the same bytes is the same message.
+    assert by_name["gossip-id-listing-batch"] == by_name["gossip-id-listing-batch-other-publisher"]
+    # Per publication: a retry or another publisher is a new message.
+    settle = {by_name[n] for n in ("gossip-id-settle", "gossip-id-settle-retry", "gossip-id-settle-other-publisher")}
+    assert len(settle) == 3
+    assert by_name["gossip-id-two-topics"] != by_name["gossip-id-two-topics-swapped"]
+    assert len(set(by_name.values())) == len(by_name) - 1
+
+
+# --------------------------------------------------------------------------- book sync sessions
+
+
+@pytest.mark.parametrize("session", _load("sync.json")["sessions"], ids=lambda s: s["name"])
+def test_sync_session_transcript(session: dict[str, Any]) -> None:
+    """node/sync.py, run on the vector's two sets, sends exactly the vector's frames (PROTOCOL.md 14.4)."""
+
+    def side(name: str) -> tuple[list[tuple[int, bytes]], list[bytes]]:
+        items = [(t, bytes.fromhex(i)) for t, i in session[name]["items"]]
+        return items, [bytes.fromhex(raw) for raw in session[name]["objects"]]
+
+    frames, fetched, pushed = _generator().run_sync_session(side("initiator"), side("responder"))
+    assert [{"from": who, "frame": f.hex()} for who, f in frames] == [
+        {"from": f["from"], "frame": f["frame"]} for f in session["frames"]
+    ]
+    assert [boundary.object_id(r).hex() for r in fetched] == session["initiator_received"]
+    assert [boundary.object_id(r).hex() for r in pushed] == session["responder_received"]
+
+    # What the transcript shows, stated once more against the frames themselves.
+    decoded = [
+        (who, *syncwire.decode_frame(bytes.fromhex(f["frame"]))) for f in session["frames"] for who in [f["from"]]
+    ]
+    tags = [tag for who, tag, _ in decoded if who == "initiator"]
+    assert tags[-1] == "end" and tags.count("end") == 1
+    assert tags == sorted(tags, key=["rec", "get", "put", "end"].index)  # rec+ get* put* end
+    recs = [(who, payload) for who, tag, payload in decoded if tag == "rec"]
+    assert [who for who, _ in recs] == ["initiator", "responder"] * (len(recs) // 2)  # strictly alternating
+    assert all(payload != b"\x01" for who, payload in recs if who == "initiator")  # the empty answer is not sent
+    assert all(who == "initiator" for who, tag, _ in decoded if tag in ("get", "put", "end"))
+    assert all(who == "responder" for who, tag, _ in decoded if tag == "objs")
 
 
 # --------------------------------------------------------------------------- the files match the code

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ import trio
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.score import ScoreParams, TopicScoreParams
+from swapmeet.protocol import gossip
 
 if TYPE_CHECKING:
     from .host import P2PHost
@@ -90,7 +90,7 @@ class GossipSettings:
 
 
 def content_msg_id(msg: rpc_pb2.Message, per_publication: frozenset[str] = frozenset()) -> bytes:
-    """Message id = SHA-256 over the topics and the payload.
+    """Message id = SHA-256 over the topics and the payload (PROTOCOL.md §13.1, :mod:`swapmeet.protocol.gossip`).
 
     Hashing the payload (not the default from+seqno) makes identical payloads one
     message: an object re-announced by a second peer is a duplicate, not a new
@@ -105,15 +105,9 @@ def content_msg_id(msg: rpc_pb2.Message, per_publication: frozenset[str] = froze
     duplicate for ``seen_ttl`` seconds, by the publisher's own node first of all
     (py-libp2p's publish checks the seen cache: docs/LIBP2P.md §19).
     """
-    h = hashlib.sha256()
-    for t in msg.topicIDs:
-        raw = t.encode()
-        h.update(len(raw).to_bytes(4, "big"))
-        h.update(raw)
-    h.update(msg.data)
     if per_publication and any(t in per_publication for t in msg.topicIDs):
-        h.update(b"\x00publication\x00" + msg.from_id + b"\x00" + msg.seqno)
-    return h.digest()
+        return gossip.message_id(msg.topicIDs, msg.data, msg.from_id, msg.seqno)
+    return gossip.message_id(msg.topicIDs, msg.data)
 
 
 class RoomyQueues(dict[ID, Any]):

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
-from swapmeet.protocol import boundary, build, cbor, evidence
+from swapmeet.cli import parsing
+from swapmeet.protocol import batch, boundary, build, cbor, evidence, gossip
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import Identity, peer_id, peer_id_bytes
 from swapmeet.protocol.objects import DOMAIN, Exchange, Item, Leg
@@ -188,6 +189,24 @@ class World:
             ring = build.sign_exchange(ring, who)
         self.ring = ring
         self.withdrawal = build.make_withdrawal(ALICE, self.table, created=T + 5 * DAY)
+        # Item keys are (item, unit) compared exactly: no case folding, trimming or Unicode normalisation.
+        self.lookalikes = build.make_listing(
+            CAROL,
+            title="Chairs and cafe chairs",
+            have=[
+                Item("garden chair", 1, "pc"),
+                Item("Garden chair", 1, "pc"),
+                Item("garden chair ", 1, "pc"),
+                Item("garden chair", 1, "kg"),
+                Item("garden chair", 1, "PC"),
+                Item("caf\u00e9 chair", 1, "pc"),
+                Item("cafe\u0301 chair", 1, "pc"),
+            ],
+            want=[Item("garden chair", 2, "pc")],
+            created=T,
+            expires=T + 7 * DAY,
+            series=bytes([0xC2]) * 16,
+        )
         self.receipt_bob = build.make_receipt(BOB, self.complete, legs=[0], created=T + DAY)
         self.receipt_alice = build.make_receipt(ALICE, self.complete, legs=[1], created=T + DAY + HOUR)
         self.rating = build.make_rating(
@@ -346,6 +365,282 @@ def seeds_of(*who: Identity | None) -> list[str | None]:
 # --------------------------------------------------------------------------- files
 
 
+def embedded_fault_vectors(w: World, kind: str) -> list[dict[str, Any]]:
+    """Faults inside embedded objects, for the file of the outermost ``kind`` (PROTOCOL.md 6.10).
+
+    Each faulty object is signed over its faulty bytes and embedded, as bytes, in otherwise valid
+    objects that are themselves signed, so the innermost fault is the only thing wrong. The path is
+    the embedding field's path followed by what would follow the kind at the top level.
+    """
+    # The innermost fault: listing-minimal with qty 0 (range at <label>.body.have[0].qty).
+    listing_qty0 = sign(ALICE, "listing", edit(body_of(w.chairs.raw), have=[d("garden chair", 0)]))
+    offer_qty0 = sign(BOB, "offer", edit(body_of(w.offer.raw), listing=listing_qty0))
+    xbody = body_of(w.complete.raw)
+    exchange_qty0 = exchange_raw(edit(xbody, offer=offer_qty0), [ALICE, BOB])
+    rating_qty0 = sign(BOB, "rating", edit(body_of(w.rating.raw), exchange=exchange_qty0))
+    deep = ".body.offer.body.listing.body.have[0].qty"
+    bad_sig_listing = w.chairs.raw[:-1] + bytes([w.chairs.raw[-1] ^ 0x01])
+    complete_bad_slot1 = cbor.decode(w.complete.raw, max_size=boundary.MAX_ANY_SIZE)
+    complete_bad_slot1[3][1] = bytes([complete_bad_slot1[3][1][0] ^ 0x01]) + complete_bad_slot1[3][1][1:]
+    complete_bad_slot1_raw = cbor.encode(complete_bad_slot1)
+    offer_by_carol = sign(CAROL, "offer", body_of(w.offer.raw))  # taker bob, written by carol: party at .taker
+
+    if kind == "offer":
+        base = body_of(w.offer.raw)
+        oversized = sign(
+            ALICE,
+            "listing",
+            edit(
+                body_of(w.chairs.raw),
+                desc="\U0001f600" * 4000,
+                title="x" * 120,
+                tags=[f"{i:02d}" + "t" * 30 for i in range(16)],
+            ),
+        )
+        assert boundary.MAX_SIZE["listing"] < len(oversized)
+
+        def bad(name: str, description: str, listing: Any, code: str, path: str) -> dict[str, Any]:
+            return invalid(name, description, sign(BOB, "offer", edit(base, listing=listing)), code, path, "offer")
+
+        short_author = cbor.encode([DOMAIN, "listing", ALICE.public_key[:31], body_of(w.chairs.raw), bytes(64)])
+        return [
+            bad(
+                "offer-embedded-listing-qty-zero",
+                "The embedded listing has qty 0: the listing's own path, with the field holding it as its label.",
+                listing_qty0,
+                "range",
+                "offer.body.listing.body.have[0].qty",
+            ),
+            bad(
+                "offer-embedded-listing-unknown-field",
+                "The embedded listing's body has a field the schema does not have.",
+                sign(ALICE, "listing", edit(body_of(w.chairs.raw), price=5)),
+                "unknown-field",
+                "offer.body.listing.body.price",
+            ),
+            bad(
+                "offer-embedded-listing-author-short",
+                "The embedded listing's author is 31 bytes: <label>.author, as listing.author at the top level.",
+                short_author,
+                "length",
+                "offer.body.listing.author",
+            ),
+            bad(
+                "offer-embedded-listing-version",
+                "The embedded listing's domain is 'swapmeet/2': <label>[0].",
+                replace_once(w.chairs.raw, tstr("swapmeet/1"), tstr("swapmeet/2")),
+                "version",
+                "offer.body.listing[0]",
+            ),
+            bad(
+                "offer-embedded-listing-envelope",
+                "The embedded object is an array of 3: envelope at the label itself.",
+                cbor.encode([DOMAIN, "listing", ALICE.public_key]),
+                "envelope",
+                "offer.body.listing",
+            ),
+            bad(
+                "offer-embedded-listing-trailing-byte",
+                "The embedded listing is followed by one 0x00 byte: encoding at the label.",
+                w.chairs.raw + b"\x00",
+                "encoding",
+                "offer.body.listing",
+            ),
+            bad(
+                "offer-embedded-listing-oversized",
+                "The embedded listing is over the listing limit (16384 bytes), the offer within its own: size "
+                "at the label, checked before decoding the embedded bytes.",
+                oversized,
+                "size",
+                "offer.body.listing",
+            ),
+        ]
+    if kind == "exchange":
+        plain = edit(xbody, drop=("offer",), listings=[])
+
+        def bad_x(name: str, description: str, body: Any, code: str, path: str) -> dict[str, Any]:
+            return invalid(name, description, exchange_raw(body, [ALICE, BOB]), code, path, "exchange")
+
+        title_escape = sign(ALICE, "listing", edit(body_of(w.chairs.raw), title="\x1b[31mGarden chairs"))
+        return [
+            bad_x(
+                "exchange-embedded-offer-listing-qty-zero",
+                "Two levels deep: the listing inside the offer inside the exchange has qty 0.",
+                edit(xbody, offer=offer_qty0),
+                "range",
+                "exchange" + deep,
+            ),
+            bad_x(
+                "exchange-embedded-offer-by-third-party",
+                "The embedded offer breaks an offer rule (written by carol for taker bob).",
+                edit(xbody, offer=offer_by_carol),
+                "party",
+                "exchange.body.offer.body.taker",
+            ),
+            bad_x(
+                "exchange-embedded-listing-title-escape",
+                "An ANSI escape in the title of listings[0].",
+                edit(plain, listings=[title_escape]),
+                "text",
+                "exchange.body.listings[0].body.title",
+            ),
+            bad_x(
+                "exchange-embedded-second-listing-bad-signature",
+                "listings[1] (listing-full) with its last signature bit flipped; listings[0] is fine.",
+                edit(plain, listings=[w.chairs.raw, w.table.raw[:-1] + bytes([w.table.raw[-1] ^ 0x01])]),
+                "signature",
+                "exchange.body.listings[1].signature",
+            ),
+        ]
+    if kind == "rating":
+        base = body_of(w.rating.raw)
+
+        def bad_r(name: str, description: str, exchange: bytes, code: str, path: str) -> dict[str, Any]:
+            return invalid(name, description, sign(BOB, "rating", edit(base, exchange=exchange)), code, path, "rating")
+
+        return [
+            bad_r(
+                "rating-embedded-exchange-bad-signature",
+                "The rated exchange's slot 1 (bob's signature) is broken: <label>.signatures[1].",
+                complete_bad_slot1_raw,
+                "signature",
+                "rating.body.exchange.signatures[1]",
+            ),
+            bad_r(
+                "rating-embedded-exchange-leg-qty-zero",
+                "The rated exchange has a leg item with qty 0 (re-signed by both parties).",
+                exchange_raw(
+                    edit(
+                        xbody,
+                        drop=("offer",),
+                        legs=[{**xbody["legs"][0], "items": [d("garden chair", 0)]}, xbody["legs"][1]],
+                    ),
+                    [ALICE, BOB],
+                ),
+                "range",
+                "rating.body.exchange.body.legs[0].items[0].qty",
+            ),
+            bad_r(
+                "rating-embedded-three-levels",
+                "Three levels deep: rating > exchange > offer > listing with qty 0.",
+                exchange_qty0,
+                "range",
+                "rating.body.exchange" + deep,
+            ),
+        ]
+    if kind == "entry":
+        b2 = body_of(w.entry_b2.raw)
+        a1 = body_of(w.entry_a1.raw)
+        rating_base = body_of(w.rating.raw)
+
+        def bad_e(name: str, description: str, body: Any, code: str, path: str, who: Identity = BOB) -> dict[str, Any]:
+            return invalid(name, description, sign(who, "entry", body), code, path, "entry")
+
+        return [
+            bad_e(
+                "entry-embedded-rating-by-non-party",
+                "Carol's entry holds a rating by carol of the alice-bob exchange: the rating's own rule "
+                "(its author is not a party) fires inside the payload, at <label>.author.",
+                edit(b2, payload=sign(CAROL, "rating", rating_base)),
+                "non-party",
+                "entry.body.payload.author",
+                who=CAROL,
+            ),
+            bad_e(
+                "entry-embedded-rating-self",
+                "The payload rating rates its own author.",
+                edit(b2, payload=sign(BOB, "rating", edit(rating_base, subject=BOB.public_key))),
+                "self-rating",
+                "entry.body.payload.body.subject",
+            ),
+            bad_e(
+                "entry-embedded-rating-bad-signature",
+                "The payload rating's signature is broken: <label>.signature.",
+                edit(b2, payload=w.rating.raw[:-1] + bytes([w.rating.raw[-1] ^ 0x01])),
+                "signature",
+                "entry.body.payload.signature",
+            ),
+            bad_e(
+                "entry-embedded-exchange-bad-signature",
+                "The payload exchange's slot 1 is broken: <label>.signatures[1].",
+                edit(a1, payload=complete_bad_slot1_raw),
+                "signature",
+                "entry.body.payload.signatures[1]",
+                who=ALICE,
+            ),
+            bad_e(
+                "entry-embedded-payload-version",
+                "The payload's domain is 'swapmeet/2': <label>[0].",
+                edit(b2, payload=replace_once(w.receipt_bob.raw, tstr("swapmeet/1"), tstr("swapmeet/2"))),
+                "version",
+                "entry.body.payload[0]",
+            ),
+            bad_e(
+                "entry-embedded-receipt-oversized",
+                "The payload is a receipt over the receipt limit (2048 bytes), within the largest payload limit: "
+                "size at the label once the kind is known (not at 'receipt').",
+                edit(b2, payload=sign(BOB, "receipt", edit(body_of(w.receipt_bob.raw), pad=bytes(2100)))),
+                "size",
+                "entry.body.payload",
+            ),
+            bad_e(
+                "entry-embedded-four-levels",
+                "Four levels deep: entry > rating > exchange > offer > listing with qty 0.",
+                edit(b2, payload=rating_qty0),
+                "range",
+                "entry.body.payload.body.exchange" + deep,
+            ),
+        ]
+    if kind == "notice":
+        decline_base = body_of(build.make_notice(ALICE, w.offer, action="decline", created=T + 2 * HOUR).raw)
+        cancel_base = body_of(build.make_notice(BOB, w.maker_signed, action="cancel", created=T + 4 * HOUR).raw)
+        mbody = body_of(w.maker_signed.raw)
+
+        def bad_n(name: str, description: str, body: Any, code: str, path: str, who: Identity) -> dict[str, Any]:
+            return invalid(name, description, sign(who, "notice", body), code, path, "notice")
+
+        return [
+            bad_n(
+                "notice-embedded-offer-listing-qty-zero",
+                "The declined offer embeds a listing with qty 0.",
+                edit(decline_base, offer=offer_qty0),
+                "range",
+                "notice" + ".body.offer.body.listing.body.have[0].qty",
+                ALICE,
+            ),
+            bad_n(
+                "notice-embedded-offer-by-third-party",
+                "The declined offer breaks an offer rule (written by carol for taker bob).",
+                edit(decline_base, offer=offer_by_carol),
+                "party",
+                "notice.body.offer.body.taker",
+                ALICE,
+            ),
+            bad_n(
+                "notice-embedded-exchange-listing-bad-signature",
+                "The cancelled exchange (signed by alice over these bytes) holds a listing with a broken signature.",
+                edit(cancel_base, exchange=exchange_raw(edit(mbody, listings=[bad_sig_listing]), [ALICE, None])),
+                "signature",
+                "notice.body.exchange.body.listings[0].signature",
+                BOB,
+            ),
+            bad_n(
+                "notice-embedded-exchange-self-leg",
+                "The cancelled exchange has a leg from alice to herself.",
+                edit(
+                    cancel_base,
+                    exchange=exchange_raw(
+                        edit(mbody, legs=[{**mbody["legs"][0], "to": 0}, mbody["legs"][1]]), [ALICE, None]
+                    ),
+                ),
+                "self-leg",
+                "notice.body.exchange.body.legs[0]",
+                BOB,
+            ),
+        ]
+    raise ValueError(kind)
+
+
 def identity_file() -> dict[str, Any]:
     keys = []
     for name, who in (("alice", ALICE), ("bob", BOB), ("carol", CAROL), ("mallory", MALLORY)):
@@ -376,11 +671,43 @@ def item_text_file() -> dict[str, Any]:
         "1 pc x lamp",
         "2 x x-ray film",
         "3 x\tchairs\n",
+        "3x chairs",
+        " 3 x  chairs ",
+        "3 x  garden   chair ",
+        "007 x chairs",
+        "3 x x chairs",
+        "3 x\u00a0chairs",
+        "1000000000000 x chairs",
     ]
-    bad = ["three chairs", "3 chairs", "x chairs", "3 kg chairs", "3 x ", "-1 x chairs", "chairs x 3"]
+    bad = [
+        "three chairs",
+        "3 chairs",
+        "x chairs",
+        "3 kg chairs",
+        "3 x ",
+        "-1 x chairs",
+        "chairs x 3",
+        "2kg x",
+        "2 kg x",
+        "3x",
+        "3\u00d7chairs",
+        "3 xx chairs",
+        "20 \u20ac x cash",
+        "3 1kg x apples",
+        "\u0663 x chairs",
+        "+3 x chairs",
+    ]
+    # Parsed without any limit check; the CLI (and, for an object, the trust boundary) refuses them.
+    unchecked = [
+        "0 x chairs",
+        "1000000000001 x chairs",
+        "3 x " + "c" * 81,
+        "3 " + "u" * 17 + " x chairs",
+    ]
     valid_items = []
     for text in ok:
         item = build.parse_item(text)
+        parsing.parse_items([text], "item")  # within the limits: the CLI accepts it as well
         valid_items.append({"text": text, "qty": item.qty, "unit": item.unit, "item": item.item, "str": str(item)})
     invalid_items = []
     for text in bad:
@@ -388,15 +715,34 @@ def item_text_file() -> dict[str, Any]:
         if exc is None:
             raise SystemExit(f"item text {text!r} unexpectedly parsed")
         invalid_items.append({"text": text, "error": {"code": exc.code, "path": exc.path}})
+    unchecked_items = []
+    for text in unchecked:
+        item = build.parse_item(text)
+        exc = error_of(lambda text=text: parsing.parse_items([text], "item"))
+        if exc is None:
+            raise SystemExit(f"item text {text!r} unexpectedly passed the CLI's checks")
+        unchecked_items.append(
+            {
+                "text": text,
+                "qty": item.qty,
+                "unit": item.unit,
+                "item": item.item,
+                "error": {"code": exc.code, "path": exc.path},
+            }
+        )
     return {
         "format": FORMAT,
         "description": (
             "The human item form 'QTY x ITEM' / 'QTY UNIT x ITEM' (a user-interface convenience, never on the wire): "
             "what build.parse_item(text) returns, and str() of the result. The unit defaults to 'pc'. "
-            "Errors are raised with path 'item'."
+            "Errors are raised with path 'item'. 'unchecked': texts the parser accepts without checking the item "
+            "limits (qty 1..10**12, item 1-80 and unit 1-16 code points); the reference CLI then refuses them "
+            "with 'error' (its path is the option name, here 'item'), and the trust boundary refuses any object "
+            "that holds such an item (PROTOCOL.md 10.8)."
         ),
         "valid": valid_items,
         "invalid": invalid_items,
+        "unchecked": unchecked_items,
     }
 
 
@@ -422,6 +768,14 @@ def listing_file(w: World) -> dict[str, Any]:
         valid("listing-loan", "A loan with a repayment due time; wants an IOU in return.", w.loan, seeds_of(CAROL)),
         valid("listing-service", "A service.", w.repair, seeds_of(BOB)),
         valid("listing-task", "A task: 'have' is the reward, 'want' the work.", w.task, seeds_of(CAROL)),
+        valid(
+            "listing-items-compared-exactly",
+            "Seven 'have' items, no two with the same (item, unit) key: keys are compared exactly, so case "
+            "('Garden chair'), a trailing space, the unit ('kg', 'PC' is not 'pc') and the Unicode normalisation "
+            "('caf\\u00e9' vs 'cafe\\u0301') all make different items. The same key in 'have' and 'want' is allowed.",
+            w.lookalikes,
+            seeds_of(CAROL),
+        ),
         valid(
             "listing-fresh-at-skew-limit",
             "Decoded with now = created - 300 (CLOCK_SKEW): still accepted.",
@@ -621,6 +975,44 @@ def listing_file(w: World) -> dict[str, Any]:
             "listing.body.tags[0]",
         ),
         bad("listing-duplicate-tag", "A tag twice.", edit(base, tags=["oak", "oak"]), "duplicate", "listing.body.tags"),
+        bad(
+            "listing-tag-format-before-duplicate",
+            "Two faults: 'oak' twice (tags[1]) and 'Oak' (tags[2]). Every tag's format is checked first, "
+            "then duplicates: the format fault is reported though it comes later in the list.",
+            edit(base, tags=["oak", "oak", "Oak"]),
+            "format",
+            "listing.body.tags[2]",
+        ),
+        bad(
+            "listing-tag-not-text-before-duplicate",
+            "Two faults: 'oak' twice and an integer tag after them: format (also for a non-text tag) comes first.",
+            edit(base, tags=["oak", "oak", 7]),
+            "format",
+            "listing.body.tags[2]",
+        ),
+        bad(
+            "listing-item-duplicate-before-later-fault",
+            "Two faults: have[1] repeats have[0] and have[2] has qty 0. Item lists are checked element by "
+            "element (fields, then the duplicate test), so the duplicate at [1] is reported first.",
+            edit(base, have=[d("garden chair", 3), d("garden chair", 3), d("bench", 0)]),
+            "duplicate",
+            "listing.body.have[1]",
+        ),
+        bad(
+            "listing-item-fault-before-duplicate",
+            "Two faults in one element: have[1] repeats have[0] and has qty 0. An element's fields are checked "
+            "before it is compared with the earlier ones.",
+            edit(base, have=[d("garden chair", 3), d("garden chair", 0)]),
+            "range",
+            "listing.body.have[1].qty",
+        ),
+        bad(
+            "listing-item-duplicate-other-qty",
+            "The duplicate key is (item, unit): the same item and unit with another qty is a duplicate.",
+            edit(base, have=[d("garden chair", 3), d("garden chair", 1)]),
+            "duplicate",
+            "listing.body.have[1]",
+        ),
         bad(
             "listing-too-many-tags",
             "At most 16 tags.",
@@ -963,6 +1355,7 @@ def offer_file(w: World) -> dict[str, Any]:
                 "offer.body.taker",
             ),
             bad("offer-expired", "Decoded with now = expires.", base, "expired", "offer.body.expires", now=T + 3 * DAY),
+            *embedded_fault_vectors(w, "offer"),
         ],
     }
 
@@ -1264,6 +1657,7 @@ def exchange_file(w: World) -> dict[str, Any]:
                 "exchange",
                 now=T + DAY,
             ),
+            *embedded_fault_vectors(w, "exchange"),
         ],
     }
 
@@ -1332,6 +1726,7 @@ def rating_file(w: World) -> dict[str, Any]:
                 "type",
                 "rating.body.exchange",
             ),
+            *embedded_fault_vectors(w, "rating"),
         ],
     }
 
@@ -1482,6 +1877,7 @@ def entry_file(w: World) -> dict[str, Any]:
                 "entry.body.time",
                 now=T + 4 * HOUR - 301,
             ),
+            *embedded_fault_vectors(w, "entry"),
         ],
     }
 
@@ -1816,6 +2212,7 @@ def notice_file(w: World) -> dict[str, Any]:
                 "notice",
                 None,
             ),
+            *embedded_fault_vectors(w, "notice"),
         ],
     }
 
@@ -1827,9 +2224,12 @@ def encoding_file(w: World) -> dict[str, Any]:
     raw = w.chairs.raw
     created = tstr("created") + cbor.encode(T)
 
-    def edited(old: bytes, new: bytes) -> bytes:
-        """Hand-edit the signing structure, then sign it: only the encoding is wrong."""
-        return sign_message(ALICE, replace_once(message, old, new))
+    def edited(old: bytes, new: bytes, *more: bytes) -> bytes:
+        """Hand-edit the signing structure (``old`` -> ``new``, then any further pairs), then sign it."""
+        out = replace_once(message, old, new)
+        for i in range(0, len(more), 2):
+            out = replace_once(out, more[i], more[i + 1])
+        return sign_message(ALICE, out)
 
     def bad(name: str, description: str, data: bytes, code: str = "encoding", path: str = "object") -> dict[str, Any]:
         return invalid(name, description, data, code, path, None)
@@ -1942,6 +2342,7 @@ def encoding_file(w: World) -> dict[str, Any]:
                 "shortest nor a double, refused by the decoder.",
                 edited(tstr("qty") + b"\x03", tstr("qty") + b"\xfa\x40\x40\x00\x00"),
             ),
+            *float_vectors(edited, tstr("qty") + b"\x03"),
             bad(
                 "undefined-value",
                 "rev as 'undefined' (0xf7).",
@@ -1995,6 +2396,90 @@ def encoding_file(w: World) -> dict[str, Any]:
             ),
         ],
     }
+
+
+def float_vectors(edited: Callable[..., bytes], qty: bytes) -> list[dict[str, Any]]:
+    """Which float encodings pass the CBOR layer (PROTOCOL.md 2.2): NaN, infinities, widths, mixed forms.
+
+    ``edited(old, new)`` re-signs listing-minimal with ``old`` replaced by ``new``; ``qty`` is its
+    ``"qty": 3`` pair. A float that passes reaches the schema and is refused there (``type`` at the
+    field); one that does not is refused by the decoder (``encoding`` at the label).
+    """
+    key = tstr("qty")
+    schema = ("type", "listing.body.have[0].qty")
+    cases: list[tuple[str, str, bytes, tuple[str, str]]] = [
+        (
+            "float-nan-half-quiet",
+            "NaN as f9 7e00, the one NaN encoding that passes the decoder.",
+            b"\xf9\x7e\x00",
+            schema,
+        ),
+        ("float-nan-half-negative", "NaN with the sign bit set (f9 fe00).", b"\xf9\xfe\x00", ("encoding", "object")),
+        ("float-nan-half-payload", "A quiet NaN with a payload (f9 7e01).", b"\xf9\x7e\x01", ("encoding", "object")),
+        (
+            "float-nan-half-signalling",
+            "A signalling NaN (f9 7c01: quiet bit clear).",
+            b"\xf9\x7c\x01",
+            ("encoding", "object"),
+        ),
+        ("float-nan-single", "NaN in single precision (fa 7fc00000).", b"\xfa\x7f\xc0\x00\x00", ("encoding", "object")),
+        (
+            "float-nan-double",
+            "NaN in double precision (fb 7ff8000000000000): unlike a finite float, a NaN does not pass as a double.",
+            b"\xfb\x7f\xf8" + bytes(6),
+            ("encoding", "object"),
+        ),
+        ("float-infinity-half", "+Infinity as f9 7c00 passes the decoder.", b"\xf9\x7c\x00", schema),
+        ("float-negative-infinity-half", "-Infinity as f9 fc00 passes the decoder.", b"\xf9\xfc\x00", schema),
+        (
+            "float-infinity-double",
+            "+Infinity as a double (fb 7ff0000000000000): refused, like a NaN double.",
+            b"\xfb\x7f\xf0" + bytes(6),
+            ("encoding", "object"),
+        ),
+        (
+            "float-single-shortest",
+            "100000.0 as fa 47c35000: single precision is its shortest exact form, so it passes.",
+            b"\xfa\x47\xc3\x50\x00",
+            schema,
+        ),
+        (
+            "float-negative-zero-half",
+            "-0.0 as f9 8000 (its shortest form) passes.",
+            b"\xf9\x80\x00",
+            schema,
+        ),
+    ]
+    out = [invalid(name, description, edited(qty, key + enc), *err, None) for name, description, enc, err in cases]
+    rev = tstr("rev") + b"\x00"
+    mixed = [
+        (
+            "float-mixed-forms",
+            "Two floats in one object: qty 3.0 in its shortest form (f9 4200), rev 0.0 as a double (fb 00...). "
+            "Each would pass alone, but one object must use one form throughout: refused by the decoder.",
+            b"\xf9\x42\x00",
+            tstr("rev") + b"\xfb" + bytes(8),
+            ("encoding", "object"),
+        ),
+        (
+            "float-two-doubles",
+            "Two floats in one object, both as doubles: passes the decoder; the schema refuses the first float "
+            "it checks (rev: a listing's rev is checked before its items).",
+            b"\xfb\x40\x08" + bytes(6),
+            tstr("rev") + b"\xfb" + bytes(8),
+            ("type", "listing.body.rev"),
+        ),
+        (
+            "float-double-and-nan",
+            "Two floats in one object: qty 3.0 as a double and rev NaN as f9 7e00 (NaN's only form): passes.",
+            b"\xfb\x40\x08" + bytes(6),
+            tstr("rev") + b"\xf9\x7e\x00",
+            ("type", "listing.body.rev"),
+        ),
+    ]
+    for name, description, qty_enc, rev_enc, err in mixed:
+        out.append(invalid(name, description, edited(qty, key + qty_enc, rev, rev_enc), *err, None))
+    return out
 
 
 def envelope_file(w: World) -> dict[str, Any]:
@@ -2279,6 +2764,309 @@ def proofs_file(w: World) -> dict[str, Any]:
     }
 
 
+def gossip_file(w: World) -> dict[str, Any]:
+    """Gossip message ids (PROTOCOL.md 13.1): topics, data, publisher and seqno -> id."""
+    alice, bob = peer_id_bytes(ALICE.public_key), peer_id_bytes(BOB.public_key)
+    seq = (T + 1).to_bytes(8, "big")  # py-libp2p's first seqno: a counter started at the Unix time, plus 1
+    seq2 = (T + 2).to_bytes(8, "big")
+    listings, offers, settle, ledger = (f"/swapmeet/main/{n}/1" for n in ("listings", "offers", "settle", "ledger"))
+    listing_batch = batch.encode_batch([w.chairs.raw])
+    exchange_batch = batch.encode_batch([w.maker_signed.raw])
+    cases: list[tuple[str, str, list[str], bytes, bytes, bytes]] = [
+        (
+            "gossip-id-worked-example",
+            "The worked example of PROTOCOL.md 13.1: one content-only topic, 4 bytes of data (the id does not "
+            "depend on what the data means).",
+            [listings],
+            b"swap",
+            alice,
+            seq,
+        ),
+        (
+            "gossip-id-worked-example-settle",
+            "The settle worked example of PROTOCOL.md 13.1: the same 4 bytes on the settle topic, published by "
+            "alice with seqno T + 1.",
+            [settle],
+            b"swap",
+            alice,
+            seq,
+        ),
+        (
+            "gossip-id-listing-batch",
+            "A batch of one listing (listing-minimal) on the listings topic, published by alice.",
+            [listings],
+            listing_batch,
+            alice,
+            seq,
+        ),
+        (
+            "gossip-id-listing-batch-other-publisher",
+            "The same batch published by bob with another seqno: content-only, so the same id as "
+            "gossip-id-listing-batch (one message, deduplicated).",
+            [listings],
+            listing_batch,
+            bob,
+            seq2,
+        ),
+        (
+            "gossip-id-other-topic",
+            "The same batch on the offers topic: the topic is hashed, so the id differs.",
+            [offers],
+            listing_batch,
+            alice,
+            seq,
+        ),
+        (
+            "gossip-id-other-network",
+            "The same batch on network 'test': the network name is part of the topic.",
+            ["/swapmeet/test/listings/1"],
+            listing_batch,
+            alice,
+            seq,
+        ),
+        ("gossip-id-empty-data", "No data at all: only the topic is hashed.", [ledger], b"", alice, seq),
+        (
+            "gossip-id-settle",
+            "A batch of one exchange (exchange-maker-signed) on the settle topic, a per-publication topic: "
+            "the publisher's PeerID and the seqno are hashed too.",
+            [settle],
+            exchange_batch,
+            alice,
+            seq,
+        ),
+        (
+            "gossip-id-settle-retry",
+            "The same bytes re-published by alice (the next seqno): a new message with a new id.",
+            [settle],
+            exchange_batch,
+            alice,
+            seq2,
+        ),
+        (
+            "gossip-id-settle-other-publisher",
+            "The same bytes and seqno published by bob: another publication, another id.",
+            [settle],
+            exchange_batch,
+            bob,
+            seq,
+        ),
+        (
+            "gossip-id-two-topics",
+            "One message on two content-only topics: each topic length-prefixed, in the message's order.",
+            [listings, offers],
+            listing_batch,
+            alice,
+            seq,
+        ),
+        (
+            "gossip-id-two-topics-swapped",
+            "The same two topics in the other order: a different id (the order is not normalised).",
+            [offers, listings],
+            listing_batch,
+            alice,
+            seq,
+        ),
+        (
+            "gossip-id-two-topics-one-settle",
+            "One message on offers and settle: one per-publication topic is enough for the publication suffix.",
+            [offers, settle],
+            exchange_batch,
+            alice,
+            seq,
+        ),
+    ]
+    ids = []
+    for name, description, topics, data, publisher, seqno in cases:
+        per_publication = any(t.split("/")[3] in gossip.PER_PUBLICATION_TOPICS for t in topics)
+        if per_publication:
+            mid = gossip.message_id(topics, data, publisher, seqno)
+        else:
+            mid = gossip.message_id(topics, data)
+        ids.append(
+            {
+                "name": name,
+                "description": description,
+                "topics": topics,
+                "data": data.hex(),
+                "publisher": publisher.hex(),
+                "seqno": seqno.hex(),
+                "per_publication": per_publication,
+                "id": mid.hex(),
+            }
+        )
+    return {
+        "format": FORMAT,
+        "description": (
+            "GossipSub message ids (PROTOCOL.md 13.1). Each case is one gossip message: its topic ids in order, "
+            "its data, its signed 'from' (the publisher's binary PeerID) and 'seqno'. 'per_publication' is true "
+            "when one of its topics is a per-publication topic (name 'settle'); only then do publisher and seqno "
+            "enter the id."
+        ),
+        "per_publication_topics": list(gossip.PER_PUBLICATION_TOPICS),
+        "message_ids": ids,
+    }
+
+
+class _Pipe:
+    """One end of an in-memory framed stream: what BookSync needs of a FramedStream."""
+
+    def __init__(self, peer_id: str, name: str, log: list[tuple[str, bytes]], send: Any, receive: Any) -> None:
+        self.peer_id, self.protocol = peer_id, "/swapmeet/main/book-sync/1.0.0"
+        self._name, self._log, self._send, self._receive = name, log, send, receive
+
+    async def send(self, frame: bytes) -> None:
+        self._log.append((self._name, frame))
+        await self._send.send(frame)
+
+    async def receive(self) -> bytes:
+        return await self._receive.receive()
+
+    async def aclose(self) -> None:
+        await self._send.aclose()
+
+    async def __aenter__(self) -> _Pipe:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def run_sync_session(
+    initiator: tuple[list[tuple[int, bytes]], list[bytes]], responder: tuple[list[tuple[int, bytes]], list[bytes]]
+) -> tuple[list[tuple[str, bytes]], list[bytes], list[bytes]]:
+    """One book-sync session run by the reference code (node/booksync.py) over an in-memory stream.
+
+    Each side is ``(items, objects)``: its reconciled set and the signed objects it can serve.
+    Returns the frames in the order sent, as ``(sender, frame)``, and what each side was handed
+    to ingest (initiator: from ``objs``; responder: from ``put``).
+    """
+    import trio
+    from swapmeet.node.booksync import BookSync
+
+    log: list[tuple[str, bytes]] = []
+    got: dict[str, list[bytes]] = {"initiator": [], "responder": []}
+
+    class _Book:
+        """The two book queries a sync session makes: the reconciled set, and signed bytes by id."""
+
+        def __init__(self, items: list[tuple[int, bytes]], objects: list[bytes]) -> None:
+            self.items = items
+            self.by_id = {boundary.object_id(raw): raw for raw in objects}
+
+        def ids_with_times(self, now: int) -> list[tuple[int, bytes]]:
+            return list(self.items)
+
+        def raws(self, ids: list[bytes]) -> list[bytes]:
+            return [self.by_id[i] for i in ids if i in self.by_id]
+
+    class _Ingest:
+        """What a side is handed to ingest, kept instead of stored."""
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def store_raw(self, raws: list[bytes], peer: str) -> int:
+            got[self.name].extend(raws)
+            return len(raws)
+
+    def side(name: str, items: list[tuple[int, bytes]], objects: list[bytes]) -> BookSync:
+        return BookSync(host, "vectors", _Book(items, objects), _Ingest(name))  # type: ignore[arg-type]
+
+    class _Host:
+        served: Any = None
+
+        async def open_stream(self, peer: str, protocol: str, *, max_frame_size: int) -> _Pipe:
+            to_resp, from_init = trio.open_memory_channel[bytes](100)
+            to_init, from_resp = trio.open_memory_channel[bytes](100)
+            self.served = _Pipe("initiator-peer", "responder", log, to_init, from_init)
+            self.nursery.start_soon(responder_side._serve, self.served)
+            return _Pipe("responder-peer", "initiator", log, to_resp, from_resp)
+
+    host = _Host()
+    initiator_side = side("initiator", *initiator)
+    responder_side = side("responder", *responder)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            host.nursery = nursery  # type: ignore[attr-defined]
+            await initiator_side.sync_with("responder-peer")
+
+    trio.run(main)
+    return log, got["initiator"], got["responder"]
+
+
+def sync_file(w: World) -> dict[str, Any]:
+    """Whole book-sync sessions, frame by frame (PROTOCOL.md 14.4)."""
+
+    def items_of(*objs: Any) -> list[tuple[int, bytes]]:
+        return sorted((o.created, o.id) for o in objs)
+
+    # Ids nobody can fetch (only their (created, id) items take part), to make sets large enough to split.
+    filler = [(T + 100 + i, hashlib.sha256(b"filler %d" % i).digest()) for i in range(272)]
+    common = [w.chairs_rev1, w.table]
+    cases = [
+        (
+            "sync-identical",
+            "Both hold the same two objects. The initiator's first message is one IdList; the responder finds "
+            "nothing to add and answers the version byte alone; the initiator's own answer then has no ranges, "
+            "so it sends no rec, nothing to get or put, and ends.",
+            (items_of(*common), [o.raw for o in common]),
+            (items_of(*common), [o.raw for o in common]),
+        ),
+        (
+            "sync-each-lacks-one",
+            "The initiator lacks the cargo-bike listing, the responder the counter-offer. One round "
+            "(IdList, IdDiff), then get / objs, then put, then end.",
+            (items_of(*common, w.counter), [o.raw for o in (*common, w.counter)]),
+            (items_of(*common, w.cargo_bike), [o.raw for o in (*common, w.cargo_bike)]),
+        ),
+        (
+            "sync-initiator-empty",
+            "The initiator holds nothing: its first message is an empty IdList up to infinity (01 00 00 02 00).",
+            ([], []),
+            (items_of(*common), [o.raw for o in common]),
+        ),
+        (
+            "sync-split",
+            "272 ids both hold (not fetchable, only reconciled; 17 per range) plus the responder's cargo-bike "
+            "listing: the first message is 16 Fingerprint ranges, the responder splits the one that differs "
+            "(18 items) into 16 more, the initiator answers the one of those that differs (the bike alone) with an "
+            "IdList of its items there (none), the responder answers with an IdDiff, and the initiator's next "
+            "answer has no ranges, so it is not sent; then get / objs and end.",
+            (sorted(filler), []),
+            (sorted([*filler, (w.cargo_bike.created, w.cargo_bike.id)]), [w.cargo_bike.raw]),
+        ),
+    ]
+    sessions = []
+    for name, description, init, resp in cases:
+        frames, fetched, pushed = run_sync_session(init, resp)
+        sessions.append(
+            {
+                "name": name,
+                "description": description,
+                "initiator": {"items": [[t, i.hex()] for t, i in init[0]], "objects": [r.hex() for r in init[1]]},
+                "responder": {"items": [[t, i.hex()] for t, i in resp[0]], "objects": [r.hex() for r in resp[1]]},
+                "frames": [
+                    {"from": who, "frame": f.hex(), "diagnostic": diag(cbor.decode(f, max_size=len(f)))}
+                    for who, f in frames
+                ],
+                "initiator_received": [boundary.object_id(r).hex() for r in fetched],
+                "responder_received": [boundary.object_id(r).hex() for r in pushed],
+            }
+        )
+    return {
+        "format": FORMAT,
+        "description": (
+            "Book-sync sessions (PROTOCOL.md 14), run by the reference code over an in-memory stream: each side's "
+            "reconciled set ('items': [created, id]) and the signed objects it can serve ('objects'), every frame "
+            "in the order sent with its sender, and the ids of the objects each side was handed (initiator: from "
+            "objs; responder: from put). Reconciliation parameters are the defaults (frame limit 65536, 16 "
+            "buckets, IdList threshold 16)."
+        ),
+        "sessions": sessions,
+    }
+
+
 def render() -> dict[str, str]:
     """Every vector file: name -> exact text."""
     w = World()
@@ -2296,6 +3084,8 @@ def render() -> dict[str, str]:
         "entry.json": entry_file(w),
         "notice.json": notice_file(w),
         "proofs.json": proofs_file(w),
+        "gossip.json": gossip_file(w),
+        "sync.json": sync_file(w),
     }
     return {name: json.dumps(content, indent=1, ensure_ascii=True) + "\n" for name, content in files.items()}
 
