@@ -41,6 +41,7 @@ from typing import Any
 import trio
 from swapmeet.ledger.store import LedgerStore
 from swapmeet.protocol.errors import SwapmeetError
+from swapmeet.protocol.gossip import PER_PUBLICATION_TOPICS
 from swapmeet.protocol.identity import Identity, public_key_from_peer_id
 from swapmeet.protocol.objects import LedgerEntry, Offer
 from swapmeet.protocol.replication import GOSSIP_TOPIC as LEDGER_TOPIC
@@ -115,7 +116,8 @@ class Node:
                         enable_mdns=cfg.mdns,
                         enable_dht=cfg.dht,
                         gossip_topics=[*TOPIC_KINDS, LEDGER_TOPIC, SETTLE_TOPIC],
-                        resend_topics=[SETTLE_TOPIC],  # settlement re-sends lost messages (RETRY_S)
+                        # settlement re-sends lost messages (RETRY_S): each publication is its own message
+                        resend_topics=PER_PUBLICATION_TOPICS,
                         debug=cfg.debug,
                     ) as host,
                     trio.open_nursery() as nursery,

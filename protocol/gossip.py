@@ -20,7 +20,7 @@ Without step 3 the id depends on the content only, so the same bytes published
 twice, by one peer or by two, are one message. On the settle topic a publisher
 re-sends the same bytes on purpose (a retry of a message that may have been
 lost, PROTOCOL.md §12.8 and §12.10), so there each publication must be its own
-message. The message id constructor that ``node.p2p`` gives py-libp2p calls this
+message. The message id constructor that the host (``node/host/gossip.py``) gives py-libp2p calls this
 function.
 """
 
