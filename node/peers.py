@@ -1,9 +1,10 @@
 """Who the node is connected to: connection changes as events, and the peers remembered across restarts.
 
-:class:`PeerWatch` polls the host's connections every :data:`PEER_WATCH_S` and
-hands each change to every room that asked for a channel with :meth:`PeerWatch.listen`
+:class:`PeerWatch` looks at the host's connections whenever the host reports one
+opened or closed (and every :data:`PEER_WATCH_S` at the latest) and hands each
+change to every room that asked for a channel with :meth:`PeerWatch.listen`
 (book sync, ledger replication, settlement, the saved peers): one watcher
-instead of one polling loop per room.
+instead of one polling loop per room, and a new peer is synced with at once.
 
 :class:`SavedPeers` is ``<home>/peers.json``: the addresses of the peers this
 node was connected to, redialled at the next start (a persistent peerstore).
@@ -64,7 +65,8 @@ class PeerWatch:
                 for listener in self._listeners:
                     await listener.send(change)
             known = current
-            await trio.sleep(PEER_WATCH_S)
+            # Woken by the host's connection notifications; the poll interval is only the safety net.
+            await self.host.wait_connections_changed(PEER_WATCH_S)
 
 
 class SavedPeers:

@@ -27,17 +27,21 @@ log = logging.getLogger("swapmeet.node.host")
 #: Seconds allowed for stopping mDNS at shutdown.
 _STOP_TIMEOUT = 5.0
 
-class _ConnectionNotifee(INotifee):
-    """Forwards 'a connection opened' to our nursery (for DHT routing-table fill)."""
+class ConnectionNotifee(INotifee):
+    """Tells ``on_change(peer, connected)`` when a connection opens or closes (called on the trio thread).
 
-    def __init__(self, send: trio.MemorySendChannel[ID]) -> None:
-        self._send = send
+    The callback must not block: the library awaits every notifee on its connection path.
+    """
+
+    def __init__(self, on_change: Callable[[ID, bool], None]) -> None:
+        self._on_change = on_change
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        with suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            self._send.send_nowait(conn.muxed_conn.peer_id)
+        self._on_change(conn.muxed_conn.peer_id, True)
+        await trio.lowlevel.checkpoint()
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self._on_change(conn.muxed_conn.peer_id, False)
         await trio.lowlevel.checkpoint()
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
@@ -51,7 +55,6 @@ class _ConnectionNotifee(INotifee):
 
     async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         await trio.lowlevel.checkpoint()
-
 
 
 @dataclass(slots=True)
@@ -73,8 +76,13 @@ async def run_dht(host: IHost, dht: Any, *, task_status: Any = trio.TASK_STATUS_
     strict xfail test says so until this is fixed.
     """
     send, receive = trio.open_memory_channel[ID](1000)
-    notifee = _ConnectionNotifee(send)
-    host.get_network().register_notifee(notifee)
+
+    def on_change(peer: ID, connected: bool) -> None:
+        if connected:
+            with suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                send.send_nowait(peer)
+
+    host.get_network().register_notifee(ConnectionNotifee(on_change))
     async with background_trio_service(dht):
         for pid in host.get_connected_peers():
             await dht.add_peer(pid)

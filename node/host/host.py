@@ -43,7 +43,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from libp2p.utils.address_validation import expand_wildcard_address
 
 from ..config import validate_net
-from .discovery import Background, bootstrap_loop, run_dht, start_mdns, stop_mdns
+from .discovery import Background, ConnectionNotifee, bootstrap_loop, run_dht, start_mdns, stop_mdns
 from .errors import (
     DialError,
     EndOfStream,
@@ -155,6 +155,8 @@ class P2PHost:
         self._handlers: dict[str, HandlerEntry] = {}
         self._my_id: ID = host.get_id()
         self.peer_id: str = self._my_id.to_base58()
+        self._connections_changed = trio.Event()
+        host.get_network().register_notifee(ConnectionNotifee(self._note_connection_change))
 
     # ------------------------------------------------------------ identity
 
@@ -208,6 +210,20 @@ class P2PHost:
     def is_connected(self, peer_id: str) -> bool:
         """Whether at least one connection to ``peer_id`` is open."""
         return bool(self._host.get_network().get_connections(_to_id(peer_id)))
+
+    def _note_connection_change(self, peer: ID, connected: bool) -> None:
+        self._connections_changed.set()
+
+    async def wait_connections_changed(self, timeout: float) -> None:
+        """Return when a connection opened or closed since the last call, or after ``timeout`` seconds.
+
+        Wakes early on the library's connection notifications; callers still compare
+        :meth:`connected_peers` themselves (a notification may come before or after the
+        peer is listed), so the timeout is their safety net, not their clock.
+        """
+        with trio.move_on_after(timeout):
+            await self._connections_changed.wait()
+        self._connections_changed = trio.Event()
 
     def connected_peers(self) -> list[str]:
         """Peer ids with at least one open connection."""
