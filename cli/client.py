@@ -98,6 +98,9 @@ class ApiClient:
     def status(self) -> dict[str, Any]:
         return self.request("GET", "/v1/status")
 
+    def activity(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/v1/activity")
+
     def peers(self) -> list[dict[str, Any]]:
         return self.request("GET", "/v1/peers")
 

@@ -200,10 +200,20 @@ def status(app: App, as_json: bool) -> None:
                 f" {book.get('withdrawals', 0)} withdrawals",
             ),
             ("trades", _trades_line(info.get("trades") or {})),
+            ("last hour", _activity_line(info.get("activity") or {})),
             ("uptime", duration(float(info.get("uptime_s", 0)))),
             ("version", str(info.get("version"))),
             ("api", f"127.0.0.1:{client.cookie.port} (pid {client.cookie.pid})"),
         ]
+    )
+
+
+def _activity_line(a: dict[str, int]) -> str:
+    """``gossip 120 in (30 new), 12 out; sync 4 sessions, 250 objects; 0 refused``."""
+    return (
+        f"gossip {a.get('gossip_in', 0)} in ({a.get('gossip_new', 0)} new), {a.get('gossip_out', 0)} out;"
+        f" sync {a.get('sync_sessions', 0)} sessions, {a.get('sync_objects', 0)} objects;"
+        f" {a.get('refused', 0)} refused"
     )
 
 

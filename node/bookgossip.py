@@ -25,6 +25,7 @@ from swapmeet.protocol import batch
 from swapmeet.protocol.objects import KIND_LISTING, KIND_OFFER, KIND_WITHDRAWAL
 from swapmeet.protocol.ratelimit import AuthorRateLimiter
 
+from .activity import Activity
 from .gossip import PerAuthor, VerifiedTopic
 from .host import DEFAULT_MAX_MESSAGE_SIZE, P2PError, P2PHost, topic
 from .ingest import BookIngest
@@ -47,15 +48,16 @@ def _decode(kinds: tuple[str, ...], data: bytes) -> list[object]:
 class BookGossip:
     """The book's two topics: verified objects in, this node's own objects out (batched, paced)."""
 
-    def __init__(self, host: P2PHost, net: str, ingest: BookIngest, me: bytes) -> None:
+    def __init__(self, host: P2PHost, net: str, ingest: BookIngest, me: bytes, activity: Activity) -> None:
         self.host = host
+        self.activity = activity
         self.ingest = ingest
         self.me = me
         budget = PerAuthor()
         enforced = budget.limiter
         self._own_pace = AuthorRateLimiter(rate=enforced.rate * OWN_PACE, burst=enforced.burst * OWN_PACE)
         self.topics = {
-            name: VerifiedTopic(host, topic(net, name), name, partial(_decode, kinds), budget=budget)
+            name: VerifiedTopic(host, topic(net, name), name, partial(_decode, kinds), budget=budget, activity=activity)
             for name, kinds in TOPIC_KINDS.items()
         }
         self._outbox: dict[str, list[bytes]] = {name: [] for name in TOPIC_KINDS}
@@ -76,6 +78,7 @@ class BookGossip:
     async def _read(self, verified_topic: VerifiedTopic[list[object]]) -> None:
         async for from_peer, objects in verified_topic:
             new = await self.ingest.store(objects)  # type: ignore[arg-type]
+            self.activity.note("gossip_new", new)
             if new:
                 log.info("gossip from %s: %d new object(s)", from_peer[-8:], new)
 

@@ -29,6 +29,7 @@ from swapmeet.protocol.booksync import frames
 from swapmeet.protocol.booksync.reconcile import Reconciler
 from swapmeet.protocol.errors import InvalidObject
 
+from .activity import Activity
 from .book import OfferBook
 from .host import FramedStream, P2PError, P2PHost, protocol_id
 from .ingest import BookIngest
@@ -75,8 +76,9 @@ class _Counted:
 class BookSync:
     """Sessions of book sync: as initiator (:meth:`sync_with`) and as responder (the stream handler)."""
 
-    def __init__(self, host: P2PHost, net: str, book: OfferBook, ingest: BookIngest) -> None:
+    def __init__(self, host: P2PHost, net: str, book: OfferBook, ingest: BookIngest, activity: Activity) -> None:
         self.host = host
+        self.activity = activity
         self.protocol = protocol_id(net, PROTOCOL)
         self.book = book
         self.ingest = ingest
@@ -162,6 +164,8 @@ class BookSync:
                     await wire.send("put", data)
                 stats.pushed = len(have)
                 await wire.send("end", None)
+        self.activity.note("sync_sessions")
+        self.activity.note("sync_objects", stats.fetched + stats.pushed)
         return stats
 
     async def _serve(self, stream: FramedStream) -> None:
@@ -180,8 +184,11 @@ class BookSync:
                     # One reply per request, at most one frame: the initiator asks again for the rest.
                     await wire.send("objs", batch.pack(raws)[0] if raws else None)
                 elif tag == "put":
-                    stats.accepted += await self.ingest.store_raw(batch.split_batch(payload), stream.peer_id)  # type: ignore[arg-type]
+                    raws = batch.split_batch(payload)  # type: ignore[arg-type]
+                    self.activity.note("sync_objects", len(raws))
+                    stats.accepted += await self.ingest.store_raw(raws, stream.peer_id)
                 elif tag == "end":
+                    self.activity.note("sync_sessions")
                     return
                 else:
                     raise InvalidObject("sync", f"unexpected {tag} frame from the initiator", "protocol")

@@ -125,7 +125,13 @@ class MarketAPI(Protocol):
     def status(self) -> dict[str, Any]:
         """``{"peer_id", "net", "addrs": [multiaddr with /p2p/...], "peers": int,
         "book": {"listings", "offers", "withdrawals"}, "trades": {"offers_to_answer",
-        "awaiting_you", "pending", "complete", "lapsed"}, "uptime_s", "version"}``."""
+        "awaiting_you", "pending", "complete", "lapsed"}, "uptime_s", "version",
+        "activity": {event: count over the last hour}}`` (events: :data:`swapmeet.node.activity.EVENTS`)."""
+        ...
+
+    def activity(self) -> list[dict[str, int]]:
+        """Gossip and sync per minute over the last hour, oldest first: ``[{"minute": unix_seconds,
+        event: count, ...}]`` (60 rows; events: :data:`swapmeet.node.activity.EVENTS`)."""
         ...
 
     def peers(self) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.ratelimit import AuthorRateLimiter
 
+from .activity import Activity
 from .host import P2PHost, Subscription
 
 log = logging.getLogger("swapmeet.node")
@@ -102,8 +103,10 @@ class VerifiedTopic(Generic[T]):
         decode: Callable[[bytes], T],
         *,
         budget: Budget | None = None,
+        activity: Activity | None = None,
     ) -> None:
         self.host = host
+        self.activity = activity
         self.topic_id = topic_id
         self.label = label
         self._decode = decode
@@ -124,11 +127,13 @@ class VerifiedTopic(Generic[T]):
             verified = self._decode(data)
         except InvalidObject as err:
             log.info("rejected a %s message from %s: %s", self.label, from_peer[-8:], err)
+            self._note("refused")
             return Verdict.REJECT
         if from_peer == self.host.peer_id:
             return Verdict.ACCEPT  # our own publication: paced by its publisher, not charged twice, not read back
         if self._budget is not None and not self._budget.allow(from_peer, verified, time.monotonic()):
             log.info("rejected a %s message from %s: %s", self.label, from_peer[-8:], self._budget.reason)
+            self._note("refused")
             return Verdict.IGNORE
         self._verified[_key(data)] = verified
         while len(self._verified) > HANDOVER_CACHE:
@@ -138,6 +143,11 @@ class VerifiedTopic(Generic[T]):
     async def publish(self, data: bytes) -> None:
         """Gossip ``data`` (raises the host's P2PError: PublishRejectedError if our own validator refuses it)."""
         await self.host.publish(self.topic_id, data)
+        self._note("gossip_out")
+
+    def _note(self, event: str) -> None:
+        if self.activity is not None:
+            self.activity.note(event)
 
     def __aiter__(self) -> VerifiedTopic[T]:
         return self
@@ -154,6 +164,7 @@ class VerifiedTopic(Generic[T]):
                     verified = self._decode(data)
                 except InvalidObject:
                     continue
+            self._note("gossip_in")
             return from_peer, verified
         raise StopAsyncIteration
 

@@ -22,6 +22,7 @@ from swapmeet.protocol.objects import Listing, SignedObject, Withdrawal
 from swapmeet.protocol.settlement import ExchangeState, OfferState
 
 from . import jsonview
+from .activity import Activity
 from .book import OfferBook
 from .bookgossip import BookGossip
 from .contract import DEFAULT_LIMIT, AmbiguousPrefix, Conflict, UnknownObject, package_version
@@ -50,6 +51,7 @@ class Market:
         book_gossip: BookGossip,
         settlement: SettlementService,
         replication: Replication,
+        activity: Activity,
         stop: trio.CancelScope,
     ) -> None:
         self.identity = identity
@@ -60,6 +62,7 @@ class Market:
         self.book_gossip = book_gossip
         self.settlement = settlement
         self.replication = replication
+        self._activity = activity
         self._stop = stop
         self.started = time.monotonic()
 
@@ -76,6 +79,7 @@ class Market:
             "trades": self._trade_counts(),
             "uptime_s": round(time.monotonic() - self.started, 1),
             "version": package_version(),
+            "activity": self._activity.totals(),
         }
 
     def _trade_counts(self) -> dict[str, int]:
@@ -91,6 +95,9 @@ class Market:
             if x.state is ExchangeState.AWAITING:
                 counts["awaiting_you"] += 1
         return counts
+
+    def activity(self) -> list[dict[str, int]]:
+        return self._activity.last_hour()
 
     def peers(self) -> list[dict[str, Any]]:
         return [{"peer_id": p, "addrs": self.host.known_addrs(p)} for p in self.host.connected_peers()]

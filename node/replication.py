@@ -46,6 +46,7 @@ from swapmeet.protocol.evidence import ForkProof, decode_proof
 from swapmeet.protocol.identity import Identity, peer_id
 from swapmeet.protocol.objects import KIND_ENTRY, Exchange, LedgerEntry, Payload
 
+from .activity import Activity
 from .gossip import VerifiedTopic
 from .host import FramedStream, P2PError, P2PHost, protocol_id, topic
 from .peers import PeerChange
@@ -76,6 +77,7 @@ class Replication:
         net: str,
         forked_file: Path,
         learned: trio.MemorySendChannel[list[LedgerEntry]],
+        activity: Activity,
         *,
         archive: bool = False,
         followed: Iterable[bytes] = (),
@@ -87,7 +89,8 @@ class Replication:
         self.followed = frozenset(followed)
         #: Parties to our exchanges, whose chains we replicate; kept current by settlement.
         self.counterparties: frozenset[bytes] = frozenset()
-        self.topic = VerifiedTopic(host, topic(net, wire.GOSSIP_TOPIC), "ledger", _verify)
+        self.activity = activity
+        self.topic = VerifiedTopic(host, topic(net, wire.GOSSIP_TOPIC), "ledger", _verify, activity=activity)
         self.protocol = protocol_id(net, wire.SYNC_PROTOCOL)
         self._learned = learned
         self._forked_file = forked_file
@@ -271,6 +274,8 @@ class Replication:
                 await stream.send(wire.encode_frame(wire.End()))
         for fault in puller.faults:
             log.info("ledger sync with %s: %s", peer[-8:], fault)
+        self.activity.note("sync_sessions")
+        self.activity.note("sync_objects", stored)
         return stored
 
     async def _serve(self, stream: FramedStream) -> None:

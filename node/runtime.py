@@ -47,6 +47,7 @@ from swapmeet.protocol.objects import LedgerEntry, Offer
 from swapmeet.protocol.replication import GOSSIP_TOPIC as LEDGER_TOPIC
 
 from . import host as p2p
+from .activity import Activity
 from .book import OfferBook
 from .bookgossip import TOPIC_KINDS, BookGossip
 from .booksync import BookSync
@@ -148,9 +149,10 @@ class Node:
         offers_send, offers_receive = trio.open_memory_channel[Offer](CHANNEL_SIZE)
         learned_send, learned_receive = trio.open_memory_channel[list[LedgerEntry]](CHANNEL_SIZE)
         watch = PeerWatch(host)
+        activity = Activity()
         ingest = BookIngest(book, me, offers_send)
-        gossip = BookGossip(host, cfg.net, ingest, me)
-        sync = BookSync(host, cfg.net, book, ingest)
+        gossip = BookGossip(host, cfg.net, ingest, me, activity)
+        sync = BookSync(host, cfg.net, book, ingest, activity)
         self.replication = Replication(
             host,
             ledger_store,
@@ -158,15 +160,16 @@ class Node:
             cfg.net,
             self.home.forked_file,
             learned_send,
+            activity,
             archive=cfg.archive,
             followed=[public_key_from_peer_id(p) for p in cfg.follow],
         )
         self.settlement = SettlementService(
-            host, self.identity, cfg.net, self.home.settlement_state, self.replication, ingest, gossip
+            host, self.identity, cfg.net, self.home.settlement_state, self.replication, ingest, gossip, activity
         )
         self.trading = Trading(self.identity, self.settlement, self.replication, book)
         self.market = Market(
-            self.identity, cfg.net, host, book, ingest, gossip, self.settlement, self.replication, self._scope
+            self.identity, cfg.net, host, book, ingest, gossip, self.settlement, self.replication, activity, self._scope
         )
         await self.replication.start(nursery, watch.listen())
         await self.settlement.start(

@@ -79,6 +79,7 @@ from swapmeet.protocol.settlement import (
     Tick,
 )
 
+from .activity import Activity
 from .bookgossip import BookGossip
 from .gossip import PerPublisher, VerifiedTopic
 from .host import P2PError, P2PHost, RequestRefused, protocol_id, topic
@@ -143,6 +144,7 @@ class SettlementService:
         replication: Replication,
         ingest: BookIngest,
         book_gossip: BookGossip,
+        activity: Activity,
     ) -> None:
         self.host = host
         self.identity = identity
@@ -157,7 +159,9 @@ class SettlementService:
         # Per publisher, not per object author: an exchange has several signers, and the publisher
         # (gossip messages are signed, so it is authenticated) is who chose to send it. Honest
         # fallback traffic is a few re-sends per RETRY_S; a flood is not forwarded.
-        self.topic = VerifiedTopic(host, topic(net, SETTLE_TOPIC), "settle", _decode_settle, budget=PerPublisher())
+        self.topic = VerifiedTopic(
+            host, topic(net, SETTLE_TOPIC), "settle", _decode_settle, budget=PerPublisher(), activity=activity
+        )
         self._lock = trio.Lock()
         self._changed = trio.Event()
         self._in_flight: set[tuple[bytes, bytes]] = set()

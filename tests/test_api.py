@@ -29,6 +29,7 @@ import pytest
 import trio
 from swapmeet.cli.client import ApiClient, NodeError, NodeNotRunning, live_addrs
 from swapmeet.node import contract, cookie
+from swapmeet.node.activity import EVENTS, Activity
 from swapmeet.node.contract import AmbiguousPrefix, Conflict, UnknownObject
 from swapmeet.node.home import Home
 from swapmeet.node.http.app import create_app
@@ -83,6 +84,7 @@ class FakeNode:
         self.confirmed: dict[bytes, set[int]] = {}
         self.rated: dict[bytes, list[bytes]] = {}
         self.forked_keys: list[bytes] = []
+        self.activity_log = Activity()
 
     def status(self) -> dict[str, Any]:
         pid = peer_id(self.identity.public_key)
@@ -96,7 +98,11 @@ class FakeNode:
             "trades": {"offers_to_answer": 1, "awaiting_you": 0, "pending": 1, "complete": 2, "lapsed": 0},
             "uptime_s": 1.5,
             "version": "0.1.0",
+            "activity": self.activity_log.totals(),
         }
+
+    def activity(self) -> list[dict[str, int]]:
+        return self.activity_log.last_hour()
 
     def peers(self) -> list[dict[str, Any]]:
         return [{"peer_id": peer_id(BOB.public_key), "addrs": ["/ip4/127.0.0.1/tcp/4002"]}]
@@ -469,6 +475,19 @@ async def test_scopes_other_than_http_never_reach_the_app() -> None:
         await guard({"type": "websocket", "path": "/v1/status", "headers": headers}, nothing, discard)
         await guard({"type": "lifespan"}, nothing, discard)
     assert reached == ["lifespan"]
+
+
+async def test_activity_is_an_hour_of_minutes(tmp_path: Path) -> None:
+    node = FakeNode()
+    node.activity_log.note("gossip_in", 3)
+    node.activity_log.note("sync_sessions")
+    with trio.fail_after(LIMIT_S):
+        async with running(node, tmp_path) as r:
+            rows = await r.call("activity")
+            status = await r.call("status")
+    assert len(rows) == 60 and set(rows[-1]) == {"minute", *EVENTS}
+    assert rows[-1]["gossip_in"] == 3 and rows[-1]["sync_sessions"] == 1 and rows[0]["gossip_in"] == 0
+    assert status["activity"]["gossip_in"] == 3 and status["activity"]["refused"] == 0
 
 
 # --- round trips ---

@@ -156,7 +156,7 @@ class P2PHost:
         self._my_id: ID = host.get_id()
         self.peer_id: str = self._my_id.to_base58()
         self._connections_changed = trio.Event()
-        host.get_network().register_notifee(ConnectionNotifee(self._note_connection_change))
+        host.get_network().register_notifee(ConnectionNotifee(lambda peer, up: self._connections_changed.set()))
 
     # ------------------------------------------------------------ identity
 
@@ -210,9 +210,6 @@ class P2PHost:
     def is_connected(self, peer_id: str) -> bool:
         """Whether at least one connection to ``peer_id`` is open."""
         return bool(self._host.get_network().get_connections(_to_id(peer_id)))
-
-    def _note_connection_change(self, peer: ID, connected: bool) -> None:
-        self._connections_changed.set()
 
     async def wait_connections_changed(self, timeout: float) -> None:
         """Return when a connection opened or closed since the last call, or after ``timeout`` seconds.

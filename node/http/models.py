@@ -72,6 +72,19 @@ class TradeCounts(_Open):
     lapsed: int
 
 
+class ActivityOut(_Open):
+    gossip_in: int = Field(description="verified objects received by gossip")
+    gossip_new: int = Field(description="of those, new to this node")
+    gossip_out: int = Field(description="gossip messages this node published")
+    sync_sessions: int = Field(description="book-sync and ledger-sync sessions finished")
+    sync_objects: int = Field(description="objects and entries moved by sync")
+    refused: int = Field(description="messages refused at the boundary or over a budget")
+
+
+class ActivityMinuteOut(ActivityOut):
+    minute: int = Field(description="the minute's start, Unix seconds")
+
+
 class StatusOut(_Open):
     peer_id: str
     net: str
@@ -81,6 +94,7 @@ class StatusOut(_Open):
     trades: TradeCounts
     uptime_s: float
     version: str
+    activity: ActivityOut = Field(description="counts over the last hour")
 
 
 class PeerOut(_Open):

@@ -7,6 +7,7 @@ is a full 64-hex object id or an unambiguous prefix of at least
 ====================================  ==========================================================
 ``GET  /v1/status``                   the node: peer id, net, addrs, peers, book size, uptime
 ``GET  /v1/peers``                    connected peers ``[{"peer_id", "addrs"}]``
+``GET  /v1/activity``                 gossip and sync per minute over the last hour (60 rows, oldest first)
 ``GET  /v1/listings``                 live listings; query ``q type category author wants limit``
 ``POST /v1/listings``                 publish (body: the fields of ``ListingSpec``; 201 + listing)
 ``POST /v1/listings/{ID}/withdraw``   withdraw one of our listings (200 + withdrawal)
@@ -58,6 +59,7 @@ from .. import jsonview
 from ..contract import DEFAULT_LIMIT, MAX_LIMIT, MarketAPI, Trade, TradingAPI, UnknownObject, parse_author, parse_id
 from .models import (
     AcceptIn,
+    ActivityMinuteOut,
     ConfirmIn,
     CounterIn,
     IdOut,
@@ -167,6 +169,12 @@ def legs_and_parties(body: ProposeIn) -> tuple[list[bytes], list[Leg]]:
 async def status(market: Market) -> dict[str, Any]:
     """The node: peer id, network, listen addrs, peer count, book size, uptime, version."""
     return await _maybe_await(market.status())  # type: ignore[no-any-return]
+
+
+@router.get("/v1/activity", response_model=list[ActivityMinuteOut])
+async def activity(market: Market) -> list[dict[str, int]]:
+    """Gossip and sync per minute over the last hour, oldest first."""
+    return market.activity()
 
 
 @router.get("/v1/peers", response_model=list[PeerOut])
