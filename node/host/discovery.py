@@ -28,20 +28,20 @@ log = logging.getLogger("swapmeet.node.host")
 _STOP_TIMEOUT = 5.0
 
 class ConnectionNotifee(INotifee):
-    """Tells ``on_change(peer, connected)`` when a connection opens or closes (called on the trio thread).
+    """Tells ``on_change(conn, connected)`` when a connection opens or closes (called on the trio thread).
 
     The callback must not block: the library awaits every notifee on its connection path.
     """
 
-    def __init__(self, on_change: Callable[[ID, bool], None]) -> None:
+    def __init__(self, on_change: Callable[[INetConn, bool], None]) -> None:
         self._on_change = on_change
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self._on_change(conn.muxed_conn.peer_id, True)
+        self._on_change(conn, True)
         await trio.lowlevel.checkpoint()
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self._on_change(conn.muxed_conn.peer_id, False)
+        self._on_change(conn, False)
         await trio.lowlevel.checkpoint()
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
@@ -77,10 +77,10 @@ async def run_dht(host: IHost, dht: Any, *, task_status: Any = trio.TASK_STATUS_
     """
     send, receive = trio.open_memory_channel[ID](1000)
 
-    def on_change(peer: ID, connected: bool) -> None:
+    def on_change(conn: INetConn, connected: bool) -> None:
         if connected:
             with suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                send.send_nowait(peer)
+                send.send_nowait(conn.muxed_conn.peer_id)
 
     host.get_network().register_notifee(ConnectionNotifee(on_change))
     async with background_trio_service(dht):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from functools import partial
 from typing import Any
 
@@ -64,6 +64,7 @@ from .gossip import (
     content_msg_id,
 )
 from .logs import configure_logging
+from .muxer import Violation, enforce_window
 from .names import topic
 from .streams import DEFAULT_MAX_FRAME_SIZE, FramedStream, HandlerEntry, RequestHandler, StreamHandler
 
@@ -139,6 +140,7 @@ class P2PHost:
         max_message_size: int,
         outbound_queue_size: int,
         allowed_topics: frozenset[str] | None,
+        on_violation: Violation,
     ) -> None:
         self._host = host
         self._allowed_topics = allowed_topics
@@ -156,7 +158,11 @@ class P2PHost:
         self._my_id: ID = host.get_id()
         self.peer_id: str = self._my_id.to_base58()
         self._connections_changed = trio.Event()
-        host.get_network().register_notifee(ConnectionNotifee(lambda peer, up: self._connections_changed.set()))
+        self._on_violation = on_violation
+        network = host.get_network()
+        for conn in network.get_connections():  # any accepted before we were built
+            enforce_window(conn.muxed_conn, on_violation)
+        network.register_notifee(ConnectionNotifee(self._on_connection))
 
     # ------------------------------------------------------------ identity
 
@@ -210,6 +216,11 @@ class P2PHost:
     def is_connected(self, peer_id: str) -> bool:
         """Whether at least one connection to ``peer_id`` is open."""
         return bool(self._host.get_network().get_connections(_to_id(peer_id)))
+
+    def _on_connection(self, conn: INetConn, connected: bool) -> None:
+        if connected:
+            enforce_window(conn.muxed_conn, self._on_violation)
+        self._connections_changed.set()
 
     async def wait_connections_changed(self, timeout: float) -> None:
         """Return when a connection opened or closed since the last call, or after ``timeout`` seconds.
@@ -585,6 +596,7 @@ def _new_libp2p_host(seed: bytes, maddrs: list[multiaddr.Multiaddr], max_connect
         # Without explicit options the host also offers TLS, SECIO, plaintext and
         # Mplex (docs/LIBP2P.md §2).
         sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(key_pair, noise_privkey=_x25519_key_pair().private_key)},
+        # Its receive window is enforced on each connection (P2PHost, docs/LIBP2P.md §32).
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
         listen_addrs=maddrs,
         connection_config=_connection_config(max_connections),
@@ -649,6 +661,13 @@ def _new_pubsub(
     return pubsub
 
 
+async def _cut_off(p2p: P2PHost, violators: trio.MemoryReceiveChannel[ID]) -> None:
+    """Disconnect every peer that broke flow control (the muxer already dropped what it sent)."""
+    async for peer in violators:
+        with suppress(Exception):  # it may be gone already; the connection is what we want gone
+            await p2p.disconnect(peer.to_base58())
+
+
 @asynccontextmanager
 async def open_host(
     seed: bytes,
@@ -684,6 +703,12 @@ async def open_host(
     boot = _bootstrap_entries(bootstrap)
     allowed = frozenset(topic(net, n) for n in gossip_topics) if gossip_topics is not None else None
     configure_logging(debug)
+    violators_send, violators = trio.open_memory_channel[ID](64)
+
+    def on_violation(peer: ID) -> None:
+        with suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            violators_send.send_nowait(peer)
+
     host = _new_libp2p_host(seed, maddrs, max_connections)
     router = _new_router(settings)
     per_publication = frozenset(topic(net, n) for n in resend_topics)
@@ -716,9 +741,11 @@ async def open_host(
                         max_message_size=settings.max_message_size,
                         outbound_queue_size=settings.outbound_queue_size,
                         allowed_topics=allowed,
+                        on_violation=on_violation,
                     )
                     # The peerstore never expires addresses by itself.
                     nursery.start_soon(host.get_peerstore().start_cleanup_task, 300)
+                    nursery.start_soon(_cut_off, p2p, violators)
                     if dht is not None:
                         await nursery.start(run_dht, host, dht)
                     if boot:
