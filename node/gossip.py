@@ -18,13 +18,14 @@ validators can only say yes or no, so ignore counts as reject there (and costs
 the sender the same score); the distinction is kept here for the day the
 library can tell them apart (``docs/LIBP2P.md``).
 
-Refusals are logged in one line each: ``rejected a <topic> message from <peer>: <reason>``.
+Refusals go to the host's :class:`~swapmeet.node.refusals.RefusalLog`
+(``rejected a <topic> message from <peer>: <reason>``, rate-limited per peer)
+and are counted in the node's activity.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -36,8 +37,6 @@ from swapmeet.protocol.ratelimit import AuthorRateLimiter
 
 from .activity import Activity
 from .host import P2PHost, Subscription
-
-log = logging.getLogger("swapmeet.node")
 
 T = TypeVar("T")
 HANDOVER_CACHE = 1024  # verified messages waiting for their reader, per topic
@@ -126,13 +125,13 @@ class VerifiedTopic(Generic[T]):
         try:
             verified = self._decode(data)
         except InvalidObject as err:
-            log.info("rejected a %s message from %s: %s", self.label, from_peer[-8:], err)
+            self.host.refusals.refused(from_peer, f"a {self.label} message", str(err))
             self._note("refused")
             return Verdict.REJECT
         if from_peer == self.host.peer_id:
             return Verdict.ACCEPT  # our own publication: paced by its publisher, not charged twice, not read back
         if self._budget is not None and not self._budget.allow(from_peer, verified, time.monotonic()):
-            log.info("rejected a %s message from %s: %s", self.label, from_peer[-8:], self._budget.reason)
+            self.host.refusals.refused(from_peer, f"a {self.label} message", self._budget.reason)
             self._note("refused")
             return Verdict.IGNORE
         self._verified[_key(data)] = verified

@@ -14,7 +14,6 @@ pushed or sent on a sync stream.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable
 
@@ -24,8 +23,7 @@ from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.objects import KIND_LISTING, KIND_OFFER, KIND_WITHDRAWAL, Offer
 
 from .book import BookObject, OfferBook
-
-log = logging.getLogger("swapmeet.node")
+from .refusals import RefusalLog
 
 BOOK_KINDS = (KIND_LISTING, KIND_WITHDRAWAL, KIND_OFFER)
 
@@ -37,8 +35,11 @@ def _now() -> int:
 class BookIngest:
     """Stores verified book objects; hands offers that concern ``me`` (by others) to ``to_settlement``."""
 
-    def __init__(self, book: OfferBook, me: bytes, to_settlement: trio.MemorySendChannel[Offer]) -> None:
+    def __init__(
+        self, book: OfferBook, me: bytes, to_settlement: trio.MemorySendChannel[Offer], refusals: RefusalLog
+    ) -> None:
         self.book = book
+        self.refusals = refusals
         self.me = me
         self._to_settlement = to_settlement
 
@@ -56,13 +57,10 @@ class BookIngest:
 
         Invalid or expired objects are refused (counted in one log line), never stored.
         """
-        now, objects, refused = _now(), [], 0
+        now, objects = _now(), []
         for raw in raws:
             try:
                 objects.append(boundary.decode(raw, kind=BOOK_KINDS, now=now))
             except InvalidObject as err:
-                refused += 1
-                log.debug("sync from %s: refused an object: %s", peer[-8:], err)
-        if refused:
-            log.info("sync from %s: refused %d invalid or expired object(s)", peer[-8:], refused)
+                self.refusals.refused(peer, "an object by book sync", str(err))
         return await self.store(objects)

@@ -161,7 +161,7 @@ class Replication:
                 else:
                     await self._on_announce(checked, from_peer)
             except InvalidObject as err:  # a proof that proves nothing new, or similar
-                log.info("ledger message from %s: %s", from_peer[-8:], err)
+                self.host.refusals.refused(from_peer, "a ledger message", str(err))
 
     async def _on_announce(self, entries: list[LedgerEntry], from_peer: str) -> None:
         heads = await self._db_call(self.store.heads)

@@ -59,6 +59,7 @@ from .http.server import serve_api
 from .ingest import BookIngest
 from .market import Market
 from .peers import PeerWatch, SavedPeers
+from .refusals import RefusalLog
 from .replication import Replication
 from .settlement import SETTLE_TOPIC, SettlementService
 from .trading import Trading
@@ -120,6 +121,7 @@ class Node:
                         # settlement re-sends lost messages (RETRY_S): each publication is its own message
                         resend_topics=PER_PUBLICATION_TOPICS,
                         debug=cfg.debug,
+                        refusals=RefusalLog(log),
                     ) as host,
                     trio.open_nursery() as nursery,
                 ):
@@ -150,7 +152,7 @@ class Node:
         learned_send, learned_receive = trio.open_memory_channel[list[LedgerEntry]](CHANNEL_SIZE)
         watch = PeerWatch(host)
         activity = Activity()
-        ingest = BookIngest(book, me, offers_send)
+        ingest = BookIngest(book, me, offers_send, host.refusals)
         gossip = BookGossip(host, cfg.net, ingest, me, activity)
         sync = BookSync(host, cfg.net, book, ingest, activity)
         self.replication = Replication(

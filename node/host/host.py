@@ -41,8 +41,10 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 from libp2p.utils.address_validation import expand_wildcard_address
+from swapmeet.protocol.errors import SwapmeetError
 
 from ..config import validate_net
+from ..refusals import RefusalLog
 from .discovery import Background, ConnectionNotifee, bootstrap_loop, run_dht, start_mdns, stop_mdns
 from .errors import (
     DialError,
@@ -141,8 +143,11 @@ class P2PHost:
         outbound_queue_size: int,
         allowed_topics: frozenset[str] | None,
         on_violation: Violation,
+        refusals: RefusalLog,
     ) -> None:
         self._host = host
+        #: Where the node's refusals of peer input are logged (rate-limited per peer).
+        self.refusals = refusals
         self._allowed_topics = allowed_topics
         self._pubsub = pubsub
         self._router = router
@@ -385,16 +390,19 @@ class P2PHost:
         *,
         max_frame_size: int | None = None,
         max_concurrent: int = 64,
+        max_per_peer: int = 8,
     ) -> None:
         """Serve ``protocol``: ``handler(stream)`` runs in our nursery per inbound stream.
 
-        The stream is closed when the handler returns and reset if it raises.
-        Beyond ``max_concurrent`` simultaneous streams, new ones are reset.
+        The stream is closed when the handler returns and reset if it raises. Beyond
+        ``max_concurrent`` simultaneous streams in all, or ``max_per_peer`` from one peer,
+        new ones are reset (a refusal: one rate-limited log line per peer).
         """
         self._handlers[protocol] = HandlerEntry(
             handler=handler,
             max_frame_size=max_frame_size or self._max_frame_size,
-            limiter=trio.Semaphore(max_concurrent),
+            max_concurrent=max_concurrent,
+            max_per_peer=max_per_peer,
         )
 
         async def libp2p_handler(stream: INetStream) -> None:
@@ -405,28 +413,28 @@ class P2PHost:
             if entry is None:
                 await stream.reset()
                 return
-            try:
-                entry.limiter.acquire_nowait()
-            except trio.WouldBlock:
-                log.warning(
-                    "too many concurrent %s streams; resetting one from %s", protocol, stream.muxed_conn.peer_id
-                )
+            peer = stream.muxed_conn.peer_id.to_base58()
+            refusal = entry.admit(peer)
+            if refusal is not None:
+                self.refusals.refused(peer, f"a {protocol} stream", refusal)
                 await stream.reset()
                 return
             try:
-                self._nursery.start_soon(self._run_handler, entry, stream)
+                self._nursery.start_soon(self._run_handler, entry, stream, peer)
             except RuntimeError:  # nursery closed: we are shutting down
-                entry.limiter.release()
+                entry.release(peer)
                 await stream.reset()
 
         self._host.set_stream_handler(TProtocol(protocol), libp2p_handler)
 
-    async def _run_handler(self, entry: HandlerEntry, stream: INetStream) -> None:
+    async def _run_handler(self, entry: HandlerEntry, stream: INetStream, peer: str) -> None:
         framed = FramedStream(stream, entry.max_frame_size)
         try:
             await entry.handler(framed)
-        except (P2PError, BaseLibp2pError, trio.TooSlowError) as exc:
-            log.info("%s stream from %s failed: %r", framed.protocol, framed.peer_id, exc)
+        except (P2PError, BaseLibp2pError, trio.TooSlowError, SwapmeetError) as exc:
+            # The peer's doing (bad input, a broken protocol, a stall, a closed stream): a refusal,
+            # rate-limited per peer, never a traceback.
+            self.refusals.refused(peer, f"a {framed.protocol} stream", str(exc) or type(exc).__name__)
             await framed.reset()
         except Exception:
             log.exception("%s handler crashed on a stream from %s", framed.protocol, framed.peer_id)
@@ -434,7 +442,7 @@ class P2PHost:
         else:
             await framed.aclose()
         finally:
-            entry.limiter.release()
+            entry.release(peer)
 
     def set_request_handler(
         self,
@@ -444,6 +452,7 @@ class P2PHost:
         max_frame_size: int | None = None,
         timeout: float = 30.0,
         max_concurrent: int = 64,
+        max_per_peer: int = 8,
     ) -> None:
         """Serve one-shot requests: ``response = await handler(from_peer, request)``.
 
@@ -457,7 +466,9 @@ class P2PHost:
                 response = await handler(stream.peer_id, request)
                 await stream.send(response)
 
-        self.set_stream_handler(protocol, serve, max_frame_size=max_frame_size, max_concurrent=max_concurrent)
+        self.set_stream_handler(
+            protocol, serve, max_frame_size=max_frame_size, max_concurrent=max_concurrent, max_per_peer=max_per_peer
+        )
 
     def remove_stream_handler(self, protocol: str) -> None:
         self._handlers.pop(protocol, None)
@@ -684,6 +695,7 @@ async def open_host(
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     bootstrap_interval: float = 30.0,
     debug: bool = False,
+    refusals: RefusalLog | None = None,
 ) -> AsyncIterator[P2PHost]:
     """Run a libp2p host for network ``net`` until the block exits.
 
@@ -696,6 +708,7 @@ async def open_host(
     subscriptions to anything else are ignored. ``resend_topics``: topic names
     where publishing the same bytes again is a retry, not a duplicate (see
     :func:`content_msg_id`). ``debug``: let py-libp2p's own logging through.
+    ``refusals``: where refused peer input is logged (default: a log of the host's own).
     """
     validate_net(net)
     settings = gossip or GossipSettings()
@@ -742,6 +755,7 @@ async def open_host(
                         outbound_queue_size=settings.outbound_queue_size,
                         allowed_topics=allowed,
                         on_violation=on_violation,
+                        refusals=refusals or RefusalLog(log),
                     )
                     # The peerstore never expires addresses by itself.
                     nursery.start_soon(host.get_peerstore().start_cleanup_task, 300)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 from libp2p.abc import INetStream
@@ -147,7 +147,34 @@ RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
 
 @dataclass(slots=True)
 class HandlerEntry:
+    """A served protocol: its handler, its frame limit, and who holds how many of its streams now.
+
+    Two bounds: all peers together (what the node spends on the protocol), and each peer alone
+    (so that no one peer can take every slot and lock the others out).
+    """
+
     handler: StreamHandler
     max_frame_size: int
-    limiter: trio.Semaphore
+    max_concurrent: int
+    max_per_peer: int
+    open: dict[str, int] = field(default_factory=dict)  # peer -> streams it holds now
+    total: int = 0
+
+    def admit(self, peer: str) -> str | None:
+        """Take a slot for ``peer``; None when admitted, else why not."""
+        if self.total >= self.max_concurrent:
+            return f"over {self.max_concurrent} concurrent streams"
+        if self.open.get(peer, 0) >= self.max_per_peer:
+            return f"over {self.max_per_peer} concurrent streams from one peer"
+        self.total += 1
+        self.open[peer] = self.open.get(peer, 0) + 1
+        return None
+
+    def release(self, peer: str) -> None:
+        self.total -= 1
+        left = self.open.get(peer, 1) - 1
+        if left:
+            self.open[peer] = left
+        else:
+            self.open.pop(peer, None)
 
