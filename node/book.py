@@ -552,6 +552,17 @@ class OfferBook:
                 found.update(self._db.execute(f"SELECT id, raw FROM objects WHERE id IN ({marks})", chunk))
         return [found[i] for i in ids if i in found]
 
+    def held(self, ids: Iterable[bytes]) -> set[bytes]:
+        """Those of ``ids`` the book holds (live or not yet pruned)."""
+        ids = list(ids)
+        found: set[bytes] = set()
+        with self._lock:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                found.update(row[0] for row in self._db.execute(f"SELECT id FROM objects WHERE id IN ({marks})", chunk))
+        return found
+
     def ids_with_times(self, now: int | None = None) -> list[tuple[int, bytes]]:
         """The live set for reconciliation: ``(created, id)`` of every listing, offer and tombstone, sorted.
 

@@ -10,9 +10,11 @@ everything received goes through the node's one ingest path
 The frames and the reconciliation are :mod:`swapmeet.protocol.booksync`'s.
 
 Which side initiates: the peer with the smaller PeerID, so that two nodes that
-connect do one session between them instead of two. Sessions run one at a
-time: after one peer has filled the gaps, sessions with the others find little
-left to fetch (parallel sessions would each download the same objects).
+connect do one session between them instead of two. Up to
+:data:`MAX_SESSIONS` sessions run at once, each bounded by a deadline per
+frame and per session, so a peer that stalls costs only its own session; a
+session skips what the others have stored meanwhile, so overlapping ones
+seldom fetch an object twice.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ PROTOCOL = "book-sync"  # /swapmeet/<net>/book-sync/1.0.0
 SESSION_TIMEOUT = 120.0
 FRAME_TIMEOUT = 30.0
 RESYNC_S = 60.0
+# Sessions at once: enough that a silent peer costs only its own session (each bounded by its
+# deadlines), few enough that overlapping sessions seldom fetch the same objects twice (and before
+# each `get` a session skips what another one has stored meanwhile).
+MAX_SESSIONS = 3
 
 
 @dataclass
@@ -101,12 +107,19 @@ class BookSync:
     async def _keep_in_sync(self, changes: trio.MemoryReceiveChannel[PeerChange]) -> None:
         """Sync with every newly connected peer we initiate with, and with a random one every RESYNC_S."""
         me = self.host.peer_id
-        one_at_a_time = trio.Lock()
+        slots = trio.CapacityLimiter(MAX_SESSIONS)
+        syncing: set[str] = set()
         current: frozenset[str] = frozenset()
 
         async def sync_with(peer: str) -> None:
-            async with one_at_a_time:
-                await sync_quietly(self, peer)
+            if peer in syncing:
+                return
+            syncing.add(peer)
+            try:
+                async with slots:
+                    await sync_quietly(self, peer)
+            finally:
+                syncing.discard(peer)
 
         last_resync = time.monotonic()
         async with trio.open_nursery() as sessions:
@@ -143,6 +156,10 @@ class BookSync:
                 pending = sorted(reconciler.need)
                 while pending:
                     asked, pending = pending[: frames.MAX_IDS_PER_GET], pending[frames.MAX_IDS_PER_GET :]
+                    held = await trio.to_thread.run_sync(self.book.held, asked)  # another session's work
+                    asked = [oid for oid in asked if oid not in held]
+                    if not asked:
+                        continue
                     await wire.send("get", asked)
                     tag, payload = await wire.receive()
                     if tag != "objs":

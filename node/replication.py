@@ -56,6 +56,7 @@ log = logging.getLogger("swapmeet.node.ledger")
 SESSION_TIMEOUT = 60.0
 FRAME_TIMEOUT = 15.0
 RESYNC_S = 30.0
+MAX_SESSIONS = 3  # pull sessions at once: a peer that stalls costs only its own (each has deadlines)
 
 
 def _verify(data: bytes) -> Any:
@@ -101,6 +102,7 @@ class Replication:
         self._db = trio.CapacityLimiter(1)
         self._pulling: set[str] = set()
         self._sessions: trio.Nursery | None = None
+        self._slots = trio.CapacityLimiter(MAX_SESSIONS)
 
     def policy(self) -> Policy:
         return Policy(
@@ -240,7 +242,8 @@ class Replication:
 
     async def _pull_quietly(self, peer: str, wants: list[tuple[bytes, int]] | None) -> None:
         try:
-            got = await self.pull(peer, wants=wants)
+            async with self._slots:
+                got = await self.pull(peer, wants=wants)
             if got:
                 log.info("ledger sync with %s: %d new entr%s", peer[-8:], got, "y" if got == 1 else "ies")
         except (P2PError, InvalidObject, trio.TooSlowError) as exc:

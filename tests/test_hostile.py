@@ -101,3 +101,102 @@ async def test_bytes_past_the_receive_window_are_not_buffered(victim: LocalSwarm
     assert "past the receive window" in victim.log_text(0)
     # and it still serves honest peers
     assert victim.client(0).status()["peer_id"] == victim.peer_id(0)
+
+
+# --------------------------------------------------------------------------- streams and logs
+
+
+async def test_one_peer_holding_stalled_streams_locks_nobody_out(victim: LocalSwarm) -> None:
+    """Before: 64 stalled streams from one peer filled the protocol's 64 slots and every other
+    peer was refused on it. Now a peer holds at most a few; an honest request is served."""
+    settle = p2p.protocol_id(victim.net, "settle")
+    async with attacker(victim) as bad, attacker(victim) as good:
+        held = []
+        for _ in range(70):
+            try:
+                held.append(await bad.open_stream(victim.peer_id(0), settle))  # and never send a byte
+            except p2p.P2PError:
+                break
+        with trio.fail_after(WAIT_S):
+            while True:  # the node resets what is over the per-peer limit
+                await trio.sleep(0.2)
+                alive = [s for s in held if not await _was_reset(s)]
+                if len(alive) <= 8:
+                    break
+        answer = await good.request(victim.peer_id(0), settle, valid_offer(), timeout=WAIT_S)
+        assert answer == b""
+    assert "concurrent streams from one peer" in victim.log_text(0)
+
+
+async def _was_reset(stream: p2p.FramedStream) -> bool:
+    with trio.move_on_after(0.01):
+        try:
+            await stream.receive()
+        except p2p.P2PError:
+            return True
+    return False
+
+
+async def test_malformed_frames_cost_one_log_line_per_peer_per_minute(victim: LocalSwarm) -> None:
+    """Before: every malformed frame on book sync or ledger sync was a 'handler crashed' traceback
+    (about 1 KB per stream: 500 streams wrote 514 KB in 1.4 s). Now: refusals, a line per peer per minute."""
+    before = len(victim.log_text(0))
+    refused_before = victim.client(0).status()["activity"]["refused"]
+    async with attacker(victim) as host:
+        for k in range(500):
+            name = ("book-sync", "ledger-sync")[k % 2]
+            try:
+                stream = await host.open_stream(victim.peer_id(0), p2p.protocol_id(victim.net, name))
+                await stream.send(b"\xff\x00garbage" + k.to_bytes(4, "big"))
+                await stream.aclose()
+            except p2p.P2PError:
+                pass  # a reset is fine: the node is refusing
+        await trio.sleep(1.0)
+    log = victim.log_text(0)[before:]
+    assert "Traceback" not in log and "handler crashed" not in log, log[-3000:]
+    assert len(log) < 10_000, f"{len(log)} bytes of log for 500 malformed frames"
+    assert "rejected a /swapmeet/" in log
+    assert victim.client(0).status()["activity"]["refused"] >= refused_before  # the node is healthy and answers
+
+
+# --------------------------------------------------------------------------- catch-up
+
+
+def ordered_homes(base: Path, n: int) -> list[Identity]:
+    """``n`` identities in PeerID order, the first ``n - 1`` written as homes node0, node1... (book sync is
+    initiated by the smaller PeerID, so the order decides who syncs with whom)."""
+    from swapmeet.node.home import Home
+    from swapmeet.protocol import keyfile
+
+    ids = sorted((Identity.generate() for _ in range(n)), key=lambda i: i.peer_id)
+    for k, identity in enumerate(ids[:-1]):
+        home = Home(base / f"node{k}").ensure()
+        home.identity_key.write_bytes(keyfile.seal_seed(identity.seed, None))
+    return ids
+
+
+async def test_a_silent_peer_does_not_stall_catch_up_with_the_others(tmp_path: Path) -> None:
+    """Before: sessions ran one at a time, so a peer that never answers book sync held every other peer's
+    session back by the frame timeout (30 s). Now a silent peer costs only its own session."""
+    base = tmp_path / "swarm"
+    *_, silent_id = ordered_homes(base, 3)  # node0 < node1 < the silent peer: node0 initiates with both
+    with LocalSwarm(1, net=f"hostile-{secrets.token_hex(3)}", base_dir=base) as swarm:
+        i = swarm.add_node(bootstrap=[])  # node1, alone for now
+        listing = swarm.client(i).publish({"title": "only by sync", "have": ["1 x ladder"]})
+        swarm.stop_node(i)  # its gossip goes with it: the listing can only reach node0 by book sync
+
+        async def never_answer(stream: p2p.FramedStream) -> None:
+            await trio.sleep_forever()
+
+        async with p2p.open_host(silent_id.seed, ["/ip4/127.0.0.1/tcp/0"], net=swarm.net) as silent:
+            silent.set_stream_handler(p2p.protocol_id(swarm.net, "book-sync"), never_answer)
+            with trio.fail_after(WAIT_S):
+                await silent.connect(swarm.addr(0))
+            await trio.sleep(1.0)  # node0's session with the silent peer is under way and stuck
+            t = time.monotonic()
+            await trio.to_thread.run_sync(lambda: swarm.restart_node(i, bootstrap=[0]))
+            await trio.to_thread.run_sync(
+                lambda: swarm.wait_until(lambda: swarm.holds(0, listing["id"]), WAIT_S, what="the listing at node0")
+            )
+            took = time.monotonic() - t
+    assert took < 15, f"catch-up with an honest peer took {took:.1f} s next to a silent one"
