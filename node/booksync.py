@@ -33,6 +33,7 @@ from swapmeet.protocol.errors import InvalidObject
 
 from .activity import Activity
 from .book import OfferBook
+from .budgets import OverBudget
 from .host import FramedStream, P2PError, P2PHost, protocol_id
 from .ingest import BookIngest
 from .peers import PeerChange
@@ -215,7 +216,7 @@ async def sync_quietly(sync: BookSync, peer: str) -> SyncStats | None:
     """One session; failures are logged in one line, never raised (the next connect retries)."""
     try:
         stats = await sync.sync_with(peer)
-    except (P2PError, InvalidObject, trio.TooSlowError) as exc:
+    except (P2PError, InvalidObject, OverBudget, trio.TooSlowError) as exc:
         log.info("sync with %s failed: %s", peer, exc)
         return None
     log.info(

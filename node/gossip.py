@@ -19,8 +19,8 @@ the sender the same score); the distinction is kept here for the day the
 library can tell them apart (``docs/LIBP2P.md``).
 
 Refusals go to the host's :class:`~swapmeet.node.refusals.RefusalLog`
-(``rejected a <topic> message from <peer>: <reason>``, rate-limited per peer)
-and are counted in the node's activity.
+(``rejected a <topic> message from <peer>: <reason>``, rate-limited per peer),
+which also counts them in the node's activity.
 """
 
 from __future__ import annotations
@@ -126,13 +126,11 @@ class VerifiedTopic(Generic[T]):
             verified = self._decode(data)
         except InvalidObject as err:
             self.host.refusals.refused(from_peer, f"a {self.label} message", str(err))
-            self._note("refused")
             return Verdict.REJECT
         if from_peer == self.host.peer_id:
             return Verdict.ACCEPT  # our own publication: paced by its publisher, not charged twice, not read back
         if self._budget is not None and not self._budget.allow(from_peer, verified, time.monotonic()):
             self.host.refusals.refused(from_peer, f"a {self.label} message", self._budget.reason)
-            self._note("refused")
             return Verdict.IGNORE
         self._verified[_key(data)] = verified
         while len(self._verified) > HANDOVER_CACHE:

@@ -23,6 +23,7 @@ from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.objects import KIND_LISTING, KIND_OFFER, KIND_WITHDRAWAL, Offer
 
 from .book import BookObject, OfferBook
+from .budgets import Budgets
 from .refusals import RefusalLog
 
 BOOK_KINDS = (KIND_LISTING, KIND_WITHDRAWAL, KIND_OFFER)
@@ -36,10 +37,16 @@ class BookIngest:
     """Stores verified book objects; hands offers that concern ``me`` (by others) to ``to_settlement``."""
 
     def __init__(
-        self, book: OfferBook, me: bytes, to_settlement: trio.MemorySendChannel[Offer], refusals: RefusalLog
+        self,
+        book: OfferBook,
+        me: bytes,
+        to_settlement: trio.MemorySendChannel[Offer],
+        refusals: RefusalLog,
+        budgets: Budgets,
     ) -> None:
         self.book = book
         self.refusals = refusals
+        self.budgets = budgets
         self.me = me
         self._to_settlement = to_settlement
 
@@ -53,14 +60,25 @@ class BookIngest:
         return sum(1 for r in results if r.forward)
 
     async def store_raw(self, raws: list[bytes], peer: str) -> int:
-        """Decode and verify signed bytes from ``peer`` (the trust boundary), store the valid ones.
+        """Signed bytes ``peer`` sent by book sync: within its budget, verified, within their authors'
+        budgets (:mod:`.budgets`), stored; the number new.
 
-        Invalid or expired objects are refused (counted in one log line), never stored.
+        Waits while the peer is over its object budget; raises :class:`OverBudget` (ending its session)
+        when it is far over. Invalid or expired objects are refused (rate-limited log), never stored.
         """
+        await self.budgets.take_objects(peer, len(raws))
         now, objects = _now(), []
         for raw in raws:
             try:
                 objects.append(boundary.decode(raw, kind=BOOK_KINDS, now=now))
             except InvalidObject as err:
                 self.refusals.refused(peer, "an object by book sync", str(err))
-        return await self.store(objects)
+        return await self.store_from(peer, objects)
+
+    async def store_from(self, peer: str, objects: list[BookObject]) -> int:
+        """Verified objects a peer sent directly (book sync, a settle stream): fresh ones within their
+        authors' budgets, as on gossip; the number new."""
+        kept, refused = self.budgets.fresh_within_budget(objects, _now())
+        for obj in refused:
+            self.refusals.refused(peer, f"a {obj.kind}", "its author is over its rate limit")
+        return await self.store(kept)

@@ -12,7 +12,8 @@ have a budget per window; past it, refusals from any peer only count, and one
 line says how many when the window ends. Bounded: a fixed number of peers
 remembered, least recent forgotten first.
 
-A traceback is for our own bugs only, never for bad remote input.
+Every refusal is also counted in the node's activity (``refused``). A traceback
+is for our own bugs only, never for bad remote input.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from .activity import Activity
 
 WINDOW_S = 60.0
 MAX_FIRST_LINES = 100  # per window, over all peers
@@ -38,8 +41,11 @@ class _Window:
 class RefusalLog:
     """Per-peer, rate-limited refusal lines for one logger."""
 
-    def __init__(self, logger: logging.Logger, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, logger: logging.Logger, activity: Activity | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.log = logger
+        self._activity = activity
         self._clock = clock
         self._peers: OrderedDict[str, _Window] = OrderedDict()
         self._window_start = clock()
@@ -48,6 +54,8 @@ class RefusalLog:
 
     def refused(self, peer: str, what: str, reason: str) -> None:
         """Note that ``what`` (e.g. "a listings message", "a book-sync frame") from ``peer`` was refused."""
+        if self._activity is not None:
+            self._activity.note("refused")
         now = self._clock()
         self._roll(now)
         short = peer[-8:]

@@ -47,6 +47,7 @@ from swapmeet.protocol.identity import Identity, peer_id
 from swapmeet.protocol.objects import KIND_ENTRY, Exchange, LedgerEntry, Payload
 
 from .activity import Activity
+from .budgets import Budgets, OverBudget
 from .gossip import VerifiedTopic
 from .host import FramedStream, P2PError, P2PHost, protocol_id, topic
 from .peers import PeerChange
@@ -79,6 +80,7 @@ class Replication:
         forked_file: Path,
         learned: trio.MemorySendChannel[list[LedgerEntry]],
         activity: Activity,
+        budgets: Budgets,
         *,
         archive: bool = False,
         followed: Iterable[bytes] = (),
@@ -91,6 +93,7 @@ class Replication:
         #: Parties to our exchanges, whose chains we replicate; kept current by settlement.
         self.counterparties: frozenset[bytes] = frozenset()
         self.activity = activity
+        self.budgets = budgets
         self.topic = VerifiedTopic(host, topic(net, wire.GOSSIP_TOPIC), "ledger", _verify, activity=activity)
         self.protocol = protocol_id(net, wire.SYNC_PROTOCOL)
         self._learned = learned
@@ -246,7 +249,7 @@ class Replication:
                 got = await self.pull(peer, wants=wants)
             if got:
                 log.info("ledger sync with %s: %d new entr%s", peer[-8:], got, "y" if got == 1 else "ies")
-        except (P2PError, InvalidObject, trio.TooSlowError) as exc:
+        except (P2PError, InvalidObject, OverBudget, trio.TooSlowError) as exc:
             log.info("ledger sync with %s failed: %s", peer[-8:], exc)
         finally:
             self._pulling.discard(peer)
@@ -254,7 +257,7 @@ class Replication:
     async def pull(self, peer: str, *, wants: list[tuple[bytes, int]] | None = None) -> int:
         """One session as the requester; the number of entries stored. ``wants`` None: compare heads first.
 
-        Raises the host's P2PError, InvalidObject (the peer broke the protocol) or trio.TooSlowError.
+        Raises the host's P2PError, InvalidObject (the peer broke the protocol), OverBudget or trio.TooSlowError.
         """
         heads = await self._db_call(self.store.heads)
         puller = Puller(self.policy(), heads, forked=await self.forked(), ask_heads=wants is None)
@@ -270,6 +273,7 @@ class Replication:
                         reply = wire.decode_frame(await stream.receive())
                     raws = puller.on_reply(reply)
                     if raws:
+                        await self.budgets.take_objects(peer, len(raws))
                         result = await self._ingest(raws, alert=False)
                         stored += result.accepted
                         for author, seq in puller.on_ingested(result):

@@ -44,6 +44,7 @@ from swapmeet.protocol.errors import SwapmeetError
 from swapmeet.protocol.gossip import PER_PUBLICATION_TOPICS
 from swapmeet.protocol.identity import Identity, public_key_from_peer_id
 from swapmeet.protocol.objects import LedgerEntry, Offer
+from swapmeet.protocol.ratelimit import AuthorRateLimiter
 from swapmeet.protocol.replication import GOSSIP_TOPIC as LEDGER_TOPIC
 
 from . import host as p2p
@@ -51,6 +52,7 @@ from .activity import Activity
 from .book import OfferBook
 from .bookgossip import TOPIC_KINDS, BookGossip
 from .booksync import BookSync
+from .budgets import Budgets
 from .config import DEFAULT_LISTEN
 from .cookie import new_token, remove_cookie, write_cookie
 from .home import Home
@@ -105,6 +107,7 @@ class Node:
         cfg = self.config
         token = new_token()
         book = self.book = OfferBook.in_home(self.home)
+        activity = Activity()
         ledger_store: LedgerStore | None = None
         try:
             with self._scope:
@@ -121,12 +124,12 @@ class Node:
                         # settlement re-sends lost messages (RETRY_S): each publication is its own message
                         resend_topics=PER_PUBLICATION_TOPICS,
                         debug=cfg.debug,
-                        refusals=RefusalLog(log),
+                        refusals=RefusalLog(log, activity),
                     ) as host,
                     trio.open_nursery() as nursery,
                 ):
                     self.host = host
-                    await self._start_rooms(nursery, host, book, ledger_store)
+                    await self._start_rooms(nursery, host, book, ledger_store, activity)
                     port = await nursery.start(
                         partial(serve_api, create_app(self.market, self.trading, token), port=cfg.api_port)
                     )
@@ -144,15 +147,15 @@ class Node:
             log.info("node stopped")
 
     async def _start_rooms(
-        self, nursery: trio.Nursery, host: p2p.P2PHost, book: OfferBook, ledger_store: LedgerStore
+        self, nursery: trio.Nursery, host: p2p.P2PHost, book: OfferBook, ledger_store: LedgerStore, activity: Activity
     ) -> None:
         """Build every room, lowest first, and start its tasks in ``nursery``."""
         cfg, me = self.config, self.identity.public_key
         offers_send, offers_receive = trio.open_memory_channel[Offer](CHANNEL_SIZE)
         learned_send, learned_receive = trio.open_memory_channel[list[LedgerEntry]](CHANNEL_SIZE)
         watch = PeerWatch(host)
-        activity = Activity()
-        ingest = BookIngest(book, me, offers_send, host.refusals)
+        budgets = Budgets(AuthorRateLimiter())
+        ingest = BookIngest(book, me, offers_send, host.refusals, budgets)
         gossip = BookGossip(host, cfg.net, ingest, me, activity)
         sync = BookSync(host, cfg.net, book, ingest, activity)
         self.replication = Replication(
@@ -163,6 +166,7 @@ class Node:
             self.home.forked_file,
             learned_send,
             activity,
+            budgets,
             archive=cfg.archive,
             followed=[public_key_from_peer_id(p) for p in cfg.follow],
         )

@@ -301,24 +301,26 @@ class SettlementService:
 
     async def _serve(self, from_peer: str, request: bytes) -> bytes:
         """One object sent to us directly: verified here (the trust boundary), then ingested."""
+        if not self.ingest.budgets.settle_request(from_peer):
+            raise RequestRefused("over its budget of settle requests")
         try:
             obj = boundary.decode(request, kind=DIRECT_KINDS, now=_now())
         except InvalidObject as err:
             # Resets the stream: the sender falls back to gossip, where it is refused too.
             raise RequestRefused(f"refused a settle message: {err}") from err
-        await self._ingest([obj])
+        await self._ingest([obj], from_peer)
         return b""
 
-    async def _ingest(self, objects: list[Any]) -> None:
+    async def _ingest(self, objects: list[Any], from_peer: str) -> None:
         """Verified objects that came for settlement: offers via the book (which hands them back), the rest here."""
         offers = [o for o in objects if isinstance(o, Offer)]
         if offers:
-            await self.ingest.store(offers)
+            await self.ingest.store_from(from_peer, offers)
         await self.receive(o for o in objects if not isinstance(o, Offer))
 
     async def _read_topic(self) -> None:
-        async for _from_peer, objects in self.topic:
-            await self._ingest(objects)
+        async for from_peer, objects in self.topic:
+            await self._ingest(objects, from_peer)
 
     async def _read_offers(self, offers: trio.MemoryReceiveChannel[Offer]) -> None:
         async for offer in offers:

@@ -1,11 +1,12 @@
-"""Per-author rate limiting of gossiped objects (a token bucket per author, sans-IO).
+"""Rate limits as token buckets, one per key (an author, a peer), sans-IO.
 
 GossipSub's own spam cap counts messages per forwarding peer and silently drops
 honest traffic (docs/LIBP2P.md §13), so the node turns it off and limits
-here instead, where the author of each object is known: an author may publish
-``burst`` objects at once and ``rate`` per second sustained. The caller passes
-the time in; the table of buckets is bounded so that many fake authors cannot
-grow it without limit (the least recently seen bucket goes first).
+here instead, where the author of each object (or the peer that sent it) is
+known: a key may spend ``burst`` tokens at once and ``rate`` per second
+sustained. The caller passes the time in; the table of buckets is bounded so
+that many fake keys cannot grow it without limit (the least recently seen
+bucket goes first).
 """
 
 from __future__ import annotations
@@ -31,3 +32,14 @@ class AuthorRateLimiter:
         if len(self._buckets) > self.max_authors:
             self._buckets.popitem(last=False)
         return allowed
+
+    def wait(self, key: bytes, now: float, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens and return 0.0 if ``key`` has them; else take nothing and return how many
+        seconds until it will (``inf`` when ``cost`` is more than the burst: it never will)."""
+        if cost > self.burst:
+            return float("inf")
+        tokens, at = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + max(0.0, now - at) * self.rate)
+        if self.allow(key, now, cost):
+            return 0.0
+        return (cost - tokens) / self.rate

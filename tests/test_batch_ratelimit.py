@@ -65,3 +65,11 @@ def test_rate_limiter_table_is_bounded():
     for i in range(1000):
         limiter.allow(i.to_bytes(32, "big"), 0.0)
     assert len(limiter._buckets) == 100
+
+
+def test_wait_takes_when_it_can_and_says_how_long_when_it_cannot() -> None:
+    limiter = AuthorRateLimiter(rate=10.0, burst=20.0)
+    assert limiter.wait(b"peer", 0.0, 15) == 0.0  # taken: 5 left
+    assert limiter.wait(b"peer", 0.0, 10) == 0.5  # 5 short at 10/s; nothing taken
+    assert limiter.wait(b"peer", 0.5, 10) == 0.0  # 10 there after half a second
+    assert limiter.wait(b"peer", 0.5, 21) == float("inf")  # more than the burst: never

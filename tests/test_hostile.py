@@ -200,3 +200,54 @@ async def test_a_silent_peer_does_not_stall_catch_up_with_the_others(tmp_path: P
             )
             took = time.monotonic() - t
     assert took < 15, f"catch-up with an honest peer took {took:.1f} s next to a silent one"
+
+
+# --------------------------------------------------------------------------- budgets on every path
+
+
+def fresh_listings(author: Identity, n: int) -> list[bytes]:
+    now = int(time.time())
+    return [
+        build.make_listing(
+            author, title=f"flood {k}", have=[build.parse_item("1 x junk")], created=now, expires=now + 3600
+        ).raw
+        for k in range(n)
+    ]
+
+
+async def test_a_book_sync_push_is_held_to_the_authors_budget_as_gossip_is(victim: LocalSwarm) -> None:
+    """Before: 1000 listings by one key pushed with book-sync `put` were all stored in 1.5 s (gossip would have
+    taken 50 and then 5 a second). Now the author's budget is the same on every path."""
+    from swapmeet.protocol import batch
+    from swapmeet.protocol.booksync import frames
+
+    raws = fresh_listings(Identity.generate(), 1000)
+    async with attacker(victim) as host:
+        stream = await host.open_stream(victim.peer_id(0), p2p.protocol_id(victim.net, "book-sync"))
+        async with stream:
+            for data in batch.pack(raws):
+                await stream.send(frames.encode_frame("put", data))
+            await stream.send(frames.encode_frame("end", None))
+        with trio.fail_after(WAIT_S):
+            while victim.client(0).status()["activity"]["refused"] < 900:
+                await trio.sleep(0.1)
+    held = victim.client(0).status()["book"]["listings"]
+    assert 50 <= held <= 70, f"{held} of 1000 fresh listings by one author stored"
+
+
+async def test_settle_streams_are_held_to_a_budget_per_peer(victim: LocalSwarm) -> None:
+    """Before: 300 offers sent over settle streams by one peer were all taken in 2.2 s. Now a peer has the
+    settle topic's budget on the stream too (a burst of 50, then 5 a second)."""
+    settle = p2p.protocol_id(victim.net, "settle")
+    answered = refused = 0
+    async with attacker(victim) as host:
+        t = time.monotonic()
+        for _ in range(120):
+            try:
+                await host.request(victim.peer_id(0), settle, valid_offer(), timeout=WAIT_S)
+                answered += 1
+            except p2p.P2PError:
+                refused += 1
+        allowed = 50 + 5 * (time.monotonic() - t) + 1  # the burst, and what refilled meanwhile
+    assert 50 <= answered <= allowed and refused >= 120 - allowed, (answered, refused, allowed)
+    assert "over its budget of settle requests" in victim.log_text(0)

@@ -296,11 +296,11 @@ async def test_a_lost_gossip_message_is_sent_again(tmp_path: Path, monkeypatch: 
         lost: list[bytes] = []
         ingest = taker.settlement._ingest
 
-        async def lossy(objects: list[Any]) -> None:
+        async def lossy(objects: list[Any], from_peer: str) -> None:
             if not lost and any(isinstance(o, Exchange) for o in objects):
                 lost.extend(o.id for o in objects)  # delivered by gossip, then lost before settlement saw it
                 return
-            await ingest(objects)
+            await ingest(objects, from_peer)
 
         monkeypatch.setattr(taker.settlement, "_ingest", lossy)
         offer = await taker.trading.make_offer(listing.id, [item("1 x kettle")])
