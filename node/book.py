@@ -552,6 +552,15 @@ class OfferBook:
                 found.update(self._db.execute(f"SELECT id, raw FROM objects WHERE id IN ({marks})", chunk))
         return [found[i] for i in ids if i in found]
 
+    def has_author(self, author: bytes) -> bool:
+        """Whether the book holds a live listing or offer by ``author`` (someone its user may trade with)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM listings WHERE author = ? UNION ALL SELECT 1 FROM offers WHERE author = ? LIMIT 1",
+                (author, author),
+            ).fetchone()
+        return row is not None
+
     def held(self, ids: Iterable[bytes]) -> set[bytes]:
         """Those of ``ids`` the book holds (live or not yet pruned)."""
         ids = list(ids)

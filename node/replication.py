@@ -16,7 +16,11 @@ ranges, what an announce or a fork alert calls for); the bytes are
   announce that leaves a gap. Everything fetched goes through ``store.ingest``.
 - fork alerts: a fork the store finds is gossiped as its proof; a proof
   received marks the author (the store records it when it holds the chain;
-  otherwise the proof is kept in ``<home>/forked.cbor``).
+  otherwise the proof is kept in ``<home>/forked.cbor``, :mod:`.forkproofs`),
+  if the node deals with the author at all (it replicates the author's chain,
+  or holds a listing or offer of theirs); other proofs are forwarded, not kept.
+- budgets: the ledger topic is held to :class:`LedgerBudget` per publisher, pulled
+  entries to the sending peer's object budget (:mod:`.budgets`).
 
 Which chains (``Policy``): our counterparties' (settlement keeps
 :attr:`Replication.counterparties` current), the authors we follow, or every
@@ -36,18 +40,20 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from swapmeet.ledger.durable import write_durably
 from swapmeet.ledger.replication import Policy, Puller, answer_heads, followup, plan_announce, plan_fork_alert
 from swapmeet.ledger.store import IngestResult, LedgerStore
-from swapmeet.protocol import boundary, cbor
+from swapmeet.protocol import boundary
 from swapmeet.protocol import replication as wire
 from swapmeet.protocol.errors import InvalidObject
-from swapmeet.protocol.evidence import ForkProof, decode_proof
+from swapmeet.protocol.evidence import ForkProof
 from swapmeet.protocol.identity import Identity, peer_id
 from swapmeet.protocol.objects import KIND_ENTRY, Exchange, LedgerEntry, Payload
+from swapmeet.protocol.ratelimit import AuthorRateLimiter
 
 from .activity import Activity
+from .book import OfferBook
 from .budgets import Budgets, OverBudget
+from .forkproofs import ForkProofs
 from .gossip import VerifiedTopic
 from .host import FramedStream, P2PError, P2PHost, protocol_id, topic
 from .peers import PeerChange
@@ -58,6 +64,22 @@ SESSION_TIMEOUT = 60.0
 FRAME_TIMEOUT = 15.0
 RESYNC_S = 30.0
 MAX_SESSIONS = 3  # pull sessions at once: a peer that stalls costs only its own (each has deadlines)
+
+
+class LedgerBudget:
+    """The ledger topic's budget, per publishing peer: announced entries (a burst of 50, then 5 a second,
+    far above what one node appends) and fork alerts (3, then one a minute: a proof is news once)."""
+
+    reason = "publisher over its rate limit"
+
+    def __init__(self) -> None:
+        self._entries = AuthorRateLimiter(rate=5.0, burst=50.0)
+        self._alerts = AuthorRateLimiter(rate=1 / 60, burst=3.0)
+
+    def allow(self, from_peer: str, verified: Any, now: float) -> bool:
+        if isinstance(verified, ForkProof):
+            return self._alerts.allow(from_peer.encode(), now)
+        return self._entries.allow(from_peer.encode(), now, cost=len(verified))
 
 
 def _verify(data: bytes) -> Any:
@@ -78,6 +100,7 @@ class Replication:
         identity: Identity,
         net: str,
         forked_file: Path,
+        book: OfferBook,
         learned: trio.MemorySendChannel[list[LedgerEntry]],
         activity: Activity,
         budgets: Budgets,
@@ -94,11 +117,13 @@ class Replication:
         self.counterparties: frozenset[bytes] = frozenset()
         self.activity = activity
         self.budgets = budgets
-        self.topic = VerifiedTopic(host, topic(net, wire.GOSSIP_TOPIC), "ledger", _verify, activity=activity)
+        self.topic = VerifiedTopic(
+            host, topic(net, wire.GOSSIP_TOPIC), "ledger", _verify, budget=LedgerBudget(), activity=activity
+        )
         self.protocol = protocol_id(net, wire.SYNC_PROTOCOL)
         self._learned = learned
-        self._forked_file = forked_file
-        self._alerted: dict[bytes, bytes] = _load_forked(forked_file)  # author -> fork proof bytes
+        self.book = book
+        self._alerted = ForkProofs(forked_file)  # proofs received for chains we don't hold
         self._alert_lock = trio.Lock()
         # One worker thread at a time on the store: its connection is serialized anyway, and a
         # burst of gossip must not take every thread of trio's pool.
@@ -154,7 +179,7 @@ class Replication:
     async def forked(self) -> set[bytes]:
         """Authors proven forked: fork entries in the store, plus proofs received for chains we don't hold."""
         held: set[bytes] = await self._db_call(self.store.forked_authors)
-        return held | set(self._alerted)
+        return held | set(self._alerted.proofs)
 
     # ------------------------------------------------------------------ gossip
 
@@ -183,20 +208,28 @@ class Replication:
         plan = plan_fork_alert(self.policy(), wire.ForkAlert(proof.raw), forked)
         if plan.ingest:
             await self._ingest(list(plan.ingest), alert=False)
-        if plan.new:
-            log.warning("fork alert: %s signed two different entries at seq %d", peer_id(proof.author), proof.seq)
-            if proof.author not in await self._db_call(self.store.forked_authors):
-                # On disk before it shows: whoever sees the mark can rely on the proof being
-                # kept. One save at a time, so a slower save never overwrites a newer one.
-                async with self._alert_lock:
-                    alerted = {**self._alerted, proof.author: proof.raw}
-                    await trio.to_thread.run_sync(_save_forked, self._forked_file, alerted)
-                    self._alerted[proof.author] = proof.raw
+        if not plan.new or proof.author in await self._db_call(self.store.forked_authors):
+            return
+        if not await self._cares_about(proof.author):
+            # Forwarded (the validator let it on), but not kept: no reason to spend disk on a stranger.
+            log.debug("fork alert about %s: not an author this node deals with", peer_id(proof.author))
+            return
+        log.warning("fork alert: %s signed two different entries at seq %d", peer_id(proof.author), proof.seq)
+        # On disk before it shows: whoever sees the mark can rely on the proof being kept.
+        async with self._alert_lock:
+            await trio.to_thread.run_sync(self._alerted.add, proof)
+
+    async def _cares_about(self, author: bytes) -> bool:
+        """Authors whose forks this node keeps proof of: those whose chains it replicates (counterparties,
+        followed, everyone in archive mode) and those with a listing or offer in its book."""
+        if self.policy().replicates(author):
+            return True
+        return await trio.to_thread.run_sync(self.book.has_author, author)
 
     async def _ingest(self, raws: list[bytes], *, alert: bool = True) -> IngestResult:
         """Store verified-by-ingest entries; alert new forks; hand our exchanges to settlement."""
         result: IngestResult = await self._db_call(self.store.ingest, raws)
-        step = followup(result, forked=set(self._alerted))
+        step = followup(result, forked=set(self._alerted.proofs))
         if alert:
             for author, seq in step.forks:
                 await self._alert(author, seq)
@@ -317,24 +350,3 @@ class Replication:
             next_resync = trio.current_time() + RESYNC_S
             if current:
                 self.pull_from(random.choice(sorted(current)))
-
-
-def _load_forked(path: Path) -> dict[bytes, bytes]:
-    """Fork proofs received for chains we don't hold, each re-checked (a bad file is ignored, logged)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return {}
-    out: dict[bytes, bytes] = {}
-    try:
-        for raw in cbor.decode(data, path="forked", max_size=64 * 1024 * 1024):
-            proof = decode_proof(raw)
-            if isinstance(proof, ForkProof):
-                out[proof.author] = proof.raw
-    except (InvalidObject, TypeError) as err:
-        log.warning("ignoring %s: %s", path, err)
-    return out
-
-
-def _save_forked(path: Path, proofs: dict[bytes, bytes]) -> None:
-    write_durably(path, cbor.encode(sorted(proofs.values())))

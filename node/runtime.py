@@ -164,6 +164,7 @@ class Node:
             self.identity,
             cfg.net,
             self.home.forked_file,
+            book,
             learned_send,
             activity,
             budgets,

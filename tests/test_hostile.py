@@ -251,3 +251,53 @@ async def test_settle_streams_are_held_to_a_budget_per_peer(victim: LocalSwarm) 
         allowed = 50 + 5 * (time.monotonic() - t) + 1  # the burst, and what refilled meanwhile
     assert 50 <= answered <= allowed and refused >= 120 - allowed, (answered, refused, allowed)
     assert "over its budget of settle requests" in victim.log_text(0)
+
+
+# --------------------------------------------------------------------------- fork evidence
+
+
+def fork_alert_about_a_stranger() -> bytes:
+    """A valid fork alert: a throwaway key signed two different entries at seq 1."""
+    from swapmeet.protocol import evidence
+    from swapmeet.protocol import replication as wire
+    from swapmeet.protocol.boundary import ZERO_ID
+    from swapmeet.protocol.objects import Leg
+
+    forker, friend = Identity.generate(), Identity.generate()
+    now = int(time.time())
+    entries = []
+    for what in ("1 x kite", "1 x kettle"):
+        x = build.propose_exchange(
+            parties=[forker.public_key, friend.public_key],
+            legs=[Leg(0, 1, (build.parse_item(what),)), Leg(1, 0, (build.parse_item("1 x thanks"),))],
+            created=now,
+            deadline=now + 600,
+        )
+        x = build.sign_exchange(build.sign_exchange(x, forker), friend)
+        entries.append(build.make_entry(forker, seq=1, prev=ZERO_ID, time=now, payload=x))
+    return wire.fork_alert(evidence.fork_proof(*entries))
+
+
+async def test_a_flood_of_fork_alerts_costs_neither_disk_nor_memory(victim: LocalSwarm) -> None:
+    """Before: 2000 fork alerts about throwaway keys marked 2000 authors forked, rewrote and fsynced a 1.5 MB
+    forked.cbor on every alert and cost 15 MB of memory. Now alerts are held to a budget per publishing peer,
+    and proofs are kept only for authors the node deals with, each appended once."""
+    topic = p2p.topic(victim.net, "ledger")
+    pid = victim.pid(0)
+    assert pid is not None
+    alerts = [fork_alert_about_a_stranger() for _ in range(300)]
+    async with attacker(victim) as host:
+        await host.subscribe(topic, lambda from_peer, data: True)
+        await host.wait_for_mesh(topic, [victim.peer_id(0)], timeout=WAIT_S)
+        before = rss_mb(pid)
+        for data in alerts:
+            await host.publish(topic, data)
+        # The node takes 3, refuses the next few, and then its GossipSub drops this publisher's messages
+        # before they even reach the validator (its score is below the publish threshold).
+        with trio.fail_after(WAIT_S):
+            while victim.client(0).status()["activity"]["refused"] < 5:
+                await trio.sleep(0.1)
+        await trio.sleep(2.0)
+    assert victim.client(0).forked() == []
+    assert not victim.home(0).forked_file.exists()
+    assert rss_mb(pid) - before < 10

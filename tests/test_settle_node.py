@@ -344,12 +344,17 @@ def _signed_exchange(a: Identity, b: Identity, what: str) -> Exchange:
 
 
 async def test_a_forked_chain_is_flagged_by_every_node(tmp_path: Path) -> None:
-    """A raw peer signs two different entries at seq 1; an archive node finds the fork, every node is alerted."""
+    """A raw peer signs two different entries at seq 1; an archive node finds the fork, every node that deals
+    with the forker (here: holds its listing) is alerted and keeps the proof; a node that does not deal with an
+    author forwards an alert about it but keeps nothing."""
     async with swarm(tmp_path, 3) as s:
         archive, relay, bystander = s.nodes
         archive.replication.archive = True  # replicates every chain it hears of
         forker, friend = Identity.generate(), Identity.generate()
         now = int(time.time())
+        wares = build.make_listing(forker, title="wares", have=[item("1 x vase")], created=now, expires=now + 3600)
+        for node in s.nodes:  # every node holds the forker's listing: it deals with the forker
+            await node.market.ingest.store([wares])
         entries = [
             build.make_entry(forker, seq=1, prev=ZERO_ID, time=now, payload=_signed_exchange(forker, friend, what))
             for what in ("1 x bike", "1 x boat")
@@ -365,6 +370,19 @@ async def test_a_forked_chain_is_flagged_by_every_node(tmp_path: Path) -> None:
             await until(lambda n=node: _forked(n, forker.public_key), "every node to mark the forker")
         assert forker.public_key in archive.replication.store.forked_authors()  # the archive holds the proof entries
         assert bystander.home.forked_file.exists()  # the others keep the proof they were sent
+
+        # A stranger's fork: forwarded, proven at the archive, kept by nobody who does not deal with it.
+        stranger = Identity.generate()
+        theirs = [
+            build.make_entry(stranger, seq=1, prev=ZERO_ID, time=now, payload=_signed_exchange(stranger, friend, what))
+            for what in ("1 x kite", "1 x kettle")
+        ]
+        for entry in theirs:
+            await relay.host.publish(topic, wire.encode_gossip(wire.Announce((entry.raw,))))
+        await until(lambda: stranger.public_key in archive.replication.store.forked_authors(), "the archive's proof")
+        await trio.sleep(1.0)  # its alert has reached the others by now
+        assert not await _forked(bystander, stranger.public_key)
+        assert stranger.public_key not in bystander.replication._alerted
 
 
 async def _forked(node: Node, author: bytes) -> bool:
