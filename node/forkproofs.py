@@ -12,7 +12,8 @@ are kept by the ledger store itself; the others live here:
 - capped at :data:`MAX_PROOFS` authors and :data:`MAX_BYTES`: past that a proof is
   not kept (one log line), which bounds the disk and memory any number of
   throwaway keys can take;
-- re-verified when loaded (a damaged tail is ignored, logged; what came before it stays).
+- re-verified when loaded; a damaged tail (a write cut short) is cut off the file, logged, and
+  what came before it stays, so the next proof is appended after the last good one.
 
 Which proofs are worth keeping (authors the node has a reason to care about)
 and how fast peers may send them is the caller's business (:mod:`.replication`).
@@ -77,8 +78,13 @@ class ForkProofs:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return
-        self._size = len(data)
-        for raw in _items(data, str(self.path)):
+        raws, good_end = _items(data, str(self.path))
+        if good_end < len(data):
+            with open(self.path, "r+b") as f:  # nothing after a damaged item could ever be read
+                f.truncate(good_end)
+                os.fsync(f.fileno())
+        self._size = good_end
+        for raw in raws:
             try:
                 proof = decode_proof(raw)
             except (InvalidObject, TypeError) as err:
@@ -88,17 +94,17 @@ class ForkProofs:
                 self.proofs.setdefault(proof.author, proof.raw)
 
 
-def _items(data: bytes, where: str) -> list[bytes]:
-    """The proofs' bytes in a file: a CBOR sequence of byte strings, or (files written before the
-    sequence) one array of them. A damaged item ends the reading, logged; what came before stays."""
+def _items(data: bytes, where: str) -> tuple[list[bytes], int]:
+    """The proofs' bytes in a file, and where the good part ends: a CBOR sequence of byte strings, or
+    (files written before the sequence) one array of them. A damaged item ends the reading, logged."""
     try:
         whole = cbor.decode(data, path="forked", max_size=len(data) or 1)
     except InvalidObject:
         whole = None
     if isinstance(whole, list):
-        return [x for x in whole if isinstance(x, bytes)]
+        return [x for x in whole if isinstance(x, bytes)], len(data)
     if isinstance(whole, bytes):
-        return [whole]
+        return [whole], len(data)
     items, offset = [], 0
     while offset < len(data):
         length = _item_length(data, offset)
@@ -113,7 +119,7 @@ def _items(data: bytes, where: str) -> list[bytes]:
         if isinstance(item, bytes):
             items.append(item)
         offset += length
-    return items
+    return items, offset
 
 
 def _item_length(data: bytes, offset: int) -> int | None:

@@ -12,28 +12,22 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 import trio
 from swapmeet.cli.localswarm import LocalSwarm
 from swapmeet.node import host as p2p
-from swapmeet.protocol import build
 from swapmeet.protocol.identity import Identity
+
+from bench.support import attacks
+from bench.support.attacks import fork_alert_about_a_stranger, fresh_listings, push_by_book_sync, rss_mb, valid_offer
 
 pytestmark = pytest.mark.slow
 
 WAIT_S = 20.0
-
-
-def rss_mb(pid: int) -> float:
-    """The resident memory of a process (Linux /proc), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 @pytest.fixture
@@ -43,27 +37,9 @@ def victim(tmp_path: Path) -> Iterator[LocalSwarm]:
         yield swarm
 
 
-@asynccontextmanager
-async def attacker(swarm: LocalSwarm, i: int = 0) -> AsyncIterator[p2p.P2PHost]:
+def attacker(swarm: LocalSwarm, i: int = 0) -> AbstractAsyncContextManager[p2p.P2PHost]:
     """A bare host on the victim's network, connected to node ``i``."""
-    async with p2p.open_host(secrets.token_bytes(32), ["/ip4/127.0.0.1/tcp/0"], net=swarm.net) as host:
-        with trio.fail_after(WAIT_S):
-            await host.connect(swarm.addr(i))
-        yield host
-
-
-def valid_offer() -> bytes:
-    """A valid signed offer between two throwaway keys (what the settle stream accepts)."""
-    maker, taker = Identity.generate(), Identity.generate()
-    now = int(time.time())
-    listing = build.make_listing(
-        maker, title="bait", have=[build.parse_item("1 x bait")], created=now, expires=now + 3600
-    )
-    offer = build.make_offer(
-        taker, listing, take=[build.parse_item("1 x bait")], give=[build.parse_item("1 x hook")], created=now,
-        expires=now + 600,
-    )
-    return offer.raw
+    return attacks.attacker(swarm.net, swarm.addr(i))
 
 
 # --------------------------------------------------------------------------- memory
@@ -76,25 +52,12 @@ async def test_bytes_past_the_receive_window_are_not_buffered(victim: LocalSwarm
     assert pid is not None
     sent = 0
     async with attacker(victim) as host:
-        settle = p2p.protocol_id(victim.net, "settle")
-        stream = await host.open_stream(victim.peer_id(0), settle)
-        await stream.send(valid_offer())  # the node's handler reads this one frame, answers, and stops reading
-        with trio.fail_after(WAIT_S):
-            assert await stream.receive() == b""
         before = rss_mb(pid)
-        raw = stream._stream  # below the framing: what a hostile implementation writes
-        raw.muxed_stream.send_window = 1 << 40  # ignore the window the node granted
-        chunk = b"\x00" * (1 << 20)
         with trio.move_on_after(WAIT_S):
-            try:
-                while sent < 96 * (1 << 20):
-                    await raw.write(chunk)
-                    sent += len(chunk)
-            except Exception:
-                pass  # cut off: the point
+            sent = await attacks.push_past_the_window(host, victim.peer_id(0), 96)
         await trio.sleep(1.0)  # let the node take in what is on the wire
         grown = rss_mb(pid) - before
-        assert grown < 32, f"the node grew by {grown:.0f} MiB after {sent >> 20} MiB sent past its window"
+        assert grown < 32, f"the node grew by {grown:.0f} MiB after {sent} MiB sent past its window"
         with trio.fail_after(WAIT_S):
             while host.is_connected(victim.peer_id(0)):
                 await trio.sleep(0.05)  # the node cut the violator off
@@ -205,29 +168,12 @@ async def test_a_silent_peer_does_not_stall_catch_up_with_the_others(tmp_path: P
 # --------------------------------------------------------------------------- budgets on every path
 
 
-def fresh_listings(author: Identity, n: int) -> list[bytes]:
-    now = int(time.time())
-    return [
-        build.make_listing(
-            author, title=f"flood {k}", have=[build.parse_item("1 x junk")], created=now, expires=now + 3600
-        ).raw
-        for k in range(n)
-    ]
-
-
 async def test_a_book_sync_push_is_held_to_the_authors_budget_as_gossip_is(victim: LocalSwarm) -> None:
     """Before: 1000 listings by one key pushed with book-sync `put` were all stored in 1.5 s (gossip would have
     taken 50 and then 5 a second). Now the author's budget is the same on every path."""
-    from swapmeet.protocol import batch
-    from swapmeet.protocol.booksync import frames
-
     raws = fresh_listings(Identity.generate(), 1000)
     async with attacker(victim) as host:
-        stream = await host.open_stream(victim.peer_id(0), p2p.protocol_id(victim.net, "book-sync"))
-        async with stream:
-            for data in batch.pack(raws):
-                await stream.send(frames.encode_frame("put", data))
-            await stream.send(frames.encode_frame("end", None))
+        await push_by_book_sync(host, victim.peer_id(0), raws)
         with trio.fail_after(WAIT_S):
             while victim.client(0).status()["activity"]["refused"] < 900:
                 await trio.sleep(0.1)
@@ -238,44 +184,15 @@ async def test_a_book_sync_push_is_held_to_the_authors_budget_as_gossip_is(victi
 async def test_settle_streams_are_held_to_a_budget_per_peer(victim: LocalSwarm) -> None:
     """Before: 300 offers sent over settle streams by one peer were all taken in 2.2 s. Now a peer has the
     settle topic's budget on the stream too (a burst of 50, then 5 a second)."""
-    settle = p2p.protocol_id(victim.net, "settle")
-    answered = refused = 0
     async with attacker(victim) as host:
         t = time.monotonic()
-        for _ in range(120):
-            try:
-                await host.request(victim.peer_id(0), settle, valid_offer(), timeout=WAIT_S)
-                answered += 1
-            except p2p.P2PError:
-                refused += 1
+        answered, refused = await attacks.flood_settle_requests(host, victim.peer_id(0), 120)
         allowed = 50 + 5 * (time.monotonic() - t) + 1  # the burst, and what refilled meanwhile
     assert 50 <= answered <= allowed and refused >= 120 - allowed, (answered, refused, allowed)
     assert "over its budget of settle requests" in victim.log_text(0)
 
 
 # --------------------------------------------------------------------------- fork evidence
-
-
-def fork_alert_about_a_stranger() -> bytes:
-    """A valid fork alert: a throwaway key signed two different entries at seq 1."""
-    from swapmeet.protocol import evidence
-    from swapmeet.protocol import replication as wire
-    from swapmeet.protocol.boundary import ZERO_ID
-    from swapmeet.protocol.objects import Leg
-
-    forker, friend = Identity.generate(), Identity.generate()
-    now = int(time.time())
-    entries = []
-    for what in ("1 x kite", "1 x kettle"):
-        x = build.propose_exchange(
-            parties=[forker.public_key, friend.public_key],
-            legs=[Leg(0, 1, (build.parse_item(what),)), Leg(1, 0, (build.parse_item("1 x thanks"),))],
-            created=now,
-            deadline=now + 600,
-        )
-        x = build.sign_exchange(build.sign_exchange(x, forker), friend)
-        entries.append(build.make_entry(forker, seq=1, prev=ZERO_ID, time=now, payload=x))
-    return wire.fork_alert(evidence.fork_proof(*entries))
 
 
 async def test_a_flood_of_fork_alerts_costs_neither_disk_nor_memory(victim: LocalSwarm) -> None:
