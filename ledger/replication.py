@@ -359,9 +359,7 @@ class ForkAlertPlan:
     ingest: tuple[bytes, ...]
 
 
-def plan_fork_alert(
-    policy: Policy, alert: wire.ForkAlert, forked: AbstractSet[bytes] = frozenset()
-) -> ForkAlertPlan:
+def plan_fork_alert(policy: Policy, alert: wire.ForkAlert, forked: AbstractSet[bytes] = frozenset()) -> ForkAlertPlan:
     """Check an alert offline (InvalidObject if it proves nothing) and say what it calls for."""
     proof = wire.verify_fork_alert(alert)
     ingest = (proof.first.raw, proof.second.raw) if policy.replicates(proof.author) else ()

@@ -53,7 +53,7 @@ class BookGossip:
         self.activity = activity
         self.ingest = ingest
         self.me = me
-        budget = PerAuthor(ingest.budgets.authors)  # one budget per author, on gossip and on every other path
+        budget = PerAuthor()
         enforced = budget.limiter
         self._own_pace = AuthorRateLimiter(rate=enforced.rate * OWN_PACE, burst=enforced.burst * OWN_PACE)
         self.topics = {

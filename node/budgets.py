@@ -11,12 +11,17 @@ theirs here, so that no path is a way around them:
   (:class:`OverBudget` ends its session).
 - **settle requests per peer**: a burst of :data:`SETTLE_BURST`, :data:`SETTLE_RATE`
   per second, as the settle topic allows a publisher; over it, a request is refused.
-- **objects per author, on every path**: an object created within the last
-  :data:`FRESH_S` seconds is being published now, so it is charged to its author
-  exactly as on gossip (the same limiter: one budget whichever way it comes);
-  over it, it is refused, and the next sync brings it once the author is within
-  budget again. Older objects are catch-up: they count against the peer's budget
-  only.
+- **objects per author, off gossip**: an object created within the last
+  :data:`FRESH_S` seconds is still being published, so it is charged to its
+  author; over the budget it is refused, and a later sync brings it once the
+  author is within budget again. Older objects count against the peer's budget
+  only. The budget is gossip's rate (one author's sustained pace is the same on
+  every path) with a larger burst, :data:`AUTHOR_CATCH_UP_BURST`: a sync brings
+  at once what an author published over minutes while we were away (gossip paced
+  it; the first version of this charged sync to gossip's own bucket, and a
+  newcomer then refused an honest author's 60 listings of the last minutes). The
+  burst is per node and point to point: a stream flood costs one node some disk,
+  not the swarm a relay round, which is what gossip's small burst protects.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 
 import trio
 from swapmeet.protocol.errors import SwapmeetError
-from swapmeet.protocol.ratelimit import AuthorRateLimiter
+from swapmeet.protocol.ratelimit import AUTHOR_RATE, AuthorRateLimiter
 
 OBJECTS_BURST = 10_000  # a whole honest book of a few thousand listings comes at once
 OBJECTS_RATE = 2_000.0  # per second, sustained: far above what decoding and storing keep up with anyway
@@ -35,6 +40,7 @@ MAX_WAIT_S = 10.0
 SETTLE_BURST = 50
 SETTLE_RATE = 5.0
 FRESH_S = 600
+AUTHOR_CATCH_UP_BURST = 1_000  # a shop's catalogue published at once, brought by one sync
 
 
 class OverBudget(SwapmeetError):
@@ -42,10 +48,10 @@ class OverBudget(SwapmeetError):
 
 
 class Budgets:
-    """The per-peer budgets of the stream paths, and the per-author one shared with gossip."""
+    """The per-peer and per-author budgets of the stream paths (gossip's are in its validators)."""
 
-    def __init__(self, authors: AuthorRateLimiter) -> None:
-        self.authors = authors
+    def __init__(self, author_rate: float = AUTHOR_RATE) -> None:
+        self._authors = AuthorRateLimiter(rate=author_rate, burst=AUTHOR_CATCH_UP_BURST)
         self._objects = AuthorRateLimiter(rate=OBJECTS_RATE, burst=OBJECTS_BURST)
         self._settle = AuthorRateLimiter(rate=SETTLE_RATE, burst=SETTLE_BURST)
 
@@ -71,7 +77,7 @@ class Budgets:
         monotonic = time.monotonic()
         for obj in objects:
             fresh = now - obj.created < FRESH_S
-            if fresh and not self.authors.allow(obj.author, monotonic):
+            if fresh and not self._authors.allow(obj.author, monotonic):
                 refused.append(obj)
             else:
                 kept.append(obj)

@@ -273,9 +273,7 @@ class TradingAPI(Protocol):
         a receipt entry on this node's chain. :class:`Conflict` if not complete or nothing to confirm."""
         ...
 
-    async def rate(
-        self, exchange_id: bytes, score: int, *, subject: bytes | None = None, comment: str = ""
-    ) -> Rating:
+    async def rate(self, exchange_id: bytes, score: int, *, subject: bytes | None = None, comment: str = "") -> Rating:
         """Rate a counterparty of a complete exchange (1..5): a rating entry on this node's chain.
         ``subject`` defaults to the only other party; required with 3+ parties."""
         ...

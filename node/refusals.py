@@ -65,9 +65,7 @@ class RefusalLog:
             window.last = f"{what}: {reason}"
         else:
             if window is not None and window.more:
-                self.log.info(
-                    "rejected %d more from %s in the last minute: %s", window.more, short, window.last
-                )
+                self.log.info("rejected %d more from %s in the last minute: %s", window.more, short, window.last)
             if self._first_lines < MAX_FIRST_LINES:
                 self._first_lines += 1
                 self.log.info("rejected %s from %s: %s", what, short, reason)

@@ -44,7 +44,6 @@ from swapmeet.protocol.errors import SwapmeetError
 from swapmeet.protocol.gossip import PER_PUBLICATION_TOPICS
 from swapmeet.protocol.identity import Identity, public_key_from_peer_id
 from swapmeet.protocol.objects import LedgerEntry, Offer
-from swapmeet.protocol.ratelimit import AuthorRateLimiter
 from swapmeet.protocol.replication import GOSSIP_TOPIC as LEDGER_TOPIC
 
 from . import host as p2p
@@ -154,7 +153,7 @@ class Node:
         offers_send, offers_receive = trio.open_memory_channel[Offer](CHANNEL_SIZE)
         learned_send, learned_receive = trio.open_memory_channel[list[LedgerEntry]](CHANNEL_SIZE)
         watch = PeerWatch(host)
-        budgets = Budgets(AuthorRateLimiter())
+        budgets = Budgets()
         ingest = BookIngest(book, me, offers_send, host.refusals, budgets)
         gossip = BookGossip(host, cfg.net, ingest, me, activity)
         sync = BookSync(host, cfg.net, book, ingest, activity)
@@ -179,9 +178,7 @@ class Node:
             self.identity, cfg.net, host, book, ingest, gossip, self.settlement, self.replication, activity, self._scope
         )
         await self.replication.start(nursery, watch.listen())
-        await self.settlement.start(
-            nursery, offers=offers_receive, learned=learned_receive, changes=watch.listen()
-        )
+        await self.settlement.start(nursery, offers=offers_receive, learned=learned_receive, changes=watch.listen())
         await gossip.start(nursery)
         await sync.start(nursery, watch.listen())  # after settlement: what a peer pushes may be an offer to us
         nursery.start_soon(self.saved_peers.keep, host, watch.listen(), SAVE_PEERS_S)

@@ -227,9 +227,7 @@ class Trading:
         self.settlement.own_chain.note(receipt)
         return receipt
 
-    async def rate(
-        self, exchange_id: bytes, score: int, *, subject: bytes | None = None, comment: str = ""
-    ) -> Rating:
+    async def rate(self, exchange_id: bytes, score: int, *, subject: bytes | None = None, comment: str = "") -> Rating:
         trade = await self._complete(exchange_id, "rated")
         x = trade.view.exchange
         others = [p for p in x.parties if p != self.me]

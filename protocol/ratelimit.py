@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+AUTHOR_RATE = 5.0  # objects per second one author may publish, sustained (gossip's budget)
+AUTHOR_BURST = 50.0
+
 
 class AuthorRateLimiter:
-    def __init__(self, *, rate: float = 5.0, burst: float = 50.0, max_authors: int = 10_000) -> None:
+    def __init__(self, *, rate: float = AUTHOR_RATE, burst: float = AUTHOR_BURST, max_authors: int = 10_000) -> None:
         self.rate = rate
         self.burst = burst
         self.max_authors = max_authors

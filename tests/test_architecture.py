@@ -161,11 +161,7 @@ def test_only_the_host_imports_libp2p() -> None:
 
 
 def test_protocol_does_no_io() -> None:
-    wrong = [
-        where(i)
-        for i in ALL_IMPORTS
-        if layer(i.source) == "protocol" and i.target.split(".")[0] in NO_IO
-    ]
+    wrong = [where(i) for i in ALL_IMPORTS if layer(i.source) == "protocol" and i.target.split(".")[0] in NO_IO]
     for path in (ROOT / "protocol").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "open":

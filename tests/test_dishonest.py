@@ -220,6 +220,7 @@ async def test_a_forged_countersignature_is_refused(swarm: HookedSwarm) -> None:
             "another key": forge_signature(signed, slot, Identity.generate().sign(message)),
             "short": forge_signature(signed, slot, b"\x01" * 10),
         }
+
         def refused() -> int:
             return swarm.client(maker).status()["activity"]["refused"]
 

@@ -85,8 +85,7 @@ def random_items(n: int, rng: random.Random, *, span: int = 30 * 86400) -> list[
 # Ids that often share long prefixes and timestamps that often collide, so the
 # shortest-separating-prefix bounds and the tie-breaking by id get exercised.
 _heads = st.lists(st.sampled_from([0, 1, 255]), max_size=31).map(bytes)
-ids_st = st.builds(lambda head, tail: (head + tail)[:32], _heads, st.binary(min_size=32,
-                                                                             max_size=32))
+ids_st = st.builds(lambda head, tail: (head + tail)[:32], _heads, st.binary(min_size=32, max_size=32))
 timestamps_st = st.one_of(st.integers(0, 3), st.integers(0, INFINITY - 1))
 items_st = st.lists(st.tuples(timestamps_st, ids_st), max_size=250, unique_by=lambda it: it[1])
 
@@ -109,11 +108,13 @@ def set_pairs(draw: st.DrawFn) -> tuple[list[Item], list[Item]]:
     return a, b
 
 
-params_st = st.fixed_dictionaries({
-    "buckets": st.sampled_from([2, 3, 16]),
-    "idlist_threshold": st.sampled_from([1, 2, 16]),
-    "frame_limit": st.sampled_from([4096, DEFAULT_FRAME_LIMIT]),
-})
+params_st = st.fixed_dictionaries(
+    {
+        "buckets": st.sampled_from([2, 3, 16]),
+        "idlist_threshold": st.sampled_from([1, 2, 16]),
+        "frame_limit": st.sampled_from([4096, DEFAULT_FRAME_LIMIT]),
+    }
+)
 
 
 # --------------------------------------------------------------- correctness
@@ -136,8 +137,7 @@ def message_bound(a: list[Item], b: list[Item], p: dict[str, int]) -> int:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(set_pairs(), params_st)
 @example(([], []), {"buckets": 16, "idlist_threshold": 16, "frame_limit": 65536})
-def test_reconciliation_finds_exact_difference(pair: tuple[list[Item], list[Item]],
-                                               p: dict[str, int]) -> None:
+def test_reconciliation_finds_exact_difference(pair: tuple[list[Item], list[Item]], p: dict[str, int]) -> None:
     a, b = pair
     s = sync(a, b, **p)
     check_result(s, a, b)
@@ -145,8 +145,9 @@ def test_reconciliation_finds_exact_difference(pair: tuple[list[Item], list[Item
     assert s.responder.done == (decode_message(s.received[-1]) == [])
 
 
-@pytest.mark.parametrize("shape", ["empty", "identical", "disjoint", "subset", "superset",
-                                   "same_timestamp", "one_each"])
+@pytest.mark.parametrize(
+    "shape", ["empty", "identical", "disjoint", "subset", "superset", "same_timestamp", "one_each"]
+)
 def test_named_shapes_at_scale(shape: str) -> None:
     rng = random.Random(shape)
     pool = random_items(3000, rng)
@@ -213,8 +214,10 @@ def test_frame_limit_with_large_difference(frame_limit: int, direction: str) -> 
     a, b = ([], full) if direction == "newcomer_initiates" else (full, [])
     s = sync(a, b, frame_limit=frame_limit)  # sync() asserts every message <= frame_limit
     check_result(s, a, b)
-    print(f"\n20k vs 0 ({direction}, frame {frame_limit}): {s.messages} messages, "
-          f"{s.total_bytes} bytes, largest {max(map(len, s.sent + s.received))}")
+    print(
+        f"\n20k vs 0 ({direction}, frame {frame_limit}): {s.messages} messages, "
+        f"{s.total_bytes} bytes, largest {max(map(len, s.sent + s.received))}"
+    )
 
 
 def test_frame_limit_with_scattered_differences() -> None:
@@ -239,9 +242,11 @@ def test_traffic_grows_with_the_difference() -> None:
     elapsed = time.perf_counter() - t0
     check_result(s, a, b)
     full_list = 10_000 * 32
-    print(f"\n10k vs 10k, 5+5 differ: {s.total_bytes} bytes "
-          f"({100 * s.total_bytes / full_list:.2f}% of the id list), "
-          f"{s.messages} messages, {elapsed * 1000:.0f} ms incl. building both sides")
+    print(
+        f"\n10k vs 10k, 5+5 differ: {s.total_bytes} bytes "
+        f"({100 * s.total_bytes / full_list:.2f}% of the id list), "
+        f"{s.messages} messages, {elapsed * 1000:.0f} ms incl. building both sides"
+    )
     assert s.total_bytes < 0.05 * full_list
 
 
@@ -250,8 +255,7 @@ def test_newcomer_costs_about_the_id_list() -> None:
     s = sync([], full)
     check_result(s, [], full)
     ratio = s.total_bytes / (10_000 * 32)
-    print(f"\nnewcomer 0 vs 10k: {s.total_bytes} bytes, overhead x{ratio:.4f}, "
-          f"{s.messages} messages")
+    print(f"\nnewcomer 0 vs 10k: {s.total_bytes} bytes, overhead x{ratio:.4f}, {s.messages} messages")
     assert 1 <= ratio < 1.02
     # The other way round the initiator learns everything from fingerprints.
     s = sync(full, [])
@@ -369,31 +373,34 @@ FP = b"\x01" + bytes(16)  # mode Fingerprint + payload
 INF = b"\x00\x00"
 
 
-@pytest.mark.parametrize(("data", "code"), [
-    (b"", "truncated"),
-    (b"\x61", "version"),  # negentropy v1 is not spoken here
-    (V + b"\x80\x01\x00\x00", "varint"),  # non-minimal varint
-    (V + b"\x81" * 10 + b"\x00", "varint"),  # 11-byte varint
-    (V + b"\x82" + b"\x80" * 8 + b"\x00", "varint"),  # value >= 2**64
-    (V + _bound(5) + FP + encode_varint(2**64 - 1) + b"\x00" + FP, "bound"),  # t >= 2**64 - 1
-    (V + b"\x01" + encode_varint(33) + b"\x01" * 33, "bound"),  # prefix longer than an id
-    (V + b"\x01\x02\x05\x00" + FP, "bound"),  # prefix ends in a zero byte
-    (V + b"\x00\x01\x05" + FP, "bound"),  # infinity bound with a prefix
-    (V + b"\x01\x00" + FP, "bound"),  # upper bound (0, "") equals the first lower bound
-    (V + _bound(5) + FP + b"\x01\x00" + FP, "bound"),  # same bound twice (delta 0)
-    (V + _bound(5) + FP + INF + FP + _bound(9) + FP, "bound"),  # range after infinity
-    (V + _bound(5) + b"\x00" + _bound(4) + b"\x00" + INF + FP, "canonical"),  # adjacent Skips
-    (V + _bound(5) + FP + INF + b"\x00", "canonical"),  # trailing Skip
-    (V + INF + b"\x04", "mode"),  # mode 4 (negentropy's continuation) is unknown
-    (V + INF + b"\x02\x02" + bytes(64), "duplicate"),
-    (V + INF + b"\x02\x03" + bytes(64), "truncated"),  # count exceeds the bytes present
-    (V + INF + b"\x02" + encode_varint(2**63), "truncated"),  # huge count, no allocation
-    (V + INF + b"\x03\x00\x03\x01", "canonical"),  # IdDiff padding bit set
-    (V + INF + b"\x03\x00" + encode_varint(2**40), "truncated"),  # huge bitmap
-    (V + INF + b"\x01" + bytes(15), "truncated"),
-    (V + INF + FP + b"\x00", "bound"),  # trailing garbage is a range after infinity
-    (V + b"\x01\x00\x00" * (DEFAULT_FRAME_LIMIT // 3 + 1), "limit"),  # longer than a frame
-])
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"", "truncated"),
+        (b"\x61", "version"),  # negentropy v1 is not spoken here
+        (V + b"\x80\x01\x00\x00", "varint"),  # non-minimal varint
+        (V + b"\x81" * 10 + b"\x00", "varint"),  # 11-byte varint
+        (V + b"\x82" + b"\x80" * 8 + b"\x00", "varint"),  # value >= 2**64
+        (V + _bound(5) + FP + encode_varint(2**64 - 1) + b"\x00" + FP, "bound"),  # t >= 2**64 - 1
+        (V + b"\x01" + encode_varint(33) + b"\x01" * 33, "bound"),  # prefix longer than an id
+        (V + b"\x01\x02\x05\x00" + FP, "bound"),  # prefix ends in a zero byte
+        (V + b"\x00\x01\x05" + FP, "bound"),  # infinity bound with a prefix
+        (V + b"\x01\x00" + FP, "bound"),  # upper bound (0, "") equals the first lower bound
+        (V + _bound(5) + FP + b"\x01\x00" + FP, "bound"),  # same bound twice (delta 0)
+        (V + _bound(5) + FP + INF + FP + _bound(9) + FP, "bound"),  # range after infinity
+        (V + _bound(5) + b"\x00" + _bound(4) + b"\x00" + INF + FP, "canonical"),  # adjacent Skips
+        (V + _bound(5) + FP + INF + b"\x00", "canonical"),  # trailing Skip
+        (V + INF + b"\x04", "mode"),  # mode 4 (negentropy's continuation) is unknown
+        (V + INF + b"\x02\x02" + bytes(64), "duplicate"),
+        (V + INF + b"\x02\x03" + bytes(64), "truncated"),  # count exceeds the bytes present
+        (V + INF + b"\x02" + encode_varint(2**63), "truncated"),  # huge count, no allocation
+        (V + INF + b"\x03\x00\x03\x01", "canonical"),  # IdDiff padding bit set
+        (V + INF + b"\x03\x00" + encode_varint(2**40), "truncated"),  # huge bitmap
+        (V + INF + b"\x01" + bytes(15), "truncated"),
+        (V + INF + FP + b"\x00", "bound"),  # trailing garbage is a range after infinity
+        (V + b"\x01\x00\x00" * (DEFAULT_FRAME_LIMIT // 3 + 1), "limit"),  # longer than a frame
+    ],
+)
 def test_strict_decoding(data: bytes, code: str) -> None:
     _invalid(data, code)
 
@@ -489,7 +496,6 @@ def test_misuse_and_parameters() -> None:
     assert r.reconcile(V) is None and r.done
     with pytest.raises(RuntimeError):
         r.reconcile(V)
-    for kw in ({"frame_limit": 1000}, {"buckets": 1}, {"buckets": 100, "frame_limit": 4096},
-               {"idlist_threshold": 0}):
+    for kw in ({"frame_limit": 1000}, {"buckets": 1}, {"buckets": 100, "frame_limit": 4096}, {"idlist_threshold": 0}):
         with pytest.raises(ValueError):
             Reconciler([], **kw)

@@ -27,6 +27,7 @@ log = logging.getLogger("swapmeet.node.host")
 #: Seconds allowed for stopping mDNS at shutdown.
 _STOP_TIMEOUT = 5.0
 
+
 class ConnectionNotifee(INotifee):
     """Tells ``on_change(conn, connected)`` when a connection opens or closes (called on the trio thread).
 
@@ -63,7 +64,6 @@ class Background:
 
     mdns: Any | None = None
     mdns_handler: Callable[[PeerInfo], None] | None = None
-
 
 
 async def run_dht(host: IHost, dht: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

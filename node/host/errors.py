@@ -41,4 +41,3 @@ class RequestRefused(P2PError):
     Raised by handlers; the stream is reset and one line is logged at info, without
     the traceback an unexpected handler error gets.
     """
-

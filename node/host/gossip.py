@@ -23,6 +23,7 @@ DEFAULT_MAX_MESSAGE_SIZE = 512 * 1024
 #: Messages buffered per subscription before we start dropping (docs/LIBP2P.md §21).
 SUBSCRIPTION_BUFFER = 10_000
 
+
 @dataclass(frozen=True, slots=True)
 class GossipSettings:
     """GossipSub knobs. The defaults are deliberate; see the comment on each."""

@@ -127,6 +127,10 @@ class P2PHost:
     """A running libp2p host: identity, connections, gossip and stream protocols.
 
     Created by :func:`open_host`; valid only inside its ``async with`` block.
+
+    Size: this is the one facade over libp2p (the architecture test keeps libp2p in this package);
+    each public method wraps one libp2p operation (a dial, a topic, a stream) so that no room above
+    touches libp2p, and splitting it would hand rooms a second object to hold for the same host.
     """
 
     def __init__(
@@ -778,4 +782,3 @@ async def open_host(
         await _close_host_shielded(host)  # idempotent; covers failures before run()
         pubsub.seen_messages.stop()
         await stop_mdns(bg)
-

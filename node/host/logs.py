@@ -56,4 +56,3 @@ def configure_logging(debug: bool) -> None:
     # ...but the routine-disconnect noise does not.
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)
-

@@ -29,4 +29,3 @@ def topic(net: str, name: str) -> str:
 def protocol_id(net: str, name: str) -> str:
     """The stream protocol id ``/swapmeet/<net>/<name>/1.0.0``."""
     return f"/swapmeet/{validate_net(net)}/{_validate_name(name, 'protocol')}/1.0.0"
-

@@ -19,6 +19,7 @@ log = logging.getLogger("swapmeet.node.host")
 #: Largest frame a stream protocol accepts unless a handler says otherwise.
 DEFAULT_MAX_FRAME_SIZE = 1024 * 1024
 
+
 async def _read_some(stream: INetStream, n: int) -> bytes:
     """One read; b"" means end of stream (yamux raises StreamEOF, others may not)."""
     try:
@@ -177,4 +178,3 @@ class HandlerEntry:
             self.open[peer] = left
         else:
             self.open.pop(peer, None)
-

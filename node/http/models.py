@@ -135,7 +135,7 @@ def _listing_in() -> type[BaseModel]:
     return create_model(
         "ListingIn",
         __base__=_In,
-        __doc__="A listing to publish. Items are ``\"QTY x ITEM\"`` / ``\"QTY UNIT x ITEM\"`` strings or objects.",
+        __doc__='A listing to publish. Items are ``"QTY x ITEM"`` / ``"QTY UNIT x ITEM"`` strings or objects.',
         **spec,
     )
 

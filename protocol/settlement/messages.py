@@ -205,4 +205,3 @@ def _exchange_cancelled(ctx: Context, n: Notice, x: Exchange, now: int, out: lis
         out.append(Refuse("signed", "void: that party has already signed the exchange", x.id))  # R5
     else:
         steps.cancelled_by(ctx, rec, n, out)
-
