@@ -110,9 +110,7 @@ class PhotoStore:
         over = self.total + size - self.max_bytes
         if over <= 0:
             return
-        by_age = sorted(
-            (p for p in self._sizes if p not in keep), key=lambda p: self._path(p).stat().st_mtime
-        )
+        by_age = sorted((p for p in self._sizes if p not in keep), key=lambda p: self._path(p).stat().st_mtime)
         dropped = []
         for h in by_age:
             if over <= 0:
@@ -163,9 +161,8 @@ class PhotoService:
         self._prefetch_send, self._prefetch_receive = trio.open_memory_channel[bytes](PREFETCH_QUEUE)
 
     async def start(self, nursery: trio.Nursery) -> None:
-        self.host.set_request_handler(
-            self.protocol, self._serve, max_frame_size=2 * PHOTO_HASH_SIZE, timeout=FETCH_TIMEOUT_S
-        )
+        # one frame size for both directions of a stream: the answer (status byte + photo) sets it
+        self.host.set_request_handler(self.protocol, self._serve, max_frame_size=MAX_BYTES + 1, timeout=FETCH_TIMEOUT_S)
         nursery.start_soon(self._watch_book)
         nursery.start_soon(self._prefetch)
         nursery.start_soon(self._collect)

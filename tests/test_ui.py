@@ -146,7 +146,7 @@ async def test_the_csp_header_is_present_and_pages_need_no_inline_script(tmp_pat
                 assert answer.status == 200, (path, answer.text)
                 assert answer.headers["content-security-policy"] == CSP
                 assert answer.headers["x-content-type-options"] == "nosniff"
-                assert answer.headers["referrer-policy"] == "no-referrer"
+                assert answer.headers["referrer-policy"] == "same-origin"
                 assert not re.search(r"<script(?![^>]*\bsrc=)", answer.text), path  # no inline script
                 assert not re.search(r"\son[a-z]+=", answer.text), path  # no inline event handlers
                 assert not re.search(r"\sstyle=", answer.text), path  # no inline styles (CSP refuses them)
@@ -197,8 +197,15 @@ async def test_publish_with_a_photo_from_the_form_strips_its_metadata(tmp_path: 
     with trio.fail_after(LIMIT_S):
         async with ui(node) as c:
             await run(c.login)
-            fields = {"title": "Cargo bike", "type": "goods", "have": "1 x cargo bike", "want": "5 kg x jam",
-                      "tags": "bikes cargo", "loc": "u33db", "expires": "3d"}
+            fields = {
+                "title": "Cargo bike",
+                "type": "goods",
+                "have": "1 x cargo bike",
+                "want": "5 kg x jam",
+                "tags": "bikes cargo",
+                "loc": "u33db",
+                "expires": "3d",
+            }
             answer = await run(c.post_multipart, "/ui/mine", fields, [("photos", "bike.jpg", jpeg_with_gps())])
             assert answer.status == 303, answer.text
             [listing] = await node.listings()
@@ -227,8 +234,9 @@ async def test_publish_errors_are_shown_next_to_their_field(tmp_path: Path) -> N
             answer = await run(c.post_multipart, "/ui/mine", bad, [])
             assert answer.status == 400 and 'id="e-have"' in answer.text and "QTY x ITEM" in answer.text
             assert 'value="Mower"' in answer.text  # what was typed stays
-            not_an_image = await run(c.post_multipart, "/ui/mine", {"title": "X", "have": "1 x y"},
-                                     [("photos", "notes.txt", b"just text")])
+            not_an_image = await run(
+                c.post_multipart, "/ui/mine", {"title": "X", "have": "1 x y"}, [("photos", "notes.txt", b"just text")]
+            )
             assert not_an_image.status == 400 and 'id="e-photos"' in not_an_image.text
             assert await node.listings() == []
 

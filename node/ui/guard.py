@@ -18,8 +18,10 @@ and nothing else; this guard hands nothing to the API):
    ``X-CSRF-Token`` header (htmx) or the ``csrf`` form field (plain forms) --
    except the login post, which carries the one-time token instead.
 4. **Headers** on every answer: a Content-Security-Policy (:data:`CSP`) that
-   allows no inline script and no outside origin, ``nosniff``, no Referer, no
-   framing, ``Cache-Control: no-store``.
+   allows no inline script and no outside origin, ``nosniff``, no Referer to other origins, no
+   framing, ``Cache-Control: no-store``. The Referrer-Policy is ``same-origin``,
+   not ``no-referrer``: under ``no-referrer`` browsers send ``Origin: null`` on
+   a same-origin form post, which step 3 could not tell from a sandboxed frame.
 
 Bodies are read here (at most :data:`MAX_UI_BODY`) so the token check sees the
 form; the route gets the same bytes replayed.
@@ -45,7 +47,7 @@ CSP = (
 SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),

@@ -41,5 +41,3 @@ def error_page(request: Request, status: int, message: str) -> Response:
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-
-

@@ -188,9 +188,7 @@ async def _mine(request: Request, **context: Any) -> Response:
     rows = [views.listing_row(x, me, set(), None) for x in mine]
     context.setdefault("values", {"expires": forms.DEFAULT_EXPIRES})
     context.setdefault("errors", {})
-    return render(
-        request, "mine.html", title="My listings", rows=rows, fields=forms.form_fields(), **context
-    )
+    return render(request, "mine.html", title="My listings", rows=rows, fields=forms.form_fields(), **context)
 
 
 @router.get("/ui/mine")
@@ -362,14 +360,25 @@ async def ledger_page(request: Request, author: str | None = None) -> Response:
     me, _ = await _me(market)
     key = parse_author(author) if author else me
     chains = [
-        {"author": peer_id(c.author), "short": views.short_peer(peer_id(c.author)), "length": c.length,
-         "forked": c.forked, "mine": c.author == me}
+        {
+            "author": peer_id(c.author),
+            "short": views.short_peer(peer_id(c.author)),
+            "length": c.length,
+            "forked": c.forked,
+            "mine": c.author == me,
+        }
         for c in await market.chains()
     ]
     entries = [views.entry_row(x) for x in await market.chain(key, CHAIN_LIMIT)]
     return render(
-        request, "ledger.html", title="Ledger", chains=chains, entries=entries, author=peer_id(key),
-        mine=key == me, limit=CHAIN_LIMIT,
+        request,
+        "ledger.html",
+        title="Ledger",
+        chains=chains,
+        entries=entries,
+        author=peer_id(key),
+        mine=key == me,
+        limit=CHAIN_LIMIT,
     )
 
 
@@ -385,6 +394,11 @@ async def network_page(request: Request) -> Response:
         peers = await peers  # type: ignore[misc]
     chart = views.activity_chart(market.activity())
     return render(
-        request, "network.html", title="Network", status=status, peers=peers, chart=chart,
+        request,
+        "network.html",
+        title="Network",
+        status=status,
+        peers=peers,
+        chart=chart,
         reachability=status.get("reachability", "unknown"),
     )

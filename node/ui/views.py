@@ -152,11 +152,25 @@ def activity_chart(rows: list[dict[str, int]]) -> dict[str, Any]:
             height = round(CHART_H * row[name] / peak, 1)
             if height:
                 x = round(i * slot + j * width, 1)
-                bars.append({"x": x, "y": round(CHART_H - height, 1), "w": round(width, 1), "h": height,
-                             "series": j, "title": f"{label}: {row[name]} at {utc(row['minute'])}"})
+                bars.append(
+                    {
+                        "x": x,
+                        "y": round(CHART_H - height, 1),
+                        "w": round(width, 1),
+                        "h": height,
+                        "series": j,
+                        "title": f"{label}: {row[name]} at {utc(row['minute'])}",
+                    }
+                )
     totals = {label: sum(r[name] for r in rows) for name, label in CHART_SERIES}
-    return {"w": CHART_W, "h": CHART_H, "bars": bars, "peak": peak, "totals": totals,
-            "series": [label for _, label in CHART_SERIES]}
+    return {
+        "w": CHART_W,
+        "h": CHART_H,
+        "bars": bars,
+        "peak": peak,
+        "totals": totals,
+        "series": [label for _, label in CHART_SERIES],
+    }
 
 
 def pid(key: bytes) -> str:
