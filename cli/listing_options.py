@@ -66,10 +66,11 @@ def read_file(path: str, option: str) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise InvalidObject(option, f"cannot read {path!r}: {exc.strerror}", "file") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise InvalidObject(option, f"{path!r} is not a regular file", "file")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise InvalidObject(option, f"{path!r} is not a regular file", "file")
         if info.st_size > MAX_PHOTO_FILE:
             raise InvalidObject(option, f"{path!r} is {info.st_size} bytes, over {MAX_PHOTO_FILE}", "file")
         return f.read(MAX_PHOTO_FILE + 1)

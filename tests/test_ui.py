@@ -338,3 +338,21 @@ def test_reencode_bounds_any_image(size: tuple[int, int]) -> None:
     out = reencode(jpeg_with_gps(size))
     img = Image.open(io.BytesIO(out))
     assert img.format == "JPEG" and max(img.size) <= MAX_SIDE and len(out) <= MAX_BYTES and not img.getexif()
+
+
+async def test_swapmeet_ui_prints_a_login_url_that_works_once(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from swapmeet.cli.main import cli
+    from swapmeet.node.home import Home
+
+    with trio.fail_after(LIMIT_S):
+        async with ui(FakeNode()) as c:
+            home = Home(tmp_path / "home")
+            cookie.write_cookie(home, c.port, c.api_token)
+            result = await run(CliRunner().invoke, cli, ["--home", str(home.root), "ui", "--print-url"])
+            assert result.exit_code == 0, result.output
+            url = result.output.strip()
+            assert re.fullmatch(rf"http://127\.0\.0\.1:{c.port}/ui/login#[A-Za-z0-9_-]{{40,}}", url)
+            token = url.split("#")[1]
+            assert (await run(c.post_form, "/ui/login", {"token": token}, csrf=False)).status == 303
+            assert (await run(c.post_form, "/ui/login", {"token": token}, csrf=False)).status == 403
