@@ -121,6 +121,14 @@ class ApiClient:
         """``spec``: the fields of :class:`~swapmeet.protocol.listing_spec.ListingSpec`, items as ``"QTY x ITEM"``."""
         return self.request("POST", "/v1/listings", body=spec)
 
+    def add_photo(self, data: bytes) -> dict[str, Any]:
+        """Send a photo's bytes; the node re-encodes and keeps it: ``{"hash", "bytes"}``."""
+        return self.request("POST", "/v1/photos", raw_body=data, content_type="application/octet-stream")
+
+    def ui_token(self) -> dict[str, Any]:
+        """A one-time login address for the web interface: ``{"url", "expires_in_s"}``."""
+        return self.request("POST", "/v1/ui/token")
+
     def withdraw(self, listing_id: str) -> dict[str, Any]:
         return self.request("POST", f"/v1/listings/{_segment(listing_id)}/withdraw")
 
@@ -197,17 +205,25 @@ class ApiClient:
     # --- the plumbing ---
 
     def request(
-        self, method: str, path: str, *, query: dict[str, Any] | None = None, body: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+        raw_body: bytes | None = None,
+        content_type: str = "application/json",
     ) -> Any:
         """One request; returns the decoded JSON answer or raises a one-line :class:`SwapmeetError`."""
         if query:
             encoded = urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
             path = f"{path}?{encoded}" if encoded else path
         headers = {"Authorization": f"Bearer {self.cookie.token}", "Accept": "application/json"}
-        data = None
+        data = raw_body
         if body is not None:
             data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
+        if data is not None:
+            headers["Content-Type"] = content_type
         where = f"the node for home {self.home} (API port {self.cookie.port}, pid {self.cookie.pid})"
         conn = http.client.HTTPConnection(API_HOST, self.cookie.port, timeout=self.timeout)
         try:

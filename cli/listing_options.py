@@ -4,7 +4,10 @@ A field's type says how it is typed on the command line and sent to the node:
 text as is (a choice where the field lists its ``choices``), items as
 repeatable ``QTY [UNIT] x ITEM`` (checked here against the protocol's limits),
 tags as repeatable words, a time as ``WHEN`` (a duration from now, Unix seconds
-or an ISO date), a window as ``START..END``. The two expiry fields are one
+or an ISO date), a window as ``START..END``, hashes (photos) as repeatable
+``--photo FILE``: the file is read here (a regular file, at most
+:data:`MAX_PHOTO_FILE` bytes) and sent to the node, which re-encodes it and
+answers with the hash the listing names (:func:`upload_files`). The two expiry fields are one
 option, ``--expires WHEN``: a duration goes to the node as relative (its clock
 decides), anything else as absolute. A new field of ``ListingSpec`` gets its
 option here without an edit, as long as its type is one of these.
@@ -12,15 +15,21 @@ option here without an edit, as long as its type is one of these.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, Field, dataclass, fields
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 import click
-from swapmeet.protocol.listing_spec import ListingSpec
+from swapmeet.protocol.errors import InvalidObject
+from swapmeet.protocol.listing_spec import HASH_FIELDS, ListingSpec
 from swapmeet.protocol.objects import Item
 
 from .parsing import parse_expires, parse_items, parse_when, parse_window
+
+if TYPE_CHECKING:
+    from .client import ApiClient
 
 EXPIRES_HELP = "7d, 12h, 30m, Unix seconds or an ISO date [default: 7d]."
 
@@ -44,7 +53,29 @@ _KINDS: dict[Any, _Kind] = {
         False, "WHEN", lambda v, option, now: parse_when(v, now, option), " (7d, Unix seconds, ISO date)"
     ),
     tuple[int, int] | None: _Kind(False, "START..END", lambda v, option, now: parse_window(v, now), ", e.g. 1d..3d"),
+    # files read here, uploaded by upload_files(): the node re-encodes them and names them by hash
+    Sequence[bytes]: _Kind(True, "FILE", lambda v, option, now: [read_file(p, option) for p in v]),
 }
+MAX_PHOTO_FILE = 16 * 1024 * 1024  # bytes, what the node's upload endpoint accepts (a phone photo is 2-8 MB)
+
+
+def read_file(path: str, option: str) -> bytes:
+    """The bytes of a local file given to ``option``; a one-line refusal for anything but a regular file."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not hang; fstat on the opened file (no race with a swapped path)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise InvalidObject(option, f"cannot read {path!r}: {exc.strerror}", "file") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise InvalidObject(option, f"{path!r} is not a regular file", "file")
+    with os.fdopen(fd, "rb") as f:
+        if info.st_size > MAX_PHOTO_FILE:
+            raise InvalidObject(option, f"{path!r} is {info.st_size} bytes, over {MAX_PHOTO_FILE}", "file")
+        return f.read(MAX_PHOTO_FILE + 1)
+
+
 _TYPES = get_type_hints(ListingSpec)
 
 
@@ -93,10 +124,18 @@ def listing_body(values: dict[str, Any], now: int) -> dict[str, Any]:
     """
     body: dict[str, Any] = {}
     for f in _content_fields():
-        value = values[f.name]
+        value = values.get(f.name)
         if value is None:
             continue
         body[f.name] = _KINDS[_TYPES[f.name]].to_json(value, _option_name(f), now)
     if values["expires"] is not None:
         body.update(parse_expires(values["expires"]))
+    return body
+
+
+def upload_files(body: dict[str, Any], client: ApiClient) -> dict[str, Any]:
+    """``body`` with the files of its hash fields (``--photo``) sent to the node and replaced by their hashes."""
+    for name in HASH_FIELDS:
+        if name in body:
+            body[name] = [client.add_photo(data)["hash"] for data in body[name]]
     return body

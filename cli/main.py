@@ -105,7 +105,7 @@ def cli(ctx: click.Context, home: str | None, debug: bool) -> None:
 
 
 def _register(group: click.Group) -> None:
-    from . import audit_cmd, config_cmds, demo_cmd, identity_cmds, ledger_cmds, node_cmds, trade_cmds
+    from . import audit_cmd, config_cmds, demo_cmd, identity_cmds, ledger_cmds, node_cmds, trade_cmds, ui_cmd
 
     for command in (
         *identity_cmds.COMMANDS,
@@ -114,6 +114,7 @@ def _register(group: click.Group) -> None:
         ledger_cmds.ledger,
         audit_cmd.audit,
         demo_cmd.demo,
+        *ui_cmd.COMMANDS,
     ):
         group.add_command(command)
     for command in config_cmds.COMMANDS:

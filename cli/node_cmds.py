@@ -31,7 +31,7 @@ from swapmeet.protocol.errors import SwapmeetError
 from swapmeet.protocol.objects import LISTING_TYPES
 
 from .context import App, pass_app
-from .listing_options import listing_body, listing_options
+from .listing_options import listing_body, listing_options, upload_files
 from .output import duration, items_text, json_option, peer_cell, print_fields, print_json, print_table, relative, short
 
 if TYPE_CHECKING:
@@ -284,9 +284,11 @@ def publish(app: App, as_json: bool, **values: Any) -> None:
     """Sign and publish a listing: what you have and what you want for it.
 
     Example: swapmeet publish --title "Road bike" --have "1 x road bike" --want "20 kg x apples" --tag bikes
+    --photo bike.jpg
     """
     spec = listing_body(values, int(time.time()))
-    listing = app.client().publish(spec)
+    client = app.client()
+    listing = client.publish(upload_files(spec, client))
     if as_json:
         print_json(listing)
         return
@@ -366,7 +368,7 @@ def listings(
         [
             short(x["id"]),
             x["type"],
-            x["title"],
+            x["title"] + _photos_note(x),
             items_text(x["have"]),
             items_text(x["want"]) or "-",
             peer_cell(x["author"], [x["author"]] if x.get("author_forked") else ()),
@@ -375,6 +377,11 @@ def listings(
         for x in found
     ]
     print_table(["ID", "KIND", "TITLE", "HAVE", "WANT", "AUTHOR", "EXPIRES"], rows)
+
+
+def _photos_note(listing: dict[str, Any]) -> str:
+    count = len(listing.get("photos") or ())
+    return f" [{count} photo{'s' if count > 1 else ''}]" if count else ""
 
 
 COMMANDS = [node, peers, publish, withdraw, listings]

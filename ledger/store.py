@@ -426,6 +426,14 @@ class LedgerStore:
     def forked_authors(self) -> set[bytes]:
         return {row[0] for row in self._rows("SELECT DISTINCT author FROM forks")}
 
+    def kind_counts(self, kind: str) -> dict[bytes, int]:
+        """Per author, how many entries of its chain carry a payload of ``kind`` (e.g. completed exchanges)."""
+        return dict(self._rows("SELECT author, count(*) FROM entries WHERE kind = ? GROUP BY author", (kind,)))
+
+    def raws_of_kind(self, kind: str) -> list[bytes]:
+        """Signed bytes of every chain entry carrying a payload of ``kind`` (ratings: few per exchange)."""
+        return [row[0] for row in self._rows("SELECT raw FROM entries WHERE kind = ?", (kind,))]
+
     def counts(self) -> LedgerCounts:
         chains, entries = self._rows("SELECT count(*), coalesce(sum(seq), 0) FROM heads")[0]
         forks, forked = self._rows("SELECT count(*), count(DISTINCT author) FROM forks")[0]

@@ -12,9 +12,13 @@ Built by :mod:`.runtime` (the composition root), lowest first::
     booksync                       catch-up of the offer book with each peer (set reconciliation)
     replication                    our own chain's appends, other chains, fork proofs
     settlement                     the settlement machine's driver: direct stream, settle topic, timers
+    events                         what just changed (book objects, trades, photos), fanned out to live views
+    photos, imaging                listing photos by hash: re-encoded, kept, served and fetched (checked)
+    ledgerview                     the ledger as the local user reads it: chains, reputations, the audit
     trading, market                the two halves of the contract, for the local user
     contract                       what the node offers its local users (the CLI imports it)
     http/                          the local API on 127.0.0.1 (FastAPI, hypercorn), jsonview its shapes
+    ui/                            the web interface under /ui on the same server (session cookie, htmx, SSE)
     cookie                         api.cookie: the API's port and token
     runtime                        Node, run_node: build the rooms, run them in one nursery, stop cleanly
 

@@ -178,6 +178,21 @@ CREATE INDEX offers_expires ON offers (expires);
 """
 
 
+# Facets of a listing that searches filter on and the node looks up, one row each: 'loc' (its geohash,
+# for the location-prefix filter) and 'photo' (hex SHA-256 of a photo it names: the photo store keeps
+# exactly the photos that held listings name). A table added after schema version 1: created where
+# missing and filled from the listings held (see _setup_facets), so no version bump and no lost book.
+_FACETS_SCHEMA = """
+CREATE TABLE listing_facets (
+    facet   TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    listing INTEGER NOT NULL,
+    PRIMARY KEY (facet, value, listing)
+) WITHOUT ROWID;
+CREATE INDEX listing_facets_listing ON listing_facets (listing);
+"""
+
+
 class BookError(SwapmeetError):
     """The book file cannot be opened: not a book, another schema version, or damaged."""
 
@@ -308,6 +323,7 @@ class OfferBook:
                     db.execute(statement)
                 db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self._setup_facets(db)
             elif app_id != APPLICATION_ID:
                 raise BookError(f"{self.path} is a SQLite file but not an offer book")
             elif version != SCHEMA_VERSION:
@@ -315,10 +331,24 @@ class OfferBook:
                     f"the offer book {self.path} has schema version {version}, this swapmeet uses"
                     f" {SCHEMA_VERSION}; the book is a cache: delete the file and sync refills it"
                 )
+            else:
+                self._setup_facets(db)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _setup_facets(db: sqlite3.Connection) -> None:
+        """Create the facets table where it is missing, filled from the listings already held (once)."""
+        if db.execute("SELECT 1 FROM sqlite_schema WHERE name = 'listing_facets'").fetchone():
+            return
+        for statement in _split_sql(_FACETS_SCHEMA):
+            db.execute(statement)
+        rows = db.execute("SELECT l.n, o.raw FROM listings l JOIN objects o ON o.id = l.id").fetchall()
+        for n, raw in rows:
+            listing = boundary.decode(raw, kind=KIND_LISTING)  # stored verified: decodes again
+            db.executemany("INSERT OR IGNORE INTO listing_facets VALUES (?, ?, ?)", _facets(listing, n))
 
     def close(self) -> None:
         with self._lock:
@@ -418,6 +448,7 @@ class OfferBook:
         db.executemany(
             "INSERT INTO listing_items (side, name, listing) VALUES (?, ?, ?)", [(s, name, n) for s, name in names]
         )
+        db.executemany("INSERT OR IGNORE INTO listing_facets VALUES (?, ?, ?)", _facets(listing, n))
         return AddResult(AddStatus.REPLACEMENT if removed else AddStatus.NEW, listing.id, removed)
 
     def _add_withdrawal(self, db: sqlite3.Connection, w: Withdrawal, now: int | None) -> AddResult:
@@ -491,6 +522,7 @@ class OfferBook:
     def _delete_listings(db: sqlite3.Connection, rows: Sequence[tuple[int, bytes]]) -> None:
         """Delete listings by (n, id): the row (its FTS entry goes with it, by trigger), its items, its object."""
         db.executemany("DELETE FROM listing_items WHERE listing = ?", [(n,) for n, _ in rows])
+        db.executemany("DELETE FROM listing_facets WHERE listing = ?", [(n,) for n, _ in rows])
         db.executemany("DELETE FROM listings WHERE n = ?", [(n,) for n, _ in rows])
         db.executemany("DELETE FROM objects WHERE id = ?", [(i,) for _, i in rows])
 
@@ -597,6 +629,8 @@ class OfferBook:
         author: bytes | None = None,
         wants: str | None = None,
         have: str | None = None,
+        tag: str | None = None,
+        loc: str | None = None,
         limit: int = DEFAULT_LIMIT,
         offset: int = 0,
         now: int | None = None,
@@ -607,7 +641,8 @@ class OfferBook:
         items it has (any input is safe, see :func:`fts_query`); ``kind``: the
         listing type; ``category``: the category or anything under it
         (``tools`` matches ``tools/garden``); ``author``: public key; ``wants`` /
-        ``have``: an item name it wants / has (case-insensitive). ``now``
+        ``have``: an item name it wants / has (case-insensitive); ``tag``: one of its
+        tags, exactly; ``loc``: a prefix of its geohash (``u33`` matches ``u33db``). ``now``
         (default: the clock) hides listings expired by then.
         """
         now = int(time.time()) if now is None else now
@@ -629,6 +664,15 @@ class OfferBook:
             if name is not None:
                 where.append("l.n IN (SELECT listing FROM listing_items WHERE side = ? AND name = ?)")
                 args += [side, _item_name(name)]
+        if tag is not None:
+            if not re.fullmatch(r"[a-z0-9-]+", tag):
+                return []  # no listing has such a tag (and LIKE's wildcards never reach the query)
+            where.append("(' ' || l.tags || ' ') LIKE ?")
+            args.append(f"% {tag} %")
+        if loc is not None:
+            # a geohash prefix as an index range: every geohash character sorts below '~'
+            where.append("l.n IN (SELECT listing FROM listing_facets WHERE facet = 'loc' AND value BETWEEN ? AND ?)")
+            args += [loc, loc + "~"]
         match = fts_query(query)
         if match is not None:
             sql = (
@@ -700,6 +744,12 @@ class OfferBook:
         sql += " ORDER BY f.created DESC, f.id"
         with self._lock:
             return self._load_ids([r[0] for r in self._db.execute(sql, args)])  # type: ignore[return-value]
+
+    def photo_hashes(self) -> set[bytes]:
+        """Every photo hash a held listing names (what the photo store keeps)."""
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT value FROM listing_facets WHERE facet = 'photo'").fetchall()
+        return {bytes.fromhex(r[0]) for r in rows}
 
     def withdrawal_of(self, author: bytes, series: bytes) -> Withdrawal | None:
         """The tombstone held for a listing series, if any."""
@@ -806,6 +856,13 @@ class OfferBook:
                 self._cache.move_to_end(oid)
             out.append(obj)
         return out
+
+
+def _facets(listing: Listing, n: int) -> list[tuple[str, str, int]]:
+    rows = [("photo", h.hex(), n) for h in listing.photos]
+    if listing.loc is not None:
+        rows.append(("loc", listing.loc, n))
+    return rows
 
 
 def _neg(oid: bytes) -> bytes:

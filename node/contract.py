@@ -3,8 +3,9 @@
 Two halves, each a :class:`typing.Protocol`, implemented inside the node by the
 room that owns the work and by an in-memory fake in the API's tests:
 
-* :class:`MarketAPI`: the node itself (status, peers, stop) and the market as it
-  sees it (publish, withdraw, search the offer book, look objects up, forks);
+* :class:`MarketAPI`: the node itself (status, peers, stop, a live feed of what
+  changes) and the market as it sees it (publish, withdraw, search the offer book,
+  look objects up, forks, photos, the ledger's chains, reputations and audit);
   implemented by :class:`swapmeet.node.market.Market`.
 * :class:`TradingAPI`: offers and exchanges this node takes part in;
   implemented by :class:`swapmeet.node.trading.Trading`.
@@ -24,16 +25,19 @@ CLI imports the errors and the id parsers from here.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from swapmeet.protocol.errors import InvalidObject, SwapmeetError
 
 if TYPE_CHECKING:
+    from swapmeet.ledger.audit import AuditReport
     from swapmeet.protocol.listing_spec import ListingSpec
     from swapmeet.protocol.objects import (
         Item,
+        LedgerEntry,
         Leg,
         Listing,
         Notice,
@@ -44,6 +48,9 @@ if TYPE_CHECKING:
         Withdrawal,
     )
     from swapmeet.protocol.settlement import ExchangeView, OfferView
+
+    from .events import Subscription
+    from .ledgerview import ChainHeld, Reputation
 
 API_HOST = "127.0.0.1"  # the local API listens on loopback only: the token is the only lock
 MIN_PREFIX = 4  # hex digits; shorter prefixes match by accident too easily
@@ -138,10 +145,13 @@ class MarketAPI(Protocol):
         """Connected peers: ``[{"peer_id": str, "addrs": [multiaddr str]}]``."""
         ...
 
-    async def publish(self, spec: ListingSpec) -> Listing:
+    async def publish(self, spec: ListingSpec, *, replaces: bytes | None = None) -> Listing:
         """Sign ``spec`` with the node's identity and clock, store and announce it; return the listing.
 
-        Raises :class:`InvalidObject` naming the field the protocol refuses.
+        ``replaces``: the id of one of our live listings that this is the next version of (same series,
+        rev + 1: it supersedes the old one everywhere). Raises :class:`InvalidObject` naming the field
+        the protocol refuses, :class:`UnknownObject` / :class:`Conflict` for a ``replaces`` that is not
+        our live listing.
         """
         ...
 
@@ -161,9 +171,12 @@ class MarketAPI(Protocol):
         category: str | None = None,
         author: bytes | None = None,
         wants: str | None = None,
+        tag: str | None = None,
+        loc: str | None = None,
         limit: int = DEFAULT_LIMIT,
     ) -> list[Listing]:
-        """Live listings: full-text ``query`` over title/desc/tags, then exact filters; at most ``limit``."""
+        """Live listings: full-text ``query`` over title/desc/tags, then exact filters (``tag``: one of its
+        tags; ``loc``: a prefix of its geohash); at most ``limit``."""
         ...
 
     async def resolve(self, prefix_hex: str) -> bytes:
@@ -185,6 +198,38 @@ class MarketAPI(Protocol):
 
     async def stop(self) -> None:
         """Request a clean shutdown and return at once (the HTTP answer is sent before this is called)."""
+        ...
+
+    def subscribe(self) -> AbstractContextManager[Subscription]:
+        """A live feed of what changes (new listings, withdrawals, offers, trade changes, photos) while the
+        ``with`` block runs: ``await sub.next(timeout)`` gives each :class:`~swapmeet.node.events.NodeEvent`.
+        Raises :class:`Conflict` when too many feeds are open."""
+        ...
+
+    async def add_photo(self, data: bytes) -> bytes:
+        """Re-encode an image (bounded size, metadata stripped) and keep it; its SHA-256, for a listing's
+        ``photos``. Raises :class:`InvalidObject` (path ``photo``) for what is not a readable image."""
+        ...
+
+    async def photo(self, photo_hash: bytes, author: bytes | None = None) -> bytes | None:
+        """A photo's bytes, from this node or fetched (``author``'s node first) and checked against the hash;
+        None when nobody reachable has it."""
+        ...
+
+    async def reputation(self, authors: Sequence[bytes]) -> dict[bytes, Reputation]:
+        """For each author: complete trades on its chain (if held) and the ratings others gave it."""
+        ...
+
+    async def chains(self) -> list[ChainHeld]:
+        """Every ledger chain this node holds (its own among them)."""
+        ...
+
+    async def chain(self, author: bytes, limit: int = DEFAULT_LIMIT) -> list[LedgerEntry]:
+        """The newest ``limit`` entries of ``author``'s chain, newest first ([] when not held)."""
+        ...
+
+    async def audit(self, progress: Callable[[int, int], None] | None = None) -> AuditReport:
+        """Audit every chain held; ``progress(done, total)`` is called (from a worker thread) as it goes."""
         ...
 
 

@@ -90,6 +90,11 @@ class Home:
         """Fork proofs received for authors whose chains this node does not hold."""
         return self.root / "forked.cbor"
 
+    @property
+    def photos_dir(self) -> Path:
+        """Listing photos, one file per photo named by the hex SHA-256 of its bytes (node/photos.py)."""
+        return self.root / "photos"
+
     def ensure(self) -> Home:
         """Create the directory (mode 0700, parents as needed) if it does not exist.
 

@@ -24,6 +24,7 @@ from swapmeet.protocol.objects import KIND_LISTING, KIND_OFFER, KIND_WITHDRAWAL,
 
 from .book import BookObject, OfferBook
 from .budgets import Budgets
+from .events import EventFeed
 from .refusals import RefusalLog
 
 BOOK_KINDS = (KIND_LISTING, KIND_WITHDRAWAL, KIND_OFFER)
@@ -49,11 +50,16 @@ class BookIngest:
         self.budgets = budgets
         self.me = me
         self._to_settlement = to_settlement
+        self.events: EventFeed | None = None  # told what entered the book (the web UI's live pages)
 
     async def store(self, objects: Iterable[BookObject]) -> int:
         """Store verified objects; the number that were new (or newer versions of what the book held)."""
         objects = list(objects)
         results = await trio.to_thread.run_sync(self.book.add_many, objects, _now())
+        if self.events is not None:
+            for obj, result in zip(objects, results, strict=True):
+                if result.forward:
+                    self.events.publish(obj.kind, obj.id)
         for obj in objects:
             if isinstance(obj, Offer) and obj.author != self.me and self.me in (obj.maker, obj.taker):
                 await self._to_settlement.send(obj)

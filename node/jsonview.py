@@ -19,6 +19,7 @@ listing::
      "type": "goods"|"service"|"rental"|"loan"|"task",
      "have": [item], "want": [item], "desc": str, "tags": [str], "category": str,
      "window": [start, end] | null, "due": int | null, "loc": geohash | null,
+     "photos": [hex] (SHA-256 of each photo, [] when none),
      "created": int, "expires": int, "series": hex, "rev": int}
 
     (the content fields are those of ``swapmeet.protocol.listing_spec.ListingSpec``, in its order)
@@ -168,10 +169,16 @@ def listing(x: Listing) -> dict[str, Any]:
 
 
 def _value(value: Any) -> Any:
-    """A listing field as JSON: items as item objects, tuples as lists, the rest as it is."""
+    """A listing field as JSON: items as item objects, hashes as hex, tuples as lists, the rest as it is."""
     if isinstance(value, tuple):
-        return [{"item": v.item, "qty": v.qty, "unit": v.unit} if isinstance(v, Item) else v for v in value]
+        return [_element(v) for v in value]
     return value
+
+
+def _element(v: Any) -> Any:
+    if isinstance(v, Item):
+        return {"item": v.item, "qty": v.qty, "unit": v.unit}
+    return v.hex() if isinstance(v, bytes) else v
 
 
 def withdrawal(x: Withdrawal) -> dict[str, Any]:

@@ -5,20 +5,25 @@ peers, publishing and withdrawing this node's listings (signed here, stored
 through :class:`~swapmeet.node.ingest.BookIngest`, announced by
 :class:`~swapmeet.node.bookgossip.BookGossip`), searching the offer book, and
 finding any object by id or prefix (the book, and the offers and exchanges
-settlement holds).
+settlement holds). What the web UI reads besides is handed on to the room that
+owns it: the live feed (:mod:`.events`), photos (:mod:`.photos`) and the ledger's
+views (:mod:`.ledgerview`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import trio
 from swapmeet.protocol.build import make_withdrawal, sign_listing
+from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import Identity
 from swapmeet.protocol.listing_spec import ListingSpec
-from swapmeet.protocol.objects import Listing, SignedObject, Withdrawal
+from swapmeet.protocol.objects import LedgerEntry, Listing, SignedObject, Withdrawal
 from swapmeet.protocol.settlement import ExchangeState, OfferState
 
 from . import jsonview
@@ -26,10 +31,16 @@ from .activity import Activity
 from .book import OfferBook
 from .bookgossip import BookGossip
 from .contract import DEFAULT_LIMIT, AmbiguousPrefix, Conflict, UnknownObject, package_version
+from .events import EventFeed, Subscription, TooManySubscribers
 from .host import P2PHost
 from .ingest import BookIngest
+from .ledgerview import ChainHeld, LedgerViews, Reputation
+from .photos import PhotoService
 from .replication import Replication
 from .settlement import SettlementService
+
+if TYPE_CHECKING:
+    from swapmeet.ledger.audit import AuditReport
 
 log = logging.getLogger("swapmeet.node")
 
@@ -53,6 +64,10 @@ class Market:
         replication: Replication,
         activity: Activity,
         stop: trio.CancelScope,
+        *,
+        events: EventFeed,
+        photos: PhotoService,
+        views: LedgerViews,
     ) -> None:
         self.identity = identity
         self.net = net
@@ -64,6 +79,9 @@ class Market:
         self.replication = replication
         self._activity = activity
         self._stop = stop
+        self._events = events
+        self._photos = photos
+        self._views = views
         self.started = time.monotonic()
 
     # ------------------------------------------------------------------ the node
@@ -107,21 +125,33 @@ class Market:
 
     # ------------------------------------------------------------------ our listings
 
-    async def publish(self, spec: ListingSpec) -> Listing:
-        listing = sign_listing(self.identity, spec, created=_now())
+    async def publish(self, spec: ListingSpec, *, replaces: bytes | None = None) -> Listing:
+        for i, h in enumerate(spec.photos):
+            # a listing must never name a photo its own author's node cannot serve
+            if not self._photos.holds(h):
+                raise InvalidObject(f"photos[{i}]", "this node holds no such photo: upload it first", "photo")
+        now, series, rev = _now(), None, 0
+        if replaces is not None:
+            old = await self._own_listing(replaces, "replace")
+            now, series, rev = max(now, old.created), old.series, old.rev + 1
+        listing = sign_listing(self.identity, spec, created=now, series=series, rev=rev)
         await self.ingest.store([listing])
         self.book_gossip.announce("listings", listing.raw)
         log.info("published listing %s: %s", listing.id.hex()[:12], listing.title)
         return listing
 
-    async def withdraw(self, listing_id: bytes) -> Withdrawal:
+    async def _own_listing(self, listing_id: bytes, what: str) -> Listing:
         obj = await trio.to_thread.run_sync(self.book.load, listing_id)
         if obj is None:
             raise UnknownObject(f"no live listing {listing_id.hex()[:12]} in the book")
         if not isinstance(obj, Listing):
             raise Conflict(f"{listing_id.hex()[:12]} is a {obj.kind}, not a listing")
         if obj.author != self.identity.public_key:
-            raise Conflict(f"listing {listing_id.hex()[:12]} is not yours: only its author can withdraw it")
+            raise Conflict(f"listing {listing_id.hex()[:12]} is not yours: only its author can {what} it")
+        return obj
+
+    async def withdraw(self, listing_id: bytes) -> Withdrawal:
+        obj = await self._own_listing(listing_id, "withdraw")
         withdrawal = make_withdrawal(self.identity, obj, created=max(_now(), obj.created))
         await self.ingest.store([withdrawal])
         self.book_gossip.announce("listings", withdrawal.raw)
@@ -138,11 +168,21 @@ class Market:
         category: str | None = None,
         author: bytes | None = None,
         wants: str | None = None,
+        tag: str | None = None,
+        loc: str | None = None,
         limit: int = DEFAULT_LIMIT,
     ) -> list[Listing]:
         return await trio.to_thread.run_sync(
             lambda: self.book.search(
-                query, kind=type, category=category, author=author, wants=wants, limit=limit, now=_now()
+                query,
+                kind=type,
+                category=category,
+                author=author,
+                wants=wants,
+                tag=tag,
+                loc=loc,
+                limit=limit,
+                now=_now(),
             )
         )
 
@@ -165,3 +205,31 @@ class Market:
 
     async def forked(self) -> list[bytes]:
         return sorted(await self.replication.forked())
+
+    # ------------------------------------------------------------------ live feed, photos, the ledger
+
+    @contextmanager
+    def subscribe(self) -> Iterator[Subscription]:
+        try:
+            with self._events.subscribe() as sub:
+                yield sub
+        except TooManySubscribers as exc:
+            raise Conflict(str(exc)) from None
+
+    async def add_photo(self, data: bytes) -> bytes:
+        return await self._photos.add(data)
+
+    async def photo(self, photo_hash: bytes, author: bytes | None = None) -> bytes | None:
+        return await self._photos.get(photo_hash, author)
+
+    async def reputation(self, authors: Sequence[bytes]) -> dict[bytes, Reputation]:
+        return await self._views.reputation(authors)
+
+    async def chains(self) -> list[ChainHeld]:
+        return await self._views.chains()
+
+    async def chain(self, author: bytes, limit: int = DEFAULT_LIMIT) -> list[LedgerEntry]:
+        return await self._views.chain(author, limit)
+
+    async def audit(self, progress: Callable[[int, int], None] | None = None) -> AuditReport:
+        return await self._views.audit(progress)

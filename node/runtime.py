@@ -11,9 +11,12 @@ channels and the collaborators below it (nothing calls back up):
 :mod:`.booksync`      catch-up of the offer book with each peer
 :mod:`.replication`   own appends, other chains, fork proofs
 :mod:`.settlement`    the settlement machine's driver (stream, topic, timers)
+:mod:`.events`        what just changed, fanned out to live views (the web UI's Server-Sent Events)
+:mod:`.photos`        listing photos by hash: kept, served, fetched and checked
+:mod:`.ledgerview`    the ledger as the local user reads it: chains, reputations, audit
 :mod:`.trading`       offers and trades for the local user
 :mod:`.market`        status, publishing, search and lookups for the local user
-:mod:`.http`          the local API on 127.0.0.1, token in ``api.cookie``
+:mod:`.http`          the local API on 127.0.0.1, token in ``api.cookie``; the web UI (:mod:`.ui`) on it
 ====================  ==========================================================
 
 Channels between them: offers to or from us (ingest -> settlement), complete
@@ -54,12 +57,15 @@ from .booksync import BookSync
 from .budgets import Budgets
 from .config import DEFAULT_LISTEN
 from .cookie import new_token, remove_cookie, write_cookie
+from .events import EventFeed
 from .home import Home
 from .http.app import create_app
 from .http.server import serve_api
 from .ingest import BookIngest
+from .ledgerview import LedgerViews
 from .market import Market
 from .peers import PeerWatch, SavedPeers
+from .photos import PhotoService, PhotoStore
 from .refusals import RefusalLog
 from .replication import Replication
 from .settlement import SETTLE_TOPIC, SettlementService
@@ -154,7 +160,9 @@ class Node:
         learned_send, learned_receive = trio.open_memory_channel[list[LedgerEntry]](CHANNEL_SIZE)
         watch = PeerWatch(host)
         budgets = Budgets()
+        events = EventFeed()
         ingest = BookIngest(book, me, offers_send, host.refusals, budgets)
+        ingest.events = events
         gossip = BookGossip(host, cfg.net, ingest, me, activity)
         sync = BookSync(host, cfg.net, book, ingest, activity)
         self.replication = Replication(
@@ -173,13 +181,29 @@ class Node:
         self.settlement = SettlementService(
             host, self.identity, cfg.net, self.home.settlement_state, self.replication, ingest, gossip, activity
         )
+        self.settlement.events = events
+        photo_store = await trio.to_thread.run_sync(PhotoStore, self.home.photos_dir)
+        photos = PhotoService(host, cfg.net, photo_store, book, events)
         self.trading = Trading(self.identity, self.settlement, self.replication, book)
         self.market = Market(
-            self.identity, cfg.net, host, book, ingest, gossip, self.settlement, self.replication, activity, self._scope
+            self.identity,
+            cfg.net,
+            host,
+            book,
+            ingest,
+            gossip,
+            self.settlement,
+            self.replication,
+            activity,
+            self._scope,
+            events=events,
+            photos=photos,
+            views=LedgerViews(self.home.ledger_db),
         )
         await self.replication.start(nursery, watch.listen())
         await self.settlement.start(nursery, offers=offers_receive, learned=learned_receive, changes=watch.listen())
         await gossip.start(nursery)
+        await photos.start(nursery)
         await sync.start(nursery, watch.listen())  # after settlement: what a peer pushes may be an offer to us
         nursery.start_soon(self.saved_peers.keep, host, watch.listen(), SAVE_PEERS_S)
         nursery.start_soon(_every, PRUNE_S, partial(_prune, book))

@@ -81,6 +81,7 @@ from swapmeet.protocol.settlement import (
 
 from .activity import Activity
 from .bookgossip import BookGossip
+from .events import EventFeed
 from .gossip import PerPublisher, VerifiedTopic
 from .host import P2PError, P2PHost, RequestRefused, protocol_id, topic
 from .ingest import BookIngest
@@ -167,6 +168,7 @@ class SettlementService:
         self._in_flight: set[tuple[bytes, bytes]] = set()
         self._acknowledged: set[tuple[bytes, bytes]] = set()  # (party, exchange id) on that party's chain
         self._deliveries: trio.Nursery | None = None
+        self.events: EventFeed | None = None  # told when a trade or offer changed (the web UI's live pages)
 
     async def start(
         self,
@@ -202,6 +204,7 @@ class SettlementService:
             await self._carry_out(decisions)
             self._share_counterparties()
         self._changed.set()
+        self._tell(decisions)
         return decisions
 
     async def resume(self) -> None:
@@ -210,6 +213,12 @@ class SettlementService:
             await self._carry_out([d for d in decisions if not await self._holds_it(d)])
             self._share_counterparties()
         self._changed.set()
+        self._tell(decisions)
+
+    def _tell(self, decisions: Sequence[Decision]) -> None:
+        """A state the machine persisted is a change a live view shows: one note per handled event."""
+        if self.events is not None and any(isinstance(d, Persist) for d in decisions):
+            self.events.publish("trade", "")
 
     def _share_counterparties(self) -> None:
         """Tell replication whose chains to keep: every party to our exchanges, past and current."""

@@ -103,6 +103,8 @@ MAX_ITEMS = 16
 MAX_LISTINGS_PER_EXCHANGE = 8
 MAX_SEQ = 2**53
 MAX_NOTE = 500  # the note of an offer or a notice
+MAX_PHOTOS = 4  # photos a listing may name
+PHOTO_HASH_SIZE = 32  # a photo is named by the SHA-256 of its bytes
 
 MAX_SIZE: dict[str, int] = {
     KIND_LISTING: 16 * 1024,
@@ -393,7 +395,7 @@ def _listing(header: Header, body: Any, path: str) -> Listing:
         body,
         path,
         ("rev", "desc", "have", "tags", "type", "want", "title", "series", "created", "expires", "category"),
-        ("loc", "due", "window"),
+        ("loc", "due", "window", "photos"),
     )
     created = _time(f["created"], f"{path}.created")
     expires = _time(f["expires"], f"{path}.expires")
@@ -430,6 +432,7 @@ def _listing(header: Header, body: Any, path: str) -> Listing:
     category = f["category"]
     if category != "":
         _pattern(category, f"{path}.category", _CATEGORY, "empty or a path like 'tools/garden'")
+    photos = _photos(f["photos"], f"{path}.photos") if "photos" in f else ()
     raw, oid, author = header
     return Listing(
         raw=raw,
@@ -449,7 +452,20 @@ def _listing(header: Header, body: Any, path: str) -> Listing:
         loc=_pattern(f["loc"], f"{path}.loc", _GEOHASH, "a geohash of at most 5 characters") if "loc" in f else None,
         created=created,
         expires=expires,
+        photos=photos,
     )
+
+
+def _photos(value: Any, path: str) -> tuple[bytes, ...]:
+    """A listing's photos: absent when it has none, else 1 to MAX_PHOTOS distinct SHA-256 hashes.
+
+    An empty array is refused so that "no photos" has one encoding (the field left out), which keeps
+    every listing written before the field existed byte-identical.
+    """
+    hashes = tuple(_bytes(h, f"{path}[{i}]", PHOTO_HASH_SIZE) for i, h in enumerate(_list(value, path, 1, MAX_PHOTOS)))
+    if len(set(hashes)) != len(hashes):
+        raise InvalidObject(path, "names a photo twice", "duplicate")
+    return hashes
 
 
 def _withdrawal(header: Header, body: Any, path: str) -> Withdrawal:

@@ -15,6 +15,8 @@ Field metadata (``dataclasses.field(metadata=...)``):
 - ``option``: the CLI option's name where it differs from ``--<field>``.
 - ``choices``: the values a text field takes.
 - ``min_items``: the least number of items a list field takes.
+- ``omit_empty``: an empty value is left out of the signed body (a field added after the first
+  listings were signed: those stay byte-identical, and older nodes still accept listings without it).
 - ``expiry``: the field says when the listing expires; it is not part of the signed content as such
   (the signed ``expires`` is computed from it, see :meth:`ListingSpec.expiry`).
 
@@ -66,6 +68,15 @@ class ListingSpec:
     loc: str | None = field(
         default=None, metadata={"help": "Rough location, a geohash of at most 5 characters.", "metavar": "GEOHASH"}
     )
+    photos: Sequence[bytes] = field(
+        default=(),
+        metadata={
+            "help": "A photo of the thing, repeatable (at most 4); the node re-encodes it and names it by its hash.",
+            "option": "photo",
+            "metavar": "FILE",
+            "omit_empty": True,
+        },
+    )
     expires: int | None = field(
         default=None, metadata={"help": "When it expires, absolute Unix seconds.", "expiry": True}
     )
@@ -90,11 +101,12 @@ class ListingSpec:
         return now + DEFAULT_LISTING_TTL_S
 
     def content(self) -> dict[str, Any]:
-        """The fields of the signed body this spec decides (items as maps, sequences as lists, None left out)."""
+        """The fields of the signed body this spec decides (items as maps, sequences as lists, None left out,
+        and an empty ``omit_empty`` field left out)."""
         body: dict[str, Any] = {}
         for name in CONTENT_FIELDS:
             value = getattr(self, name)
-            if value is None:
+            if value is None or (name in OMIT_EMPTY and not value):
                 continue
             if isinstance(value, tuple | list):
                 value = [v.to_cbor() if isinstance(v, Item) else v for v in value]
@@ -104,7 +116,13 @@ class ListingSpec:
 
 #: The listing's own content, in the order the local API and the CLI present them (expiry excluded).
 CONTENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ListingSpec) if not f.metadata.get("expiry"))
+#: Fields left out of the signed body when empty (added to the protocol after listings existed).
+OMIT_EMPTY: frozenset[str] = frozenset(f.name for f in fields(ListingSpec) if f.metadata.get("omit_empty"))
 #: The fields that hold items (``"QTY [UNIT] x ITEM"`` on the command line).
 ITEM_FIELDS: tuple[str, ...] = tuple(
     name for name, hint in get_type_hints(ListingSpec).items() if hint == Sequence[Item]
+)
+#: The fields that hold 32-byte hashes (hex in JSON; ``--photo FILE`` on the command line, uploaded first).
+HASH_FIELDS: tuple[str, ...] = tuple(
+    name for name, hint in get_type_hints(ListingSpec).items() if hint == Sequence[bytes]
 )

@@ -99,6 +99,8 @@ class Listing(Signed):
     loc: str | None
     created: int
     expires: int
+    # SHA-256 hashes of the listing's photos (the bytes travel apart, see node/photos.py); () when none
+    photos: tuple[bytes, ...] = ()
 
     @property
     def kind(self) -> str:

@@ -10,6 +10,7 @@ Every test is bounded by ``trio.fail_after``.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -18,7 +19,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -28,13 +29,16 @@ from typing import Any
 import pytest
 import trio
 from swapmeet.cli.client import ApiClient, NodeError, NodeNotRunning, live_addrs
+from swapmeet.ledger.audit import AuditReport
 from swapmeet.node import contract, cookie
 from swapmeet.node.activity import EVENTS, Activity
 from swapmeet.node.contract import AmbiguousPrefix, Conflict, UnknownObject
+from swapmeet.node.events import EventFeed
 from swapmeet.node.home import Home
 from swapmeet.node.http.app import create_app
 from swapmeet.node.http.guard import TokenGuard
 from swapmeet.node.http.server import serve_api
+from swapmeet.node.ledgerview import ChainHeld, Reputation
 from swapmeet.protocol import settlement as st
 from swapmeet.protocol.build import (
     make_offer,
@@ -51,6 +55,7 @@ from swapmeet.protocol.listing_spec import ListingSpec
 from swapmeet.protocol.objects import (
     Exchange,
     Item,
+    LedgerEntry,
     Leg,
     Listing,
     Notice,
@@ -79,12 +84,16 @@ class FakeNode:
         self.identity = identity
         self.objects: dict[bytes, SignedObject] = {}
         self.withdrawn: set[bytes] = set()  # series
+        self.withdrawn_ids: set[bytes] = set()  # replaced versions
         self.stopped = trio.Event()
         self.settlement = Settlement(identity)
         self.confirmed: dict[bytes, set[int]] = {}
         self.rated: dict[bytes, list[bytes]] = {}
         self.forked_keys: list[bytes] = []
         self.activity_log = Activity()
+        self.events = EventFeed()
+        self.photos: dict[bytes, bytes] = {}
+        self.entries: list[LedgerEntry] = []  # this node's own chain, newest last
 
     def status(self) -> dict[str, Any]:
         pid = peer_id(self.identity.public_key)
@@ -107,13 +116,25 @@ class FakeNode:
     def peers(self) -> list[dict[str, Any]]:
         return [{"peer_id": peer_id(BOB.public_key), "addrs": ["/ip4/127.0.0.1/tcp/4002"]}]
 
-    async def publish(self, spec: ListingSpec) -> Listing:
-        listing = sign_listing(self.identity, spec, created=int(time.time()))
+    async def publish(self, spec: ListingSpec, *, replaces: bytes | None = None) -> Listing:
+        for i, h in enumerate(spec.photos):
+            if h not in self.photos:
+                raise InvalidObject(f"photos[{i}]", "this node holds no such photo: upload it first", "photo")
+        series, rev = None, 0
+        if replaces is not None:
+            old = self.objects.get(replaces)
+            if not isinstance(old, Listing) or old.author != self.identity.public_key:
+                raise UnknownObject(f"no listing of ours with id {replaces.hex()}")
+            series, rev = old.series, old.rev + 1
+            self.withdrawn_ids.add(old.id)
+        listing = sign_listing(self.identity, spec, created=int(time.time()), series=series, rev=rev)
         self.objects[listing.id] = listing
+        self.events.publish("listing", listing.id)
         return listing
 
     def add(self, listing: Listing) -> None:
         self.objects[listing.id] = listing
+        self.events.publish("listing", listing.id)
 
     async def withdraw(self, listing_id: bytes) -> Withdrawal:
         listing = self.objects.get(listing_id)
@@ -124,6 +145,7 @@ class FakeNode:
         withdrawal = make_withdrawal(self.identity, listing, created=int(time.time()))
         self.withdrawn.add(listing.series)
         self.objects[withdrawal.id] = withdrawal
+        self.events.publish("withdrawal", withdrawal.id)
         return withdrawal
 
     async def listings(
@@ -134,6 +156,8 @@ class FakeNode:
         category: str | None = None,
         author: bytes | None = None,
         wants: str | None = None,
+        tag: str | None = None,
+        loc: str | None = None,
         limit: int = contract.DEFAULT_LIMIT,
     ) -> list[Listing]:
         found = [
@@ -141,6 +165,9 @@ class FakeNode:
             for o in self.objects.values()
             if isinstance(o, Listing)
             and o.series not in self.withdrawn
+            and o.id not in self.withdrawn_ids
+            and (tag is None or tag in o.tags)
+            and (loc is None or (o.loc or "").startswith(loc))
             and (query is None or query.lower() in o.title.lower())
             and (type is None or o.type == type)
             and (category is None or o.category == category)
@@ -167,6 +194,41 @@ class FakeNode:
 
     async def stop(self) -> None:
         self.stopped.set()
+
+    # --- the live feed, photos, the ledger ---
+
+    def subscribe(self) -> Any:
+        return self.events.subscribe()
+
+    async def add_photo(self, data: bytes) -> bytes:
+        from swapmeet.node.imaging import reencode
+
+        photo = reencode(data)
+        h = hashlib.sha256(photo).digest()
+        self.photos[h] = photo
+        return h
+
+    async def photo(self, photo_hash: bytes, author: bytes | None = None) -> bytes | None:
+        return self.photos.get(photo_hash)
+
+    async def reputation(self, authors: Sequence[bytes]) -> dict[bytes, Reputation]:
+        return {a: Reputation(len(self.entries) if a == self.identity.public_key else None, 0, None) for a in authors}
+
+    async def chains(self) -> list[ChainHeld]:
+        if not self.entries:
+            return []
+        return [ChainHeld(self.identity.public_key, len(self.entries), self.entries[-1].id, False)]
+
+    async def chain(self, author: bytes, limit: int = contract.DEFAULT_LIMIT) -> list[LedgerEntry]:
+        return list(reversed(self.entries))[:limit] if author == self.identity.public_key else []
+
+    async def audit(self, progress: Any = None) -> AuditReport:
+        from swapmeet.ledger.audit import audit
+
+        raws = [e.raw for e in self.entries]
+        if progress is not None:
+            progress(0, len(raws))
+        return await trio.to_thread.run_sync(lambda: audit(raws, workers=1))
 
     # --- settlement, on the real state machine ---
 

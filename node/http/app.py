@@ -19,13 +19,16 @@ from starlette.exceptions import HTTPException
 from swapmeet.protocol.errors import InvalidObject, SwapmeetError
 
 from ..contract import MarketAPI, TradingAPI, package_version
+from ..ui.app import create_ui
+from ..ui.session import UiSessions
 from .guard import TokenGuard
 from .models import ErrorOut
 from .routes import router
 
 
 def create_app(market: MarketAPI, trading: TradingAPI, token: str) -> FastAPI:
-    """The app serving ``market`` and ``trading``; every request must carry ``Authorization: Bearer <token>``."""
+    """The app serving ``market`` and ``trading``; every request must carry ``Authorization: Bearer <token>``,
+    except those under ``/ui``, which go to the web UI (:mod:`swapmeet.node.ui`) and its session guard."""
     errors: dict[int | str, dict[str, Any]] = {
         status: {"model": ErrorOut, "description": what}
         for status, what in ((400, "bad input"), (401, "missing or wrong token"), (404, "unknown id"))
@@ -44,12 +47,13 @@ def create_app(market: MarketAPI, trading: TradingAPI, token: str) -> FastAPI:
     )
     app.state.market = market
     app.state.trading = trading
+    app.state.ui_sessions = sessions = UiSessions()  # POST /v1/ui/token mints login tokens into it
     app.add_exception_handler(SwapmeetError, _swapmeet_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _internal_error)
     app.include_router(router)
-    app.add_middleware(TokenGuard, token=token)
+    app.add_middleware(TokenGuard, token=token, ui=create_ui(market, trading, sessions))
     return app
 
 

@@ -106,6 +106,16 @@ class IdOut(BaseModel):
     id: str
 
 
+class PhotoOut(BaseModel):
+    hash: str = Field(description="SHA-256 of the re-encoded photo (64 hex): what a listing's photos name")
+    bytes: int = Field(description="its size after re-encoding")
+
+
+class UiTokenOut(BaseModel):
+    url: str = Field(description="the web interface's address with a one-time login token in its fragment")
+    expires_in_s: int
+
+
 class StoppingOut(BaseModel):
     stopping: bool
 
@@ -113,11 +123,14 @@ class StoppingOut(BaseModel):
 # --- listings, built from ListingSpec ---
 
 _SPEC_TYPES = get_type_hints(ListingSpec)
+# A 32-byte hash (a photo's SHA-256) as JSON: 64 lowercase hex digits.
+HashHex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 # How a ListingSpec field type is written in a request and in a response.
-_IN_TYPES: dict[Any, Any] = {Sequence[Item]: list[ItemText], Sequence[str]: list[str]}
+_IN_TYPES: dict[Any, Any] = {Sequence[Item]: list[ItemText], Sequence[str]: list[str], Sequence[bytes]: list[HashHex]}
 _OUT_TYPES: dict[Any, Any] = {
     Sequence[Item]: list[ItemOut],
     Sequence[str]: list[str],
+    Sequence[bytes]: list[str],
     tuple[int, int] | None: list[int] | None,
 }
 

@@ -8,7 +8,7 @@ is a full 64-hex object id or an unambiguous prefix of at least
 ``GET  /v1/status``                   the node: peer id, net, addrs, peers, book size, uptime
 ``GET  /v1/peers``                    connected peers ``[{"peer_id", "addrs"}]``
 ``GET  /v1/activity``                 gossip and sync per minute over the last hour (60 rows, oldest first)
-``GET  /v1/listings``                 live listings; query ``q type category author wants limit``
+``GET  /v1/listings``                 live listings; query ``q type category author wants tag loc limit``
 ``POST /v1/listings``                 publish (body: the fields of ``ListingSpec``; 201 + listing)
 ``POST /v1/listings/{ID}/withdraw``   withdraw one of our listings (200 + withdrawal)
 ``GET  /v1/objects/{ID}``             any object the node holds (``?raw=true`` adds its hex bytes)
@@ -31,6 +31,9 @@ is a full 64-hex object id or an unambiguous prefix of at least
 ``POST /v1/trades/{ID}/confirm``      confirm receipt (``{"legs": [int] | null}``; default: every leg to us): receipt
 ``POST /v1/trades/{ID}/rate``         rate a counterparty (``{"score": 1..5, "subject": peer | null, "comment"}``)
 ``GET  /v1/forked``                   authors we hold a fork proof against ``[PeerID]``
+``POST /v1/photos``                   an image's bytes (any content type, up to 16 MiB): re-encoded and kept;
+                                      201 ``{"hash", "bytes"}`` (the hash goes in a listing's ``photos``)
+``POST /v1/ui/token``                 a one-time login address for the web UI ``{"url", "expires_in_s"}``
 ``POST /v1/stop``                     202 ``{"stopping": true}``; the node shuts down after answering
 ``GET  /openapi.json``                the OpenAPI schema (no docs UI: it would load assets from a CDN)
 ====================================  ==========================================================
@@ -51,7 +54,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from swapmeet.protocol.build import parse_item
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import peer_id
-from swapmeet.protocol.listing_spec import ITEM_FIELDS, ListingSpec
+from swapmeet.protocol.listing_spec import HASH_FIELDS, ITEM_FIELDS, ListingSpec
 from swapmeet.protocol.objects import LISTING_TYPES, Item, Leg, Offer
 from swapmeet.protocol.settlement import OfferState, OfferView
 
@@ -72,6 +75,7 @@ from .models import (
     OfferIn,
     OfferRowOut,
     PeerOut,
+    PhotoOut,
     ProposeIn,
     RateIn,
     RatingOut,
@@ -79,6 +83,7 @@ from .models import (
     StatusOut,
     StoppingOut,
     TradeOut,
+    UiTokenOut,
     WithdrawalOut,
 )
 
@@ -128,6 +133,8 @@ def listing_spec(body: Any) -> ListingSpec:
         value = getattr(body, f.name)
         if f.name in ITEM_FIELDS:
             value = tuple(items(value, f.name))
+        elif f.name in HASH_FIELDS:
+            value = tuple(bytes.fromhex(v) for v in value)  # 64 hex: checked by the model
         elif isinstance(value, list):
             value = tuple(value)
         values[f.name] = value
@@ -191,6 +198,8 @@ async def listings(
     category: str | None = None,
     author: Annotated[str | None, Query(description="PeerID or 64-hex public key")] = None,
     wants: Annotated[str | None, Query(description="listings that want this item")] = None,
+    tag: Annotated[str | None, Query(description="listings with this tag")] = None,
+    loc: Annotated[str | None, Query(description="listings whose geohash starts with this")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> list[dict[str, Any]]:
     """Live listings, filtered."""
@@ -202,6 +211,8 @@ async def listings(
         category=category or None,
         author=parse_author(author) if author else None,
         wants=wants or None,
+        tag=tag or None,
+        loc=loc or None,
         limit=limit,
     )
     forked = set(await market.forked()) if found else set()
@@ -370,3 +381,25 @@ async def rate(market: Market, trading: Trading, exchange_id: str, body: RateIn)
     subject = parse_author(body.subject, "subject") if body.subject is not None else None
     rated = await trading.rate(await full_id(market, exchange_id), body.score, subject=subject, comment=body.comment)
     return jsonview.rating(rated)
+
+
+# --- photos and the web UI ---
+
+
+@router.post("/v1/photos", response_model=PhotoOut, status_code=201)
+async def add_photo(market: Market, request: Request) -> dict[str, Any]:
+    """Re-encode an image (at most 1600 px and 300 KB, metadata such as EXIF and GPS stripped) and keep it."""
+    data = await request.body()
+    h = await market.add_photo(data)
+    stored = await market.photo(h)
+    return {"hash": h.hex(), "bytes": len(stored or b"")}
+
+
+@router.post("/v1/ui/token", response_model=UiTokenOut, status_code=201)
+async def ui_token(request: Request) -> dict[str, Any]:
+    """A one-time login address for the web UI: the token is in the fragment, good once, for a short time."""
+    from ..ui.session import LOGIN_TTL_S
+
+    token = request.app.state.ui_sessions.mint_login()
+    port = (request.scope.get("server") or ("", 0))[1]
+    return {"url": f"http://127.0.0.1:{port}/ui/login#{token}", "expires_in_s": LOGIN_TTL_S}

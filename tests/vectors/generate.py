@@ -25,6 +25,7 @@ from typing import Any
 
 import cbor2
 from swapmeet.cli import parsing
+from swapmeet.node.activity import Activity
 from swapmeet.protocol import batch, boundary, build, cbor, evidence, gossip
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import Identity, peer_id, peer_id_bytes
@@ -206,6 +207,17 @@ class World:
             created=T,
             expires=T + 7 * DAY,
             series=bytes([0xC2]) * 16,
+        )
+        # Photos travel apart from the listing, named by the SHA-256 of their bytes (PROTOCOL.md 6.12).
+        self.photos = [hashlib.sha256(b"photo of the bench, front").digest(), hashlib.sha256(b"and the back").digest()]
+        self.bench = build.make_listing(
+            ALICE,
+            title="Garden bench with photos",
+            have=[it("1 x garden bench")],
+            photos=self.photos,
+            created=T,
+            expires=T + 30 * DAY,
+            series=bytes([0xA5]) * 16,
         )
         self.receipt_bob = build.make_receipt(BOB, self.complete, legs=[0], created=T + DAY)
         self.receipt_alice = build.make_receipt(ALICE, self.complete, legs=[1], created=T + DAY + HOUR)
@@ -777,6 +789,13 @@ def listing_file(w: World) -> dict[str, Any]:
             seeds_of(CAROL),
         ),
         valid(
+            "listing-photos",
+            "Two photos, each named by the SHA-256 of its bytes (the bytes travel apart). A listing without "
+            "photos has no 'photos' field at all: every other vector here.",
+            w.bench,
+            a,
+        ),
+        valid(
             "listing-fresh-at-skew-limit",
             "Decoded with now = created - 300 (CLOCK_SKEW): still accepted.",
             w.chairs,
@@ -1113,6 +1132,41 @@ def listing_file(w: World) -> dict[str, Any]:
             edit(base, series="0" * 16),
             "type",
             "listing.body.series",
+        ),
+        bad(
+            "listing-photos-empty",
+            "'photos' present but empty: no photos is written by leaving the field out (one encoding).",
+            edit(base, photos=[]),
+            "length",
+            "listing.body.photos",
+        ),
+        bad(
+            "listing-photos-too-many",
+            "At most 4 photos.",
+            edit(base, photos=[bytes([i]) * 32 for i in range(5)]),
+            "length",
+            "listing.body.photos",
+        ),
+        bad(
+            "listing-photo-hash-short",
+            "A photo is named by a 32-byte hash.",
+            edit(base, photos=[bytes(32), bytes(31)]),
+            "length",
+            "listing.body.photos[1]",
+        ),
+        bad(
+            "listing-photo-hash-text",
+            "A photo hash is a byte string, not hex text.",
+            edit(base, photos=["ab" * 32]),
+            "type",
+            "listing.body.photos[0]",
+        ),
+        bad(
+            "listing-photo-twice",
+            "The same photo twice.",
+            edit(base, photos=[bytes([7]) * 32, bytes([7]) * 32]),
+            "duplicate",
+            "listing.body.photos",
         ),
         bad("listing-rev-too-big", "rev is 0 to 2**32.", edit(base, rev=2**32 + 1), "range", "listing.body.rev"),
         bad("listing-body-array", "The body is a map.", [1, 2, 3], "type", "listing.body"),
@@ -2947,7 +3001,7 @@ def run_sync_session(
     got: dict[str, list[bytes]] = {"initiator": [], "responder": []}
 
     class _Book:
-        """The two book queries a sync session makes: the reconciled set, and signed bytes by id."""
+        """The book queries a sync session makes: the reconciled set, signed bytes by id, and what is held."""
 
         def __init__(self, items: list[tuple[int, bytes]], objects: list[bytes]) -> None:
             self.items = items
@@ -2958,6 +3012,9 @@ def run_sync_session(
 
         def raws(self, ids: list[bytes]) -> list[bytes]:
             return [self.by_id[i] for i in ids if i in self.by_id]
+
+        def held(self, ids: list[bytes]) -> set[bytes]:
+            return set()  # what was fetched goes to _Ingest, never into this book
 
     class _Ingest:
         """What a side is handed to ingest, kept instead of stored."""
@@ -2970,7 +3027,7 @@ def run_sync_session(
             return len(raws)
 
     def side(name: str, items: list[tuple[int, bytes]], objects: list[bytes]) -> BookSync:
-        return BookSync(host, "vectors", _Book(items, objects), _Ingest(name))  # type: ignore[arg-type]
+        return BookSync(host, "vectors", _Book(items, objects), _Ingest(name), Activity())  # type: ignore[arg-type]
 
     class _Host:
         served: Any = None
