@@ -1,7 +1,8 @@
 """What updates by itself: the node's event feed as Server-Sent Events, and the audit with its progress bar.
 
 ``GET /ui/events`` streams :meth:`MarketAPI.subscribe`'s notes as SSE
-(``event: listing|withdrawal|offer|trade|photo``, ``data: <hex id>``), with a
+(``event: listing|withdrawal|offer|trade|photo``, ``data: <hex id>``), first a
+``resync`` (re-read: the page may have missed a note before the stream opened), with a
 comment line every :data:`KEEPALIVE_S` so proxies and the browser know it is
 alive; pages use htmx's SSE extension to re-fetch the fragment a note
 concerns. Nothing polls: a page changes when the node says something changed.
@@ -42,7 +43,10 @@ async def events(request: Request) -> Response:
 
     async def stream() -> AsyncIterator[bytes]:
         with market.subscribe() as sub:
-            yield b": live\n\n"  # sent at once: the browser's EventSource opens now, not at the first note
+            # Sent at once, and after subscribing: the page was rendered before this stream opened, and
+            # whatever changed in between (a trade completing as the page reloads after a form post) sent
+            # its note to nobody. Live regions re-read on "resync", so nothing falls into that gap.
+            yield _sse("resync", "-")
             while True:
                 event = await sub.next(KEEPALIVE_S)
                 yield b": keepalive\n\n" if event is None else _sse(event.kind, event.id or "-")
