@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
 from swapmeet.ledger.durable import durable_file, write_durably
 from swapmeet.node import forkproofs
 from swapmeet.node.forkproofs import ForkProofs
-from swapmeet.protocol import build, cbor, evidence
-from swapmeet.protocol.boundary import ZERO_ID
-from swapmeet.protocol.evidence import ForkProof
-from swapmeet.protocol.identity import Identity
-from swapmeet.protocol.objects import Leg
+from swapmeet.protocol import cbor
+
+from bench.support.attacks import fork_proof
 
 
 def test_a_durable_write_replaces_whole_with_its_mode_and_leaves_no_temp_file(tmp_path: Path) -> None:
@@ -43,29 +40,13 @@ def test_no_clobber_refuses_an_existing_file(tmp_path: Path) -> None:
     assert target.read_bytes() == b"first" and len(os.listdir(tmp_path)) == 1
 
 
-def _proof(forker: Identity | None = None) -> ForkProof:
-    forker, friend = forker or Identity.generate(), Identity.generate()
-    now = int(time.time())
-    entries = []
-    for what in ("1 x kite", "1 x kettle"):
-        x = build.propose_exchange(
-            parties=[forker.public_key, friend.public_key],
-            legs=[Leg(0, 1, (build.parse_item(what),)), Leg(1, 0, (build.parse_item("1 x thanks"),))],
-            created=now,
-            deadline=now + 600,
-        )
-        x = build.sign_exchange(build.sign_exchange(x, forker), friend)
-        entries.append(build.make_entry(forker, seq=1, prev=ZERO_ID, time=now, payload=x))
-    return evidence.fork_proof(*entries)
-
-
 def test_fork_proofs_are_appended_once_per_author_and_survive_a_reload(tmp_path: Path) -> None:
     path = tmp_path / "forked.cbor"
     store = ForkProofs(path)
-    first, second = _proof(), _proof()
+    first, second = fork_proof(), fork_proof()
     assert store.add(first) and store.add(second)
     size = path.stat().st_size
-    assert store.add(_proof())  # another author: appended
+    assert store.add(fork_proof())  # another author: appended
     again = ForkProofs(path)
     assert first.author in again and second.author in again
     grown = path.stat().st_size
@@ -76,7 +57,7 @@ def test_fork_proofs_are_appended_once_per_author_and_survive_a_reload(tmp_path:
 
 def test_a_legacy_array_file_and_a_damaged_tail_are_read_as_far_as_they_go(tmp_path: Path) -> None:
     legacy = tmp_path / "legacy.cbor"
-    a, b = _proof(), _proof()
+    a, b = fork_proof(), fork_proof()
     legacy.write_bytes(cbor.encode(sorted([a.raw, b.raw])))
     assert set(ForkProofs(legacy).proofs) == {a.author, b.author}
     damaged = tmp_path / "damaged.cbor"
@@ -90,6 +71,6 @@ def test_a_legacy_array_file_and_a_damaged_tail_are_read_as_far_as_they_go(tmp_p
 def test_fork_proofs_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(forkproofs, "MAX_PROOFS", 2)
     store = ForkProofs(tmp_path / "forked.cbor")
-    assert store.add(_proof()) and store.add(_proof())
-    assert not store.add(_proof())
+    assert store.add(fork_proof()) and store.add(fork_proof())
+    assert not store.add(fork_proof())
     assert len(ForkProofs(tmp_path / "forked.cbor").proofs) == 2

@@ -22,6 +22,7 @@ from swapmeet.protocol import batch, build, evidence
 from swapmeet.protocol import replication as wire
 from swapmeet.protocol.booksync import frames
 from swapmeet.protocol.boundary import ZERO_ID
+from swapmeet.protocol.evidence import ForkProof
 from swapmeet.protocol.identity import Identity
 from swapmeet.protocol.objects import Leg
 
@@ -74,9 +75,9 @@ def fresh_listings(author: Identity, n: int) -> list[bytes]:
     ]
 
 
-def fork_alert_about_a_stranger() -> bytes:
-    """A valid fork alert: a throwaway key signed two different entries at seq 1."""
-    forker, friend = Identity.generate(), Identity.generate()
+def fork_proof(forker: Identity | None = None) -> ForkProof:
+    """Valid evidence that ``forker`` (a throwaway key by default) signed two different entries at seq 1."""
+    forker, friend = forker or Identity.generate(), Identity.generate()
     now = int(time.time())
     entries = []
     for what in ("1 x kite", "1 x kettle"):
@@ -88,7 +89,12 @@ def fork_alert_about_a_stranger() -> bytes:
         )
         x = build.sign_exchange(build.sign_exchange(x, forker), friend)
         entries.append(build.make_entry(forker, seq=1, prev=ZERO_ID, time=now, payload=x))
-    return wire.fork_alert(evidence.fork_proof(*entries))
+    return evidence.fork_proof(*entries)
+
+
+def fork_alert_about_a_stranger() -> bytes:
+    """A valid fork alert: a throwaway key signed two different entries at seq 1."""
+    return wire.fork_alert(fork_proof())
 
 
 async def push_by_book_sync(host: p2p.P2PHost, victim: str, raws: list[bytes]) -> int:

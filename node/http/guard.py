@@ -63,7 +63,7 @@ class TokenGuard:
         if length is not None and (not length.isdigit() or int(length) > cap):
             await send_json(send, 413, _too_large(cap))
             return
-        body = await _read_body(receive, cap)
+        body = await read_body(receive, cap)
         if body is None:
             return  # the client went away
         if len(body) > cap:
@@ -81,7 +81,7 @@ class TokenGuard:
         await self.app(scope, replay, send)
 
 
-async def _read_body(receive: Any, cap: int = MAX_BODY) -> bytes | None:
+async def read_body(receive: Any, cap: int = MAX_BODY) -> bytes | None:
     """The whole (small) body, read here so that a chunked body without content-length is capped too.
 
     Stops reading as soon as it is over the cap; None if the client disconnected.

@@ -34,6 +34,7 @@ import urllib.parse
 from http.cookies import SimpleCookie
 from typing import Any
 
+from ..http.guard import read_body
 from .session import UiSessions, csrf_ok
 
 PREFIX = "/ui"
@@ -94,7 +95,7 @@ class UiGuard:
             if not _same_origin(headers, host):
                 await _refuse(send, 403, "cross-site request refused")
                 return
-            read = await _read_body(receive)
+            read = await read_body(receive, MAX_UI_BODY)
             if read is None:
                 return
             if len(read) > MAX_UI_BODY:
@@ -152,18 +153,6 @@ def _with_headers(send: Any) -> Any:
         await send(message)
 
     return wrapped
-
-
-async def _read_body(receive: Any) -> bytes | None:
-    body = bytearray()
-    more = True
-    while more and len(body) <= MAX_UI_BODY:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
-    return bytes(body)
 
 
 async def _refuse(send: Any, status: int, text: str) -> None:
