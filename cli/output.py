@@ -2,7 +2,8 @@
 
 Shared by :mod:`.node_cmds`, :mod:`.trade_cmds` and :mod:`.demo_cmd`. Human output is an
 aligned table (drawn with ``rich`` only on a terminal, imported only then) with short ids
-(the first :data:`SHORT_ID` hex digits, which the commands accept back) and relative times;
+(the first ``SHORT_ID`` hex digits, which the commands accept back) and relative times
+(:mod:`swapmeet.node.textview`, shared with the web UI);
 ``--json`` (:data:`json_option`) prints the node's answer as one line, in the shapes of
 :mod:`swapmeet.node.jsonview`. Light on purpose: imported when ``swapmeet --help`` runs.
 """
@@ -11,25 +12,16 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
 import click
+from swapmeet.node.textview import SHORT_ID, items_text, relative, short, short_peer
 
-SHORT_ID = 12
 FORKED = " (forked)"
+__all__ = ["SHORT_ID", "items_text", "relative", "short", "short_peer"]  # part of this module's job
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (see swapmeet.node.jsonview).")
-
-
-def short(hex_id: str) -> str:
-    return hex_id[:SHORT_ID]
-
-
-def short_peer(peer_id: str) -> str:
-    # every Ed25519 PeerID starts with 12D3KooW: the tail is what tells them apart
-    return f"{peer_id[:4]}..{peer_id[-6:]}" if len(peer_id) > 12 else peer_id
 
 
 def peer_cell(peer: str, forked: Collection[str] = (), me: str | None = None) -> str:
@@ -42,22 +34,6 @@ def peer_cell(peer: str, forked: Collection[str] = (), me: str | None = None) ->
     return text + FORKED if peer in forked else text
 
 
-def relative(ts: int, now: float | None = None) -> str:
-    """``"in 6d"``, ``"in 3h"``, ``"2m ago"``: the largest unit that fits, rounded to the nearest.
-
-    Nearest, not down: a listing published for 7 days should read "in 7d", not "in 6d", a second later.
-    """
-    delta = int(ts - (time.time() if now is None else now))
-    span = abs(delta)
-    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
-        if span >= size:
-            text = f"{(span + size // 2) // size}{unit}"
-            break
-    else:
-        text = f"{span}s"
-    return f"in {text}" if delta >= 0 else f"{text} ago"
-
-
 def duration(seconds: float) -> str:
     seconds = int(seconds)
     days, rest = divmod(seconds, 86_400)
@@ -68,13 +44,6 @@ def duration(seconds: float) -> str:
         parts.append(f"{hours}h")
     parts.append(f"{minutes}m" if (minutes or hours or days) else f"{secs}s")
     return " ".join(parts)
-
-
-def items_text(items: Sequence[dict[str, Any]]) -> str:
-    return ", ".join(
-        f"{i['qty']} x {i['item']}" if i.get("unit", "pc") == "pc" else f"{i['qty']} {i['unit']} x {i['item']}"
-        for i in items
-    )
 
 
 def print_json(value: Any) -> None:

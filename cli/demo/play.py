@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from swapmeet.node.textview import items_text
 from swapmeet.protocol.errors import SwapmeetError
 
 from ..localswarm import LocalSwarm, SwarmError
@@ -252,11 +253,11 @@ class Demo:
                     extra = f", for {round((end - start) / 86_400)} days from {_when(start)}"
                 elif listing.get("due"):
                     extra = f", due back {_when(listing['due'])}"
-                wants = story.items_text(listing["want"]) or "nothing in particular"
+                wants = items_text(listing["want"]) or "nothing in particular"
                 self._say(
                     "publish",
                     f"{plan.who} publishes a {listing['type']} listing {listing['title']!r}: "
-                    f"has {story.items_text(listing['have'])}{extra}; wants {wants}.",
+                    f"has {items_text(listing['have'])}{extra}; wants {wants}.",
                     who=plan.who,
                     listing=listing["id"],
                     kind=listing["type"],
@@ -290,7 +291,7 @@ class Demo:
             self._say(
                 "search",
                 f"Ben searches the book for 'bike' and finds Ada's {bike['title']!r}; she wants"
-                f" {story.items_text(bike['want'])} for it.",
+                f" {items_text(bike['want'])} for it.",
                 who=ben.name,
                 query="bike",
                 found=[x["id"] for x in found],

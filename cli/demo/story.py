@@ -232,11 +232,3 @@ def swaps_directly(listings: Iterable[Mapping[str, Any]], a: str, b: str) -> boo
         return {_key(h) for x in items if x["author"] == who for h in x["have"]}
 
     return bool(haves_of(a) & wants_of(b)) and bool(haves_of(b) & wants_of(a))
-
-
-def items_text(items: Iterable[Mapping[str, Any]]) -> str:
-    """``[{"item": "apples", "qty": 8, "unit": "kg"}]`` -> ``"8 kg x apples"``."""
-    return ", ".join(
-        f"{i['qty']} x {i['item']}" if i.get("unit", "pc") == "pc" else f"{i['qty']} {i['unit']} x {i['item']}"
-        for i in items
-    )

@@ -9,8 +9,6 @@ these helpers add what a person reads: the 12-digit short id, the short peer,
 from __future__ import annotations
 
 import datetime
-import time
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 from swapmeet.protocol.identity import peer_id
@@ -19,37 +17,7 @@ from swapmeet.protocol.objects import LedgerEntry, Listing
 from .. import jsonview
 from ..contract import Trade
 from ..ledgerview import Reputation
-
-SHORT_ID = 12
-
-
-def short(hex_id: str | None) -> str:
-    return (hex_id or "")[:SHORT_ID]
-
-
-def short_peer(pid: str) -> str:
-    # every Ed25519 PeerID starts with 12D3KooW: the tail is what tells them apart
-    return f"{pid[:4]}..{pid[-6:]}" if len(pid) > 12 else pid
-
-
-def items_text(items: Iterable[Mapping[str, Any]]) -> str:
-    parts = []
-    for i in items:
-        unit = "" if i["unit"] == "pc" else f"{i['unit']} "
-        parts.append(f"{i['qty']} {unit}x {i['item']}")
-    return ", ".join(parts)
-
-
-def relative(ts: int | float, now: float | None = None) -> str:
-    delta = int(ts - (time.time() if now is None else now))
-    span = abs(delta)
-    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
-        if span >= size:
-            text = f"{(span + size // 2) // size}{unit}"
-            break
-    else:
-        text = f"{span}s"
-    return f"in {text}" if delta >= 0 else f"{text} ago"
+from ..textview import items_text, relative, short, short_peer
 
 
 def utc(ts: int) -> str:
