@@ -32,21 +32,13 @@ from typing import Any
 
 from support.benchkit import loadavg, run_bench, summary
 from support.books import build_book, prepare_homes
+from support.browser import CHROMIUM_ARGS
 from swapmeet.cli.localswarm import LocalSwarm
 
 T0 = time.monotonic()
 BOOK = 10_000
 GOAL_SERVER_MS = 200
 GOAL_LIVE_MS = 1000
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def say(text: str) -> None:

@@ -25,21 +25,14 @@ import pytest
 from PIL import Image, ImageDraw
 from swapmeet.cli.localswarm import LocalSwarm
 
+from bench.support.browser import CHROMIUM_ARGS
+
 from .browser_setup import find_chromium
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts" / "browser"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 LIVE_S = 20_000  # ms: gossip, a photo fetch and an SSE push, on a busy 2-core machine
 STEP_S = 15_000
 

@@ -69,16 +69,21 @@ class TokenGuard:
         if len(body) > cap:
             await send_json(send, 413, _too_large(cap))
             return
-        replayed = False
+        await self.app(scope, replay_body(receive, body), send)
 
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if replayed:
-                return await receive()  # after the body: wait for the disconnect, as the app expects
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
 
-        await self.app(scope, replay, send)
+def replay_body(receive: Any, body: bytes) -> Any:
+    """An ASGI ``receive`` that hands the app ``body`` (already read) whole, then the real stream's end."""
+    replayed = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal replayed
+        if replayed:
+            return await receive()  # after the body: wait for the disconnect, as the app expects
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 async def read_body(receive: Any, cap: int = MAX_BODY) -> bytes | None:

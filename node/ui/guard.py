@@ -34,7 +34,7 @@ import urllib.parse
 from http.cookies import SimpleCookie
 from typing import Any
 
-from ..http.guard import read_body
+from ..http.guard import read_body, replay_body
 from .session import UiSessions, csrf_ok
 
 PREFIX = "/ui"
@@ -107,7 +107,7 @@ class UiGuard:
                 return
         scope.setdefault("state", {})["ui_session"] = session
         scope["state"]["ui_cookie"] = cookie_name(port)
-        await self.app(scope, _replay(receive, body), _with_headers(send))
+        await self.app(scope, replay_body(receive, body), _with_headers(send))
 
 
 def _same_origin(headers: dict[bytes, bytes], host: str) -> bool:
@@ -129,19 +129,6 @@ def _csrf_of(headers: dict[bytes, bytes], body: bytes) -> str | None:
         found = _MULTIPART_CSRF.search(body)
         return found.group(1).decode() if found else None
     return None
-
-
-def _replay(receive: Any, body: bytes) -> Any:
-    replayed = False
-
-    async def replay() -> dict[str, Any]:
-        nonlocal replayed
-        if replayed:
-            return await receive()  # after the body: wait for the disconnect, as the app expects
-        replayed = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
 
 
 def _with_headers(send: Any) -> Any:
