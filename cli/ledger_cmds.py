@@ -283,7 +283,7 @@ def export(app: App, file: str, author: str | None, force: bool, as_json: bool) 
 
 
 @ledger.command("import")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())  # the reader refuses anything but a regular file, in one line
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
 def import_(app: App, file: str, as_json: bool) -> None:

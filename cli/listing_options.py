@@ -16,12 +16,12 @@ option here without an edit, as long as its type is one of these.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, Field, dataclass, fields
 from typing import TYPE_CHECKING, Any, get_type_hints
 
 import click
+from swapmeet.ledger.localfile import open_regular
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.listing_spec import HASH_FIELDS, ListingSpec
 from swapmeet.protocol.objects import Item
@@ -62,17 +62,13 @@ MAX_PHOTO_FILE = 16 * 1024 * 1024  # bytes, what the node's upload endpoint acce
 def read_file(path: str, option: str) -> bytes:
     """The bytes of a local file given to ``option``; a one-line refusal for anything but a regular file."""
     try:
-        # O_NONBLOCK: opening a FIFO must not hang; fstat on the opened file (no race with a swapped path)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        f = open_regular(path)
     except OSError as exc:
         raise InvalidObject(option, f"cannot read {path!r}: {exc.strerror}", "file") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise InvalidObject(option, f"{path!r} is not a regular file", "file")
-    with os.fdopen(fd, "rb") as f:
-        if info.st_size > MAX_PHOTO_FILE:
-            raise InvalidObject(option, f"{path!r} is {info.st_size} bytes, over {MAX_PHOTO_FILE}", "file")
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_PHOTO_FILE:
+            raise InvalidObject(option, f"{path!r} is {size} bytes, over {MAX_PHOTO_FILE}", "file")
         return f.read(MAX_PHOTO_FILE + 1)
 
 

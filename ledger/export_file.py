@@ -43,6 +43,7 @@ from swapmeet.protocol.objects import DOMAIN, KIND_ENTRY, KIND_EXCHANGE, KINDS
 
 from .durable import durable_file
 from .errors import ExportFileError
+from .localfile import open_regular
 
 FILE_KIND = "ledger-export"
 END_KIND = "ledger-export-end"
@@ -182,7 +183,7 @@ class ExportReader:
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            f = self.path.open("rb")
+            f = open_regular(self.path)
         except OSError as exc:
             raise ExportFileError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
         with f:

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from swapmeet.ledger.localfile import open_regular
 from swapmeet.protocol.errors import InvalidObject, SwapmeetError
 from swapmeet.protocol.identity import public_key_from_peer_id
 
@@ -296,7 +297,7 @@ def read_file(path: os.PathLike[str] | str) -> dict[str, Any]:
     """The validated keys of a config file; ``{}`` when it does not exist."""
     shown = str(path)
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
         return {}

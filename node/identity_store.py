@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from swapmeet.ledger.durable import write_durably
+from swapmeet.ledger.localfile import open_regular
 from swapmeet.protocol import keyfile
 from swapmeet.protocol.errors import KeyFileError, SwapmeetError
 from swapmeet.protocol.identity import Identity
@@ -125,7 +126,7 @@ def load_identity(home: Home, passphrase: str | None = None) -> Identity:
 def read_key_file(path: Path) -> bytes:
     """The raw bytes of a key file, with errors that say what to do."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             return f.read(keyfile.MAX_KEY_FILE_SIZE + 1)
     except FileNotFoundError:
         raise NoIdentityError(

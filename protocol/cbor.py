@@ -45,7 +45,11 @@ class _RejectEveryTag(Mapping[int, Any]):
     """
 
     def __getitem__(self, tag: int) -> Any:
-        def refuse(_decoder: Any) -> NoReturn:
+        # Any arguments: cbor2 6.2 calls a semantic decoder with the decoder, 6.3 with
+        # (value, immutable), a shareable tag's initializer with (immutable). The refusal
+        # must be ours whatever the version passes, not a TypeError that happens to be caught
+        # (tests/test_protocol_rules.py checks the reason).
+        def refuse(*_args: Any) -> NoReturn:
             raise ValueError(f"CBOR tag {tag} is not allowed")
 
         return refuse

@@ -233,3 +233,36 @@ def test_bad_files_exit_2_and_import_nothing(home: Path, tmp_path: Path, name: s
 
 def run(home: Path, *args: str):
     return run_cli("--home", str(home), *args)
+
+
+# --------------------------------------------------------------------------- files that are not files
+
+
+@pytest.mark.parametrize("kind", ["named pipe", "directory"])
+def test_every_command_that_reads_a_file_refuses_what_is_not_a_regular_file(tmp_path: Path, kind: str) -> None:
+    """A named pipe with no writer made `ledger import` hang forever; now each reader says what the path is.
+
+    Covers the export given to `ledger import` and `audit`, the key file and the config file in a home
+    (`--photo` is covered in tests/test_photos.py); run_cli's timeout turns a hang into a failure.
+    """
+
+    def make(path: Path) -> Path:
+        if kind == "named pipe":
+            os.mkfifo(path)
+        else:
+            path.mkdir()
+        return path
+
+    home = tmp_path / "home"
+    home.mkdir()
+    export = make(tmp_path / "export.cbor")
+    assert_one_line_error(run(home, "ledger", "import", str(export)), 2, f"not a regular file (a {kind})")
+    assert_one_line_error(run(home, "audit", str(export)), 2, "not a file")
+    assert snapshot(home) == []
+
+    make(home / "config.toml")
+    assert_one_line_error(run(home, "config", "show"), 2, "config.toml", f"not a regular file (a {kind})")
+    (home / "config.toml").unlink() if kind == "named pipe" else (home / "config.toml").rmdir()
+
+    make(home / "identity.key")
+    assert_one_line_error(run(home, "id"), 2, "identity.key", f"not a regular file (a {kind})")

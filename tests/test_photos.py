@@ -107,5 +107,5 @@ def test_publish_photo_refuses_what_is_not_a_regular_file(tmp_path: Path) -> Non
     result = CliRunner().invoke(
         cli, ["--home", str(tmp_path / "h"), "publish", "--title", "X", "--have", "1 x y", "--photo", str(tmp_path)]
     )
-    assert result.exit_code == 2 and "is not a regular file" in result.output
+    assert result.exit_code == 2 and "not a regular file (a directory)" in result.output
     assert len(result.output.strip().splitlines()) == 1
