@@ -7,12 +7,11 @@ the same as stable fields (docs/GUIDE.md, section 4).
 
 from __future__ import annotations
 
-import json
-
 import click
 from swapmeet.node import identity_store
 
 from .context import App, pass_app
+from .output import print_json
 
 
 @click.command("init")
@@ -41,13 +40,13 @@ def init(app: App, no_passphrase: bool, as_json: bool) -> None:
         )
     identity = identity_store.create_identity(home, passphrase)
     if as_json:
-        info = {
-            "peer_id": identity.peer_id,
-            "public_key": identity.public_key.hex(),
-            "key_file": str(home.identity_key),
-            "encrypted": passphrase is not None,
-        }
-        click.echo(json.dumps(info))
+        from swapmeet.node import jsonview
+
+        print_json(
+            jsonview.identity_created(
+                identity.peer_id, identity.public_key, str(home.identity_key), passphrase is not None
+            )
+        )
         return
     protection = "encrypted with your passphrase" if passphrase else "NOT encrypted"
     click.echo(f"created identity {identity.peer_id}")
@@ -62,11 +61,13 @@ def id_(app: App, as_json: bool) -> None:
     """Show this node's peer id and public key."""
     home = app.home()
     identity = identity_store.load_identity(home)
+    from swapmeet.node import jsonview
+
     from .client import live_addrs  # [] unless a node runs for this home
 
-    info = {"peer_id": identity.peer_id, "public_key": identity.public_key.hex(), "addrs": live_addrs(home)}
+    info = jsonview.identity(identity.peer_id, identity.public_key, live_addrs(home))
     if as_json:
-        click.echo(json.dumps(info))
+        print_json(info)
         return
     rows = [
         ("peer id", info["peer_id"]),

@@ -248,7 +248,9 @@ def stop(app: App, wait_s: float, as_json: bool) -> None:
     if wait_s > 0 and not stopped:
         raise NodeDidNotStop(f"the node (pid {client.cookie.pid}) is still answering after {wait_s:g}s")
     if as_json:
-        print_json({"stopping": True, "stopped": stopped, "pid": client.cookie.pid})
+        from swapmeet.node import jsonview
+
+        print_json(jsonview.node_stop(stopped, client.cookie.pid))
     else:
         click.echo(f"node stopped (pid {client.cookie.pid})" if stopped else f"node stopping (pid {client.cookie.pid})")
 

@@ -371,6 +371,21 @@ def chain_entry(x: LedgerEntry, summary: str) -> dict[str, Any]:
     }
 
 
+def identity_created(peer: str, public_key: bytes, key_file: str, encrypted: bool) -> dict[str, Any]:
+    """``swapmeet init --json``: the new identity and where its key is."""
+    return {"peer_id": peer, "public_key": public_key.hex(), "key_file": key_file, "encrypted": encrypted}
+
+
+def identity(peer: str, public_key: bytes, addrs: list[str]) -> dict[str, Any]:
+    """``swapmeet id --json``: the identity and the running node's addresses ([] when none runs)."""
+    return {"peer_id": peer, "public_key": public_key.hex(), "addrs": addrs}
+
+
+def node_stop(stopped: bool, pid: int) -> dict[str, Any]:
+    """``swapmeet node stop --json``: whether the node had exited when the command returned."""
+    return {"stopping": True, "stopped": stopped, "pid": pid}
+
+
 def export_result(file: str, entries: int, author: bytes | None) -> dict[str, Any]:
     """A ledger export written to ``file``: ``entries`` written, of ``author``'s chain or (None) all."""
     return {"file": file, "entries": entries, "author": peer_id(author) if author else None}
