@@ -5,7 +5,7 @@ swapmeet's modules, seeds libFuzzer with valid encodings (``bench/support/fuzz_t
 and runs the target on mutated inputs. A target lets only its decoder's documented refusal
 through (``InvalidObject``; ``ExportFileError`` for export files): any other exception is a
 crash, an input that runs longer than ``--timeout`` seconds is a hang, and libFuzzer stops
-on an RSS above ``--rss-limit-mb`` (an ``oom``). After the run a replay subprocess decodes
+on an RSS above ``--rss-limit-mb`` (an ``oom``). After the run the parent decodes
 every input of the final corpus (seeds plus what the fuzzer kept) under ``tracemalloc``:
 the largest peak allocation of any single input, flagged if above ``ALLOC_LIMIT_MB``, and
 the RSS growth over the run, flagged if above ``RSS_GROWTH_LIMIT_MB`` (both would mean
@@ -33,7 +33,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import tracemalloc
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -69,37 +72,34 @@ def worker(args: argparse.Namespace) -> None:
     atheris.Fuzz()
 
 
-def replay(args: argparse.Namespace) -> None:
-    """Decode every input of a corpus under tracemalloc; print a JSON object of the peaks."""
-    import tracemalloc
+_REPLAY = threading.Lock()  # tracemalloc is process-wide: one replay at a time
 
-    from support import fuzz_targets
 
-    target = {**fuzz_targets.TARGETS, **fuzz_targets.SELF_TESTS}[args.replay].run
+def replay(target: Callable[[bytes], bool], corpus: Path) -> dict[str, Any]:
+    """Decode every input of a corpus under tracemalloc (in this process): the largest peak of any one input."""
     peak, peak_input_len, slowest = 0, 0, 0.0
-    files = sorted(Path(args.corpus).iterdir())
-    tracemalloc.start()
-    for path in files:
-        data = path.read_bytes()
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
-        started = time.perf_counter()
-        target(data)
-        slowest = max(slowest, time.perf_counter() - started)
-        used = tracemalloc.get_traced_memory()[1] - base
-        if used > peak:
-            peak, peak_input_len = used, len(data)
-    tracemalloc.stop()
-    print(
-        json.dumps(
-            {
-                "inputs": len(files),
-                "peak_alloc_mb": round(peak / 2**20, 2),
-                "peak_alloc_input_bytes": peak_input_len,
-                "slowest_replay_ms": round(slowest * 1000, 1),
-            }
-        )
-    )
+    files = sorted(corpus.iterdir())
+    with _REPLAY:
+        tracemalloc.start()
+        try:
+            for path in files:
+                data = path.read_bytes()
+                tracemalloc.reset_peak()
+                base = tracemalloc.get_traced_memory()[0]
+                started = time.perf_counter()
+                target(data)
+                slowest = max(slowest, time.perf_counter() - started)
+                used = tracemalloc.get_traced_memory()[1] - base
+                if used > peak:
+                    peak, peak_input_len = used, len(data)
+        finally:
+            tracemalloc.stop()
+    return {
+        "inputs": len(files),
+        "peak_alloc_mb": round(peak / 2**20, 2),
+        "peak_alloc_input_bytes": peak_input_len,
+        "slowest_replay_ms": round(slowest * 1000, 1),
+    }
 
 
 # --------------------------------------------------------------------------- the parent
@@ -107,6 +107,7 @@ def replay(args: argparse.Namespace) -> None:
 
 _DONE = re.compile(r"Done (\d+) runs in (\d+) second")
 _STAT = re.compile(r"^stat::(\w+):\s*(\d+)", re.M)
+_RATE = re.compile(r"exec/s: (\d+)")
 _PULSE = re.compile(r"^#(\d+)\s+(\w+)\s+cov: (\d+) ft: (\d+).*?rss: (\d+)Mb", re.M)
 
 
@@ -121,8 +122,14 @@ def parse_libfuzzer(log: str) -> dict[str, Any]:
     inited = next((p for p in pulses if p[1] == "INITED"), pulses[0] if pulses else None)
     rss = [int(p[4]) for p in pulses]
     peak_rss = max([stats.get("peak_rss_mb", 0), *rss])
+    # libFuzzer's own clock (from the seeds' load to the end), not the worker's import and instrumentation
+    done = _DONE.search(log)
+    fuzz_s = float(done.group(2)) if done else 0.0
+    rate = stats.get("average_exec_per_sec") or (int(_RATE.findall(log)[-1]) if _RATE.findall(log) else 0)
     return {
         "runs": runs,
+        "inputs_per_s": rate,
+        "fuzz_s": fuzz_s,
         "cov": int(pulses[-1][2]) if pulses else 0,
         "ft": int(pulses[-1][3]) if pulses else 0,
         "peak_rss_mb": peak_rss,
@@ -130,7 +137,9 @@ def parse_libfuzzer(log: str) -> dict[str, Any]:
     }
 
 
-def fuzz_one(name: str, seeds: list[bytes], args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def fuzz_one(
+    name: str, target: Callable[[bytes], bool], seeds: list[bytes], args: argparse.Namespace, tmp: Path
+) -> dict[str, Any]:
     """Run one target's worker and replay; its figures."""
     corpus, artifacts = tmp / name / "corpus", tmp / name / "artifacts"
     corpus.mkdir(parents=True)
@@ -173,7 +182,7 @@ def fuzz_one(name: str, seeds: list[bytes], args: argparse.Namespace, tmp: Path)
         hangs=kinds.count("timeout") + kinds.count("slow"),
         ooms=kinds.count("oom"),
         elapsed_s=round(elapsed, 1),
-        inputs_per_s=round(figures["runs"] / elapsed) if elapsed else 0,
+        startup_s=round(elapsed - figures.pop("fuzz_s"), 1),
         corpus=sum(1 for _ in corpus.iterdir()),
     )
     if code != 0 and not found:
@@ -185,19 +194,11 @@ def fuzz_one(name: str, seeds: list[bytes], args: argparse.Namespace, tmp: Path)
         if exc:
             figures["exception"] = exc.group(1).strip()[:300]
     if not found and code == 0:
-        rep = subprocess.run(
-            [sys.executable, str(HERE / "fuzz.py"), "--replay", name, "--corpus", str(corpus)],
-            capture_output=True,
-            text=True,
-            cwd=HERE,
-            timeout=600,
-            check=False,
-        )
-        if rep.returncode == 0 and rep.stdout.strip():
-            figures.update(json.loads(rep.stdout.strip().splitlines()[-1]))
-        else:
+        try:
+            figures.update(replay(target, corpus))
+        except Exception as exc:  # the fuzzer's own corpus crashing the target outside libFuzzer: still a crash
             figures["crashes"] += 1
-            figures["error"] = (rep.stderr.strip().splitlines() or ["replay failed"])[-1][:300]
+            figures["error"] = f"replay: {type(exc).__name__}: {exc}"[:300]
     figures["unbounded"] = (
         figures.get("peak_alloc_mb", 0.0) > ALLOC_LIMIT_MB or figures["rss_growth_mb"] > RSS_GROWTH_LIMIT_MB
     )
@@ -219,15 +220,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1, help="libFuzzer's random seed")
     parser.add_argument("--keep", action="store_true", help="keep corpora, logs and artifacts (their dir is printed)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--replay", help=argparse.SUPPRESS)
-    parser.add_argument("--corpus", help=argparse.SUPPRESS)
     parser.add_argument("libfuzzer", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
-        return 0
-    if args.replay:
-        replay(args)
         return 0
 
     sys.path.insert(0, str(HERE))
@@ -249,11 +245,11 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="swapmeet-fuzz-"))
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            results = list(pool.map(lambda n: fuzz_one(n, seeds[n], args, tmp), names))
+            results = list(pool.map(lambda n: fuzz_one(n, known[n].run, seeds[n], args, tmp), names))
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-        for stale in Path(tempfile.gettempdir()).glob("swapmeet-fuzz-export-*.bin"):
+        for stale in fuzz_targets._EXPORT_DIR.glob("swapmeet-fuzz-export-*.bin"):  # the workers' export files
             stale.unlink(missing_ok=True)
     say(f"{'decoder':<18} {'inputs':>10} {'inputs/s':>9} {'crash':>5} {'hang':>4} {'oom':>3} {'cov':>5} "
         f"{'rss MB':>6} {'+rss':>5} {'alloc MB':>8} {'s':>6}")  # fmt: skip

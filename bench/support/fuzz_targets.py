@@ -329,7 +329,9 @@ def fuzz_settle_state(data: bytes) -> bool:
     return _refused(run)
 
 
-_EXPORT_PATH = Path(tempfile.gettempdir()) / f"swapmeet-fuzz-export-{os.getpid()}.bin"
+# In memory where there is a tmpfs: a file on a disk costs ~2 ms per input, on /dev/shm ~60 us.
+_EXPORT_DIR = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+_EXPORT_PATH = _EXPORT_DIR / f"swapmeet-fuzz-export-{os.getpid()}.bin"
 
 
 def fuzz_export_file(data: bytes) -> bool:
