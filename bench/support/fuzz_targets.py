@@ -64,7 +64,7 @@ from swapmeet.protocol.objects import (
     Offer,
     Receipt,
 )
-from swapmeet.protocol.settlement import Accept, ExchangeReceived, OfferReceived, Settlement
+from swapmeet.protocol.settlement import Accept, ExchangeReceived, OfferReceived, Settlement, Tick
 
 T = 1_800_000_000
 NOW = T + 100  # the clock of the targets that check freshness: every seed is live at NOW
@@ -319,11 +319,19 @@ def fuzz_settle_direct(data: bytes) -> bool:
 
 
 def fuzz_settle_state(data: bytes) -> bool:
-    """The settlement machine's state file, restored (every object re-verified) and used once."""
+    """The settlement machine's state file, restored (every object re-verified), then used as the node does.
+
+    A restored state must be usable: its views read, a restart's resume and a late tick run (a record holding
+    a value of the wrong type would crash here, not in from_bytes).
+    """
 
     def run() -> None:
         machine = Settlement.from_bytes(ALICE, data)
         machine.next_wakeup()
+        machine.offers()
+        machine.exchanges()
+        machine.resume(NOW)
+        machine.handle(Tick(NOW + 400 * 86_400))
         machine.to_bytes()
 
     return _refused(run)
