@@ -2,7 +2,10 @@
 
 One decoder at a time, each in its own subprocess (``--worker``): atheris instruments
 swapmeet's modules, seeds libFuzzer with valid encodings (``bench/support/fuzz_targets.py``)
-and runs the target on mutated inputs. A target lets only its decoder's documented refusal
+and runs the target on mutated inputs: libFuzzer's byte mutations, and for the targets of
+signed CBOR objects half of the time a mutation of the decoded structure with every object
+signed again by the seeds' keys (``fuzz_targets.restructure``), which gets past the signature
+checks to the schema and the kind rules. A target lets only its decoder's documented refusal
 through (``InvalidObject``; ``ExportFileError`` for export files): any other exception is a
 crash, an input that runs longer than ``--timeout`` seconds is a hang, and libFuzzer stops
 on an RSS above ``--rss-limit-mb`` (an ``oom``). After the run the parent decodes
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -46,6 +50,7 @@ LONG_RUNS = 1_000_000
 QUICK_SECONDS = 5
 ALLOC_LIMIT_MB = 64.0  # per input; the largest message any decoder accepts is 1 MiB
 RSS_GROWTH_LIMIT_MB = 256.0  # from the first stats line after the seeds to the end of the run
+STRUCTURED_SHARE = 0.5  # of the mutations, for targets of signed CBOR objects
 STARTUP_S = 60  # a worker's import, instrumentation and seed corpus, on a loaded machine
 
 
@@ -63,12 +68,23 @@ def worker(args: argparse.Namespace) -> None:
     with atheris.instrument_imports(include=["swapmeet"]):
         from support import fuzz_targets  # imported under instrumentation
 
-    target = {**fuzz_targets.TARGETS, **fuzz_targets.SELF_TESTS}[args.worker].run
+    chosen = {**fuzz_targets.TARGETS, **fuzz_targets.SELF_TESTS}[args.worker]
+    target = chosen.run
 
     def one_input(data: bytes) -> None:
         target(data)
 
-    atheris.Setup([sys.argv[0], *args.libfuzzer], one_input)
+    def mutate(data: bytes, max_size: int, seed: int) -> bytes:
+        # Half libFuzzer's byte mutations, half a mutation of the structure signed again (past the signatures).
+        rnd = random.Random(seed)
+        if rnd.random() < STRUCTURED_SHARE:
+            out = fuzz_targets.restructure(rnd, data)
+            if out != data and len(out) <= max_size:
+                return out
+        return atheris.Mutate(data, max_size)
+
+    custom = {"custom_mutator": mutate} if chosen.structured and not args.bytes_only else {}
+    atheris.Setup([sys.argv[0], *args.libfuzzer], one_input, **custom)
     atheris.Fuzz()
 
 
@@ -159,7 +175,8 @@ def fuzz_one(
         "-print_final_stats=1",
         "-print_pcs=0",
     ]
-    command = [sys.executable, str(HERE / "fuzz.py"), "--worker", name, "--", *libfuzzer]
+    command = [sys.executable, str(HERE / "fuzz.py"), "--worker", name, *(["--bytes-only"] * args.bytes_only)]
+    command += ["--", *libfuzzer]
     wall = None if not args.seconds else args.seconds + STARTUP_S + 2 * args.timeout
     started = time.monotonic()
     log_path = tmp / name / "libfuzzer.log"
@@ -219,6 +236,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, help="decoders fuzzed at once (default 1; --quick: 2)")
     parser.add_argument("--seed", type=int, default=1, help="libFuzzer's random seed")
     parser.add_argument("--keep", action="store_true", help="keep corpora, logs and artifacts (their dir is printed)")
+    parser.add_argument("--bytes-only", action="store_true", help="only libFuzzer's byte mutations (no re-signing)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("libfuzzer", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -262,6 +280,7 @@ def main() -> int:
         )
     figures = {
         "quick": args.quick,
+        "structured_mutations": not args.bytes_only,
         "runs_per_decoder": args.runs,
         "seconds_per_decoder": args.seconds,
         "timeout_s": args.timeout,

@@ -31,15 +31,18 @@ deliberately broken targets that only exist to show the harness reports a crash 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
+import random
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from swapmeet.ledger.errors import ExportFileError
 from swapmeet.ledger.export_file import ExportReader, write_export
@@ -50,6 +53,7 @@ from swapmeet.protocol.booksync.reconcile import Reconciler
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import Identity
 from swapmeet.protocol.objects import (
+    DOMAIN,
     KIND_ENTRY,
     KIND_EXCHANGE,
     KIND_LISTING,
@@ -88,6 +92,7 @@ class FuzzTarget:
     run: Target
     seeds: Callable[[], list[bytes]]
     decoder: str
+    structured: bool = True  # CBOR with signed objects: :func:`restructure` applies
 
 
 # --------------------------------------------------------------------------- valid objects
@@ -231,6 +236,87 @@ def _reconcile_messages() -> list[bytes]:
             out.append(reply)
             message = initiator.reconcile(reply)
     return out
+
+
+# --------------------------------------------------------------------------- structure-aware mutation
+
+_KEYS = {i.public_key: i for i in (ALICE, BOB, CAROL)}
+_LEAVES = (0, 1, -1, 2, 64, 65, 2**40 + 1, 2**53 + 1, 2**64 - 1, -(2**64), True, False, None, b"", bytes(16),
+          bytes(32), b"\x01" * 64, "", "x", "pc", "a" * 81, "\u202e", "cancel", "decline", [], {}, [bytes(32)],
+          T, NOW + 10**6)  # fmt: skip
+
+
+def _decoded(data: bytes) -> Any:
+    try:
+        return cbor.decode(data, max_size=1 << 22, max_depth=64)
+    except InvalidObject:
+        return None
+
+
+def signed_again(v: Any) -> bytes:
+    """The bytes of a decoded object, every envelope whose signer is a fixture key signed again."""
+    if type(v) is list and len(v) == 5 and v[0] == DOMAIN and type(v[2]) is bytes and v[2] in _KEYS:
+        message = cbor.encode(v[:4])
+        return b"\x85" + message[1:] + cbor.encode(_KEYS[v[2]].sign(message))
+    if type(v) is list and len(v) == 4 and v[0] == DOMAIN and type(v[2]) is dict and type(v[3]) is list:
+        message = cbor.encode(v[:3])
+        parties = v[2].get("parties")
+        parties = parties if type(parties) is list else []
+        sigs = [
+            _KEYS[p].sign(message) if s is not None and type(p) is bytes and p in _KEYS else s
+            for p, s in zip(parties, v[3], strict=False)
+        ]
+        return cbor.encode([*v[:3], sigs + v[3][len(sigs) :]])
+    return cbor.encode(v)
+
+
+def restructure(rnd: random.Random, data: bytes, depth: int = 0) -> bytes:
+    """``data`` decoded, one or two of its fields, elements or keys changed (embedded objects too), signed again.
+
+    Byte mutations rarely get past a signature; the seeds are signed by the fixture keys, so a mutation
+    of the structure signed again reaches the schema and the kind rules. ``data`` itself if it is not CBOR.
+    """
+    value = _decoded(data)
+    if value is None:
+        return data
+    for _ in range(rnd.randint(1, 2)):
+        paths: list[tuple[Any, ...]] = []
+        todo: list[tuple[Any, ...]] = [()]
+        while todo:
+            path = todo.pop()
+            paths.append(path)
+            node = _at(value, path)
+            keys = range(len(node)) if type(node) is list else list(node) if type(node) is dict else []
+            todo.extend((*path, k) for k in keys)
+        path = rnd.choice(paths)
+        node, r = _at(value, path), rnd.random()
+        if type(node) is bytes and depth < 4 and r < 0.5 and _decoded(node) is not None:
+            new = restructure(rnd, node, depth + 1)
+        elif r < 0.75:
+            new = copy.deepcopy(rnd.choice(_LEAVES))
+        elif type(node) is int:
+            new = node + rnd.choice((-1, 1, -301, 301, 31 * 86_400))
+        elif type(node) is list and node:
+            new = [*node, node[rnd.randrange(len(node))]] if rnd.random() < 0.5 else node[1:]
+        elif type(node) is dict and node:
+            key = rnd.choice(list(node))
+            new = {k: v for k, v in node.items() if k != key} if rnd.random() < 0.5 else {**node, f"z{key}": node[key]}
+        else:
+            continue
+        if path:
+            _at(value, path[:-1])[path[-1]] = new
+        else:
+            value = new
+    try:
+        return signed_again(value)
+    except (ValueError, TypeError, OverflowError):  # not encodable (e.g. an int past 64 bits)
+        return data
+
+
+def _at(value: Any, path: tuple[Any, ...]) -> Any:
+    for key in path:
+        value = value[key]
+    return value
 
 
 # --------------------------------------------------------------------------- targets
@@ -454,7 +540,7 @@ TARGETS: dict[str, FuzzTarget] = {
         FuzzTarget("boundary", fuzz_boundary, _seeds_boundary, "protocol.boundary.decode"),
         FuzzTarget("batch", fuzz_batch, _seeds_batch, "protocol.batch.decode_batch"),
         FuzzTarget("booksync_frame", fuzz_booksync_frame, _seeds_booksync_frame, "booksync.frames.decode_frame"),
-        FuzzTarget("reconcile", fuzz_reconcile, _seeds_reconcile, "booksync.reconcile.Reconciler"),
+        FuzzTarget("reconcile", fuzz_reconcile, _seeds_reconcile, "booksync.reconcile.Reconciler", structured=False),
         FuzzTarget(
             "ledger_sync_frame", fuzz_ledger_sync_frame, _seeds_ledger_sync_frame, "protocol.replication.decode_frame"
         ),
@@ -462,7 +548,9 @@ TARGETS: dict[str, FuzzTarget] = {
         FuzzTarget("proof", fuzz_proof, _seeds_proof, "protocol.evidence.decode_proof"),
         FuzzTarget("settle_direct", fuzz_settle_direct, _seeds_settle_direct, "boundary.decode (settle stream)"),
         FuzzTarget("settle_state", fuzz_settle_state, _seeds_settle_state, "settlement.Settlement.from_bytes"),
-        FuzzTarget("export_file", fuzz_export_file, _seeds_export_file, "ledger.export_file.ExportReader"),
+        FuzzTarget(
+            "export_file", fuzz_export_file, _seeds_export_file, "ledger.export_file.ExportReader", structured=False
+        ),
     )
 }
 
@@ -486,8 +574,12 @@ def broken_hang(data: bytes) -> bool:
 
 
 SELF_TESTS: dict[str, FuzzTarget] = {
-    "selftest_crash": FuzzTarget("selftest_crash", broken_crash, lambda: [b"\x00", b"\x01\x02"], "none (broken)"),
-    "selftest_hang": FuzzTarget("selftest_hang", broken_hang, lambda: [b"\x83\x01\x02"], "none (broken)"),
+    "selftest_crash": FuzzTarget(
+        "selftest_crash", broken_crash, lambda: [b"\x00", b"\x01\x02"], "none (broken)", False
+    ),
+    "selftest_hang": FuzzTarget(
+        "selftest_hang", broken_hang, lambda: [b"\x83\x01\x02"], "none (broken)", structured=False
+    ),
 }
 
 __all__ = ["KINDS", "SELF_TESTS", "TARGETS", "FuzzTarget"]
