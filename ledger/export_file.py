@@ -12,6 +12,8 @@ Format (every item is deterministic CBOR; items are simply concatenated)::
   export --author``); then every entry must be by that author.
 - The end marker makes truncation detectable even when the file is cut exactly
   between two items, and its count is checked against the entries read.
+- Every item head is the shortest for its value (deterministic CBOR), so one list of
+  entries has exactly one export file.
 
 The file layer only checks framing: sizes, item types, that every item is
 a ledger entry by its envelope prefix (so a listing or a fork proof in the wrong
@@ -140,7 +142,13 @@ class ExportReader:
         if info > 27:
             raise self._fail("not CBOR this format allows (indefinite length or reserved value)", self._pos - 1)
         extra = self._read(f, 1 << (info - 24), "an item head")
-        return major, int.from_bytes(extra, "big"), first + extra
+        arg = int.from_bytes(extra, "big")
+        # Deterministic CBOR: the shortest head for the argument (major type 7 holds floats there, not lengths).
+        if major != 7 and arg < (24 if info == 24 else 1 << (8 << (info - 25))):
+            raise self._fail(
+                "not deterministic CBOR (an item head longer than its value needs)", self._pos - len(extra) - 1
+            )
+        return major, arg, first + extra
 
     def _rest_of_item(self, f: BinaryIO, major: int, arg: int, budget: int, depth: int) -> bytes:
         """The bytes after the head of a small item (header or end marker), at most ``budget`` of them."""

@@ -197,6 +197,9 @@ def decode(
     kinds = (kind,) if isinstance(kind, str) else kind
     max_size = MAX_ANY_SIZE if kinds is None else max(MAX_SIZE[k] for k in kinds)
     label = kinds[0] if kinds and len(kinds) == 1 else "object"
+    if not isinstance(data, bytes | bytearray | memoryview):
+        # bytes(n) of an int would allocate n zero bytes: a field read from a damaged file must not get that far.
+        raise InvalidObject(label, f"expected bytes, got {type(data).__name__}", "type")
     token = _cache.set(cache)
     try:
         obj = _decode(bytes(data), label, kinds, max_size)

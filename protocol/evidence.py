@@ -105,6 +105,9 @@ def decode_proof(data: bytes) -> ForkProof | OvercommitProof:
         listing = boundary.decode(_raw(value[2], "proof[2]"), kind=KIND_LISTING)
         if type(value[3]) is not list:
             raise InvalidObject("proof[3]", "expected an array of exchanges", "type")
+        # Counted before any of them is decoded: each costs signature checks.
+        if len(value[3]) > MAX_OVERCOMMIT_EXCHANGES:
+            raise InvalidObject("proof[3]", f"more than {MAX_OVERCOMMIT_EXCHANGES} exchanges", "length")
         exchanges = [boundary.decode(_raw(v, f"proof[3][{i}]"), kind=KIND_EXCHANGE) for i, v in enumerate(value[3])]
         proof = overcommit_proof(listing, exchanges)
     else:

@@ -52,34 +52,119 @@ def encode(records: Records, me: bytes) -> bytes:
 def restore(records: Records, me: bytes, data: bytes) -> None:
     """Fill the empty ``records`` from ``data``, a state written by :func:`encode` for ``me``.
 
-    Raises InvalidObject: with path ``settlement`` when ``data`` is not CBOR (from :func:`.cbor.decode`), is
-    damaged (a missing or mistyped field, an unknown state) or is not the canonical encoding of the state it
-    holds; ``settlement.v`` for an unknown state version; ``settlement.me`` for another identity's state; and
-    the boundary's own error (its path names the object) for an object that no longer verifies.
+    Every field is checked for its exact type and range before it is used (the bytes are a file
+    that may be damaged, or written by someone else), so nothing of another type can reach a record.
+    Raises InvalidObject: path ``settlement`` when ``data`` is not CBOR (from :func:`.cbor.decode`)
+    or is not the canonical encoding of the state it holds; a path under ``settlement`` (code
+    ``state``) naming the field that is missing, unknown or mistyped, or an unknown state;
+    ``settlement.v`` for an unknown state version; ``settlement.me`` for another identity's state;
+    and the boundary's own error (its path names the object) for an object that no longer verifies.
     """
     value = cbor.decode(data, path="settlement", max_size=max(len(data), 1))
-    try:
-        if value["v"] != STATE_VERSION:
-            raise InvalidObject("settlement.v", f"unknown state version {value['v']!r}", "version")
-        if value["me"] != me:
-            raise InvalidObject("settlement.me", "this state belongs to another identity", "identity")
-        for r in value["offers"]:
-            offer = boundary.decode(r["offer"], kind=KIND_OFFER)
-            notice = boundary.decode(r["notice"], kind=KIND_NOTICE) if "notice" in r else None
-            records.offers[offer.id] = _OfferRecord(
-                offer, OfferState(r["state"]), r.get("exchange"), r.get("answer"), notice
-            )
-        for r in value["exchanges"]:
-            x = boundary.decode(r["exchange"], kind=KIND_EXCHANGE)
-            notice = boundary.decode(r["notice"], kind=KIND_NOTICE) if "notice" in r else None
-            state = ExchangeState(r["state"])
-            records.exchanges[x.id] = _ExchangeRecord(x, state, r["appended"] is True, r["released"] is True, notice)
-        for xid, horizon, given in value["settled"]:
-            records.settled[xid] = (
-                horizon,
-                tuple((lid, tuple(Item(i["item"], i["qty"], i["unit"]) for i in items)) for lid, items in given),
-            )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidObject("settlement", f"damaged settlement state: {exc!r}", "state") from exc
+    state = _map(value, "settlement", ("v", "me", "offers", "exchanges", "settled"))
+    if state["v"] != STATE_VERSION:
+        raise InvalidObject("settlement.v", f"unknown state version {state['v']!r}", "version")
+    if state["me"] != me:
+        raise InvalidObject("settlement.me", "this state belongs to another identity", "identity")
+    for i, r in enumerate(_list(state["offers"], "settlement.offers")):
+        path = f"settlement.offers[{i}]"
+        r = _map(r, path, ("offer", "state"), ("exchange", "answer", "notice"))
+        offer = boundary.decode(_blob(r["offer"], f"{path}.offer"), kind=KIND_OFFER)
+        notice = boundary.decode(_blob(r["notice"], f"{path}.notice"), kind=KIND_NOTICE) if "notice" in r else None
+        records.offers[offer.id] = _OfferRecord(
+            offer,
+            _enum(OfferState, r["state"], f"{path}.state"),
+            _id(r["exchange"], f"{path}.exchange") if "exchange" in r else None,
+            _id(r["answer"], f"{path}.answer") if "answer" in r else None,
+            notice,
+        )
+    for i, r in enumerate(_list(state["exchanges"], "settlement.exchanges")):
+        path = f"settlement.exchanges[{i}]"
+        r = _map(r, path, ("exchange", "state", "appended", "released"), ("notice",))
+        x = boundary.decode(_blob(r["exchange"], f"{path}.exchange"), kind=KIND_EXCHANGE)
+        notice = boundary.decode(_blob(r["notice"], f"{path}.notice"), kind=KIND_NOTICE) if "notice" in r else None
+        records.exchanges[x.id] = _ExchangeRecord(
+            x,
+            _enum(ExchangeState, r["state"], f"{path}.state"),
+            _bool(r["appended"], f"{path}.appended"),
+            _bool(r["released"], f"{path}.released"),
+            notice,
+        )
+    for i, r in enumerate(_list(state["settled"], "settlement.settled")):
+        path = f"settlement.settled[{i}]"
+        xid, horizon, given = _list(r, path, 3)
+        records.settled[_id(xid, f"{path}[0]")] = (
+            _int(horizon, f"{path}[1]", 0, 2 * boundary.MAX_TIME),
+            tuple(_given(g, f"{path}[2][{j}]") for j, g in enumerate(_list(given, f"{path}[2]"))),
+        )
     if encode(records, me) != data:
         raise InvalidObject("settlement", "not the canonical encoding of a settlement state", "encoding")
+
+
+# --------------------------------------------------------------------------- field checks of restore
+
+
+def _damaged(path: str, reason: str) -> InvalidObject:
+    return InvalidObject(path, f"damaged settlement state: {reason}", "state")
+
+
+def _map(value: Any, path: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise _damaged(path, f"expected a map, got {type(value).__name__}")
+    for key in required:
+        if key not in value:
+            raise _damaged(f"{path}.{key}", "missing")
+    for key in value:
+        if key not in required and key not in optional:
+            raise _damaged(f"{path}.{key!s:.40}", "unknown field")
+    return value
+
+
+def _list(value: Any, path: str, length: int | None = None) -> list[Any]:
+    if type(value) is not list:
+        raise _damaged(path, f"expected an array, got {type(value).__name__}")
+    if length is not None and len(value) != length:
+        raise _damaged(path, f"expected {length} elements, got {len(value)}")
+    return value
+
+
+def _blob(value: Any, path: str) -> bytes:
+    if type(value) is not bytes:
+        raise _damaged(path, f"expected a byte string, got {type(value).__name__}")
+    return value
+
+
+def _id(value: Any, path: str) -> bytes:
+    if type(value) is not bytes or len(value) != boundary.ID_SIZE:
+        raise _damaged(path, f"expected a {boundary.ID_SIZE}-byte id")
+    return value
+
+
+def _int(value: Any, path: str, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:  # not bool, not float
+        raise _damaged(path, f"expected an integer from {low} to {high}")
+    return value
+
+
+def _bool(value: Any, path: str) -> bool:
+    if type(value) is not bool:
+        raise _damaged(path, f"expected true or false, got {type(value).__name__}")
+    return value
+
+
+def _enum(kind: type[OfferState] | type[ExchangeState], value: Any, path: str) -> Any:
+    if type(value) is not str or value not in kind._value2member_map_:
+        raise _damaged(path, f"unknown {kind.__name__} {value!r:.40}")
+    return kind(value)
+
+
+def _given(value: Any, path: str) -> tuple[bytes, tuple[Item, ...]]:
+    lid, items = _list(value, path, 2)
+    out = []
+    for k, raw in enumerate(_list(items, f"{path}[1]")):
+        where = f"{path}[1][{k}]"
+        f = _map(raw, where, ("item", "qty", "unit"))
+        if type(f["item"]) is not str or type(f["unit"]) is not str:
+            raise _damaged(where, "item and unit must be text")
+        out.append(Item(f["item"], _int(f["qty"], f"{where}.qty", 1, boundary.MAX_QTY), f["unit"]))
+    return _id(lid, f"{path}[0]"), tuple(out)
