@@ -20,6 +20,7 @@ listing::
      "have": [item], "want": [item], "desc": str, "tags": [str], "category": str,
      "window": [start, end] | null, "due": int | null, "loc": geohash | null,
      "photos": [hex] (SHA-256 of each photo, [] when none),
+     "accepts": [{"author": peer, "series": hex}] (listings taken in return, [] when none),
      "created": int, "expires": int, "series": hex, "rev": int}
 
     (the content fields are those of ``swapmeet.protocol.listing_spec.ListingSpec``, in its order)
@@ -178,6 +179,8 @@ def _value(value: Any) -> Any:
 def _element(v: Any) -> Any:
     if isinstance(v, Item):
         return {"item": v.item, "qty": v.qty, "unit": v.unit}
+    if isinstance(v, tuple):  # a listing reference (accepts): (author, series)
+        return {"author": peer_id(v[0]), "series": v[1].hex()}
     return v.hex() if isinstance(v, bytes) else v
 
 

@@ -592,6 +592,12 @@ async def test_publish_then_listings_round_trip(tmp_path: Path) -> None:
             assert bytes.fromhex(published["id"]) in node.objects
 
             await r.call("publish", spec("Lawn mower", type="rental", window=[before + 10, before + 86_400]))
+            # accepts: listings named across revisions, {"author", "series"} in and out (PROTOCOL.md 10.10)
+            assert published["accepts"] == []
+            ref = {"author": peer_id(BOB.public_key), "series": "ab" * 16}
+            swap = await r.call("publish", spec("Swap", accepts=[ref]))
+            assert swap["accepts"] == [ref]
+            await r.call("withdraw", swap["id"])
             everything = await r.call("listings")
             assert {x["title"] for x in everything} == {"Road bike", "Lawn mower"}
             assert [x["title"] for x in await r.call("listings", type="rental")] == ["Lawn mower"]

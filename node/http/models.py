@@ -125,12 +125,27 @@ class StoppingOut(BaseModel):
 _SPEC_TYPES = get_type_hints(ListingSpec)
 # A 32-byte hash (a photo's SHA-256) as JSON: 64 lowercase hex digits.
 HashHex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class SeriesRef(_In):
+    """A listing across its revisions (PROTOCOL.md 10.1): what a listing's ``accepts`` names."""
+
+    author: str = Field(description="PeerID (or 64-hex key) of the listing's author")
+    series: str = Field(pattern=r"^[0-9a-f]{32}$", description="the listing's series, 32 hex")
+
+
 # How a ListingSpec field type is written in a request and in a response.
-_IN_TYPES: dict[Any, Any] = {Sequence[Item]: list[ItemText], Sequence[str]: list[str], Sequence[bytes]: list[HashHex]}
+_IN_TYPES: dict[Any, Any] = {
+    Sequence[Item]: list[ItemText],
+    Sequence[str]: list[str],
+    Sequence[bytes]: list[HashHex],
+    tuple[tuple[bytes, bytes], ...]: list[SeriesRef],
+}
 _OUT_TYPES: dict[Any, Any] = {
     Sequence[Item]: list[ItemOut],
     Sequence[str]: list[str],
     Sequence[bytes]: list[str],
+    tuple[tuple[bytes, bytes], ...]: list[SeriesRef],
     tuple[int, int] | None: list[int] | None,
 }
 

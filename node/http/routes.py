@@ -54,7 +54,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from swapmeet.protocol.build import parse_item
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import peer_id
-from swapmeet.protocol.listing_spec import HASH_FIELDS, ITEM_FIELDS, ListingSpec
+from swapmeet.protocol.listing_spec import HASH_FIELDS, ITEM_FIELDS, REF_FIELDS, ListingSpec
 from swapmeet.protocol.objects import LISTING_TYPES, Item, Leg, Offer
 from swapmeet.protocol.settlement import OfferState, OfferView
 
@@ -133,6 +133,10 @@ def listing_spec(body: Any) -> ListingSpec:
         value = getattr(body, f.name)
         if f.name in ITEM_FIELDS:
             value = tuple(items(value, f.name))
+        elif f.name in REF_FIELDS:
+            value = tuple(
+                (parse_author(r.author, f"{f.name}[{i}].author"), bytes.fromhex(r.series)) for i, r in enumerate(value)
+            )
         elif f.name in HASH_FIELDS:
             value = tuple(bytes.fromhex(v) for v in value)  # 64 hex: checked by the model
         elif isinstance(value, list):
