@@ -22,11 +22,12 @@ from typing import Any
 import click
 from swapmeet.protocol.errors import SwapmeetError
 
-from .context import App
+from .context import App, pass_app
 from .output import json_option, print_json
 
 MAX_WANTS_FILE = 64 * 1024 * 1024
 DEFAULT_PARTIES = 8
+LIVE_PARTIES = 8  # the settlement's limit
 
 
 class BadWantsFile(SwapmeetError):
@@ -118,7 +119,7 @@ def _print_wants(wl: Any, solution: Any, elapsed_s: float, max_parties: int) -> 
 )
 @click.option("--propose", is_flag=True, help="Propose the rings this node coordinates (live book only).")
 @json_option
-@click.pass_obj
+@pass_app
 def match(app: App, wants: str | None, max_parties: int, budget: float, propose: bool, as_json: bool) -> None:
     """Find barter rings that move the most items."""
     if max_parties == 1:
@@ -132,7 +133,54 @@ def match(app: App, wants: str | None, max_parties: int, budget: float, propose:
         else:
             _print_wants(wl, solution, elapsed, max_parties)
         return
-    raise click.UsageError("give --wants FILE")
+    if max_parties > LIVE_PARTIES:
+        raise click.UsageError(
+            f"--max-parties: the live book's rings have at most {LIVE_PARTIES} parties (0: {LIVE_PARTIES})"
+        )
+    client = app.client(timeout=2 * budget + 60)  # the solver's budget, twice at worst, and loading the book
+    result = client.match(max_parties, budget, propose)
+    if as_json:
+        print_json(result)
+    else:
+        _print_live(result, client.status()["peer_id"])
+
+
+def _print_live(result: dict[str, Any], me: str) -> None:
+    from .output import items_text, short, short_peer
+
+    def who(peer: str) -> str:
+        return "me" if peer == me else short_peer(peer)
+
+    s = result
+    status = "optimal" if s["optimal"] else f"best found, bound {s['bound']} (gap {s['gap']:.1%})"
+    click.echo(
+        f"{s['listings']} listings matched ({s['left_out']} left out: reserved or already in a trade of yours),"
+        f" {s['acceptances']['explicit']} explicit and {s['acceptances']['implicit']} implicit acceptances;"
+        f" rings of at most {s['max_parties']}: {s['items_traded']} listings would trade in"
+        f" {s['rings_in_book']} rings ({status}), {s['elapsed_s']:.2f} s"
+    )
+    for note in s["notes"]:
+        click.echo(f"note: {note}")
+    if not s["rings"]:
+        click.echo("no ring through you")
+        return
+    for i, ring in enumerate(s["rings"], start=1):
+        size = len({leg["from"] for leg in ring["legs"]})
+        click.echo()
+        click.echo(f"ring {i}: {size} parties, coordinated by {who(ring['coordinator'])}")
+        for leg in ring["legs"]:
+            click.echo(
+                f"  {who(leg['from'])} gives {who(leg['to'])} {items_text(leg['items'])}"
+                f"  ({short(leg['listing'])} {leg['title']})"
+            )
+        if ring["proposed"]:
+            click.echo(f"  proposed: trade {short(ring['proposed'])}; each party signs it with swapmeet sign")
+        elif ring["refused"]:
+            click.echo(f"  not proposed: {ring['refused']}")
+        elif ring["mine"]:
+            click.echo("  you coordinate it: swapmeet match --propose proposes it")
+        else:
+            click.echo(f"  {who(ring['coordinator'])} coordinates it; its proposal will wait in swapmeet trades")
 
 
 COMMANDS = [match]

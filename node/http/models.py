@@ -315,6 +315,21 @@ class ProposeIn(_In):
     deadline_in_s: int | None = Field(None, gt=0, description=f"signing deadline, default {DEFAULT_DEADLINE_S}")
 
 
+class MatchIn(_In):
+    max_parties: int = Field(8, ge=0, le=8, description="at most this many listings a ring (0: the settlement's 8)")
+    budget_s: float = Field(10.0, gt=0, le=120, description="seconds the capped solver may search")
+    propose: bool = Field(False, description="propose the rings this node coordinates (smallest PeerID)")
+
+
+class MatchOut(_Open):
+    kind: str
+    max_parties: int
+    items_traded: int
+    bound: int
+    optimal: bool
+    rings: list[dict[str, Any]] = Field(description="the rings through this node (see swapmeet.node.jsonview)")
+
+
 class ConfirmIn(_In):
     legs: list[int] | None = Field(None, description="leg indexes; default: every leg this node receives")
 
