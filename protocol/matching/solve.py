@@ -4,8 +4,9 @@ The goal, in order: (1) the most real items traded (dummies count nothing); (2) 
 most owners trading (an owner trades when one of its real items is in a ring); (3) then
 the most rings, i.e. shorter rings. The same graph gives the same answer: inputs are
 canonical (:mod:`.graph`), CP-SAT runs on one worker with a fixed seed and a
-*deterministic* time limit, and rings are listed in a canonical order. Only when the
-wall-clock safety limit (twice the budget) cuts a search short can two runs differ.
+*deterministic* time limit, and rings are listed in a canonical order. The same budget
+also limits wall-clock time: on a slow or busy machine the wall clock can cut a search
+short first, and only then can two runs differ.
 
 **Uncapped** (``max_items=0``): TradeMaximizer's formulation. Every item chooses the item
 its owner receives, either another (an edge of the graph) or itself (not traded); every
@@ -14,15 +15,18 @@ items-as-receivers, here a min-cost assignment (OR-tools' ``SimpleLinearSumAssig
 in which keeping a real item costs more than all edges together; its cycles are the
 rings, and step (1) is exact. Step (2) is then a CP-SAT model on the edges inside the
 strongly connected components (items fixed at the optimum, started from the assignment),
-run only when those are at most :data:`POLISH_EDGES` edges; step (3) is not applied
+run only when those are at most :data:`POLISH_EDGES` edges and for at most
+:data:`POLISH_BUDGET_S`; step (3) is not applied
 uncapped (an edge formulation does not see rings). ``Solution.tiebreak`` says which ran.
 
 **Capped** (``max_items=K``, K >= 2): a ring has at most K items (dummies included), which
 also caps its owners at K. This is the kidney-exchange problem, NP-hard for K >= 3. The
 cycle formulation: every ring of at most K items is enumerated inside the strongly
 connected components (at most :data:`MAX_CYCLES` of them), one boolean each, each item in
-at most one chosen ring; CP-SAT maximises (1), then with (1) held maximises (2), then with
-both held (3), each with its share of the time budget. ``bound`` is a proven upper bound on
+at most one chosen ring; CP-SAT maximises (1), started from the shortest-ring-first greedy
+packing (:func:`greedy_packing`), whose result it never goes below; then, only when (1) is
+proven optimal, with (1) held it maximises (2), then with both held (3), each with its share
+of the time budget. ``bound`` is a proven upper bound on
 (1): CP-SAT's bound when every ring was enumerated, never above the uncapped optimum; when
 the uncapped optimum already uses rings of at most K items, it is the answer to (1) and
 CP-SAT only breaks ties. ``gap = (bound - items_traded) / bound``.
@@ -41,7 +45,8 @@ from ortools.sat.python import cp_model
 from .graph import WantGraph, strongly_connected
 
 MAX_CYCLES = 1_500_000
-POLISH_EDGES = 60_000
+POLISH_EDGES = 20_000
+POLISH_BUDGET_S = 0.25
 DEFAULT_BUDGET_S = 20.0
 SEED = 1
 
@@ -133,7 +138,7 @@ def _cp_solver(seconds: float) -> cp_model.CpSolver:
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = SEED
     solver.parameters.max_deterministic_time = max(seconds, 0.05)
-    solver.parameters.max_time_in_seconds = max(2 * seconds, 0.1)
+    solver.parameters.max_time_in_seconds = max(seconds, 0.05)
     return solver
 
 
@@ -173,7 +178,7 @@ def _polish_uncapped(
     chosen = {(r[i], r[(i + 1) % len(r)]) for r in rings for i in range(len(r))}
     for e, v in var.items():
         model.AddHint(v, e in chosen)
-    solver = _cp_solver(budget_s)
+    solver = _cp_solver(min(budget_s, POLISH_BUDGET_S))
     status = solver.Solve(model)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return Solution(tuple(rings), items, users, best_items, True, "none")
@@ -238,6 +243,18 @@ def enumerate_cycles(graph: WantGraph, comps: list[list[int]], max_items: int, l
     return cycles, True
 
 
+def greedy_packing(cycles: Sequence[tuple[int, ...]], weights: Sequence[int]) -> list[int]:
+    """Shortest ring first (then the canonical order), each ring taken when it shares no item with those taken:
+    the floor the capped solver never goes below (indices into ``cycles``)."""
+    used: set[int] = set()
+    chosen = []
+    for i in sorted(range(len(cycles)), key=lambda i: (len(cycles[i]), cycles[i])):
+        if weights[i] and used.isdisjoint(cycles[i]):
+            used.update(cycles[i])
+            chosen.append(i)
+    return chosen
+
+
 def _hint(model: cp_model.CpModel, x: list[cp_model.IntVar], chosen: list[int]) -> None:
     """Start the next search from the rings ``chosen`` (indices into ``x``)."""
     model.ClearHints()
@@ -274,22 +291,33 @@ def _capped(
     items_expr = sum(w * v for w, v in zip(weights, x, strict=True))
     index = {c: i for i, c in enumerate(cycles)}
     hint = [index[r] for r in uncapped if r in index]
-    _hint(model, x, hint)
-    # (1) items: when the uncapped optimum has only short rings, it is the answer
+    # (1) items: when the uncapped optimum has only short rings, it is the answer; else CP-SAT, started from
+    # the better of those short rings and the shortest-ring-first greedy packing, and never worse than it
     if len(hint) == len(uncapped):
         found, bound, chosen = uncapped_items, uncapped_items, hint
     else:
+        greedy = greedy_packing(cycles, weights)
+        start = max(greedy, hint, key=lambda chosen: sum(weights[i] for i in chosen))
+        _hint(model, x, start)
         model.Maximize(items_expr)
         solver = _cp_solver(budget_s * 0.7)
         status = solver.Solve(model)
-        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            notes.append("no solution in the budget")
-            return Solution((), 0, 0, uncapped_items, False, "none", len(cycles), tuple(notes))
-        found = round(solver.ObjectiveValue())
-        chosen = [i for i, v in enumerate(x) if solver.Value(v)]
+        found, chosen = sum(weights[i] for i in start), start
         bound = uncapped_items
-        if complete:
-            bound = found if status == cp_model.OPTIMAL else min(bound, int(solver.BestObjectiveBound() + 1e-6))
+        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE) and round(solver.ObjectiveValue()) >= found:
+            found = round(solver.ObjectiveValue())
+            chosen = [i for i, v in enumerate(x) if solver.Value(v)]
+        else:
+            notes.append("CP-SAT found nothing better in the budget: the greedy packing stands")
+        if complete and status == cp_model.OPTIMAL:
+            bound = found
+        elif complete and status == cp_model.FEASIBLE:
+            bound = min(bound, int(solver.BestObjectiveBound() + 1e-6))
+        if bound > found:
+            rings = sorted(cycles[i] for i in chosen)
+            items, users = score(graph, rings)
+            notes.append("not proven optimal in the budget: ties were not broken")
+            return Solution(tuple(rings), items, users, bound, False, "none", len(cycles), tuple(notes))
     # (2) owners, (3) rings, each with the previous steps held
     _hint(model, x, chosen)
     model.Add(items_expr >= found)
