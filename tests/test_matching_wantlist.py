@@ -163,6 +163,15 @@ def test_cli_text_and_problems_on_stderr(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_cli_live_mode_needs_a_node_and_the_settlement_cap(tmp_path: Path) -> None:
+    home = str(tmp_path / "nohome")
+    assert_one_line_error(run_cli("--home", home, "match"), 3, "no node is running")
+    proc = run_cli("--home", home, "match", "--max-parties", "9")
+    assert proc.returncode == 2 and "at most 8 parties" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("--home", home, "match", "--wants", str(tmp_path / "x"), "--propose")
+    assert proc.returncode == 2 and "--propose" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_cli_bad_files_are_one_line(tmp_path: Path) -> None:
     assert_one_line_error(run_cli("match", "--wants", str(tmp_path / "missing.txt")), 2, "missing.txt")
     binary = tmp_path / "binary.txt"
