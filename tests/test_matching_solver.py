@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from swapmeet.protocol.matching import graph as wg
-from swapmeet.protocol.matching.solve import canonical, enumerate_cycles, solve
+from swapmeet.protocol.matching.solve import canonical, enumerate_cycles, score, solve
 
 
 def test_a_four_ring_is_found_uncapped_and_under_a_cap_of_four_not_three() -> None:
@@ -105,6 +105,11 @@ def test_strongly_connected_components() -> None:
 
 def brute_force(g: wg.WantGraph, cap: int) -> int:
     """The most real items any set of disjoint valid rings moves, by trying every set."""
+    return brute_force_goal(g, cap)[0]
+
+
+def brute_force_goal(g: wg.WantGraph, cap: int) -> tuple[int, int, int]:
+    """The best (real items, owners trading, rings) of any set of disjoint valid rings, compared in that order."""
     n = g.n
     cycles = set()
     for k in range(2, (cap or n) + 1):
@@ -112,17 +117,17 @@ def brute_force(g: wg.WantGraph, cap: int) -> int:
             if wg.ring_valid(g, perm) and any(not g.dummy[a] for a in perm):
                 cycles.add(canonical(perm))
     cycles_l = sorted(cycles)
-    best = 0
+    best = (0, 0, 0)
 
-    def go(i: int, used: frozenset[int], items: int) -> None:
+    def go(i: int, chosen: list[tuple[int, ...]], used: frozenset[int]) -> None:
         nonlocal best
-        best = max(best, items)
+        best = max(best, (*score(g, chosen), len(chosen)))
         for j in range(i, len(cycles_l)):
             c = cycles_l[j]
             if used.isdisjoint(c):
-                go(j + 1, used | set(c), items + sum(g.weight(a) for a in c))
+                go(j + 1, [*chosen, c], used | set(c))
 
-    go(0, frozenset(), 0)
+    go(0, [], frozenset())
     return best
 
 
@@ -153,3 +158,13 @@ def test_rings_are_valid_and_move_as_many_items_as_brute_force(g: wg.WantGraph, 
     assert s.users_trading == len({g.owner[a] for a in real})
     assert s.items_traded == brute_force(g, cap)
     assert s.optimal and s.bound == s.items_traded
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(graphs(), st.sampled_from([0, 2, 3, 4]))
+def test_ties_go_to_more_owners_then_more_rings_as_brute_force_says(g: wg.WantGraph, cap: int) -> None:
+    s = solve(g, cap)
+    items, users, rings = brute_force_goal(g, cap)
+    assert (s.items_traded, s.users_trading) == (items, users) or s.tiebreak == "none"
+    if cap and s.tiebreak == "full":  # capped: shorter rings, i.e. more of them, come third
+        assert len(s.rings) == rings
