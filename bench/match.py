@@ -16,7 +16,7 @@ market of that size) parsed and solved uncapped.
 
 Goals, reported as ratios in the JSON: uncapped = optimum exactly; capped within 2% of its
 proven bound; the 2,000-item want list under 1 s; a 100k-listing book under 60 s (uncapped)
-and under 1 GB. Run: ``python bench/match.py [--quick]`` (quick: 1k and 10k listings, a 5 s
+and under 1 GB. Run: ``python bench/match.py [--quick]`` (quick: 1k and 10k listings, a 10 s
 budget, under 60 s); the last line is JSON.
 """
 
@@ -178,9 +178,9 @@ def goals(sizes: list[dict[str, Any]], wl: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1k and 10k listings, a 5 s budget: under 60 s")
+    parser.add_argument("--quick", action="store_true", help="1k and 10k listings, a 10 s budget: under 60 s")
     parser.add_argument("--sizes", default="1000,10000,100000", help="listings per market, comma-separated")
-    parser.add_argument("--budget", type=float, default=None, help="the capped solver's seconds (default 20; quick 5)")
+    parser.add_argument("--budget", type=float, default=None, help="the capped solver's seconds (default 20; quick 10)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--wants", type=float, default=4.0, help="mean acceptances a listing")
     parser.add_argument("--home", type=float, default=0.9, help="share of acceptances inside the own cluster")
@@ -188,7 +188,7 @@ def main() -> None:
     parser.add_argument("--want-list", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.budget is None:
-        args.budget = 5.0 if args.quick else 20.0
+        args.budget = 10.0 if args.quick else 20.0
     if args.one is not None:
         print(json.dumps(one_size(args.one, args)))
         return
