@@ -22,7 +22,8 @@ uncapped (an edge formulation does not see rings). ``Solution.tiebreak`` says wh
 **Capped** (``max_items=K``, K >= 2): a ring has at most K items (dummies included), which
 also caps its owners at K. This is the kidney-exchange problem, NP-hard for K >= 3. The
 cycle formulation: every ring of at most K items is enumerated inside the strongly
-connected components (at most :data:`MAX_CYCLES` of them), one boolean each, each item in
+connected components (at most :data:`MAX_CYCLES` of them, and at most :data:`PER_ITEM_CYCLES`
+with any one item as their smallest), one boolean each, each item in
 at most one chosen ring; CP-SAT maximises (1), started from the shortest-ring-first greedy
 packing (:func:`greedy_packing`), whose result it never goes below; then, only when (1) is
 proven optimal, with (1) held it maximises (2), then with both held (3), each with its share
@@ -44,7 +45,9 @@ from ortools.sat.python import cp_model
 
 from .graph import WantGraph, strongly_connected
 
-MAX_CYCLES = 1_500_000
+MAX_CYCLES = 300_000
+PER_ITEM_CYCLES = 2_000  # rings enumerated with one item as their smallest
+PER_ITEM_STEPS = 100_000  # steps of the search for those
 POLISH_EDGES = 20_000
 POLISH_BUDGET_S = 0.25
 DEFAULT_BUDGET_S = 20.0
@@ -194,11 +197,22 @@ def _polish_uncapped(
     return Solution(tuple(polished), p_items, p_users, best_items, True, tiebreak)
 
 
-def enumerate_cycles(graph: WantGraph, comps: list[list[int]], max_items: int, limit: int) -> tuple[list, bool]:
+def enumerate_cycles(
+    graph: WantGraph,
+    comps: list[list[int]],
+    max_items: int,
+    limit: int,
+    *,
+    per_item: int = PER_ITEM_CYCLES,
+    per_item_steps: int = PER_ITEM_STEPS,
+) -> tuple[list, bool]:
     """Every cycle of at most ``max_items`` items inside ``comps``, canonical (smallest item first), and whether
-    the list is complete (False when ``limit`` was reached)."""
+    the list is complete. Work is bounded three ways: at most ``limit`` cycles in all, and per smallest item at
+    most ``per_item`` cycles and ``per_item_steps`` steps of the search (so that a few items with very many
+    rings through them cannot use up the whole allowance); any bound reached makes the list incomplete."""
     accepts = graph.accepts
     cycles: list[tuple[int, ...]] = []
+    complete = True
     for comp in comps:
         members = set(comp)
         back: dict[int, list[int]] = {a: [] for a in comp}
@@ -222,7 +236,12 @@ def enumerate_cycles(graph: WantGraph, comps: list[list[int]], max_items: int, l
             path = [s]
             on_path = {s}
             stack = [iter(accepts[s])]
+            found = steps = 0
             while stack:
+                steps += 1
+                if steps > per_item_steps or found >= per_item:
+                    complete = False
+                    break
                 nxt = next(stack[-1], None)
                 if nxt is None:
                     stack.pop()
@@ -231,6 +250,7 @@ def enumerate_cycles(graph: WantGraph, comps: list[list[int]], max_items: int, l
                 if nxt == s:
                     if len(path) >= 2:
                         cycles.append(tuple(path))
+                        found += 1
                         if len(cycles) >= limit:
                             return cycles, False
                     continue
@@ -240,7 +260,7 @@ def enumerate_cycles(graph: WantGraph, comps: list[list[int]], max_items: int, l
                 path.append(nxt)
                 on_path.add(nxt)
                 stack.append(iter(accepts[nxt]))
-    return cycles, True
+    return cycles, complete
 
 
 def greedy_packing(cycles: Sequence[tuple[int, ...]], weights: Sequence[int]) -> list[int]:
