@@ -167,6 +167,11 @@ class ApiClient:
         """``spec``: ``{"legs": [{"from", "to", "items"}], "parties"?, "listings"?, "deadline_in_s"?}``; the trade."""
         return self.request("POST", "/v1/trades", body=spec)
 
+    def match(self, max_parties: int, budget_s: float, propose: bool) -> dict[str, Any]:
+        """The rings through this node (``POST /v1/match``); the match view of :mod:`swapmeet.node.jsonview`."""
+        body = {"max_parties": max_parties, "budget_s": budget_s, "propose": propose}
+        return self.request("POST", "/v1/match", body=body)
+
     def trades(self, state: str | None = None) -> list[dict[str, Any]]:
         return self.request("GET", "/v1/trades", query={"state": state})
 

@@ -7,7 +7,9 @@ tags as repeatable words, a time as ``WHEN`` (a duration from now, Unix seconds
 or an ISO date), a window as ``START..END``, hashes (photos) as repeatable
 ``--photo FILE``: the file is read here (a regular file, at most
 :data:`MAX_PHOTO_FILE` bytes) and sent to the node, which re-encodes it and
-answers with the hash the listing names (:func:`upload_files`). The two expiry fields are one
+answers with the hash the listing names (:func:`upload_files`); listing ids
+(``--accept LISTING``) as full ids or short prefixes, looked up on the node
+and sent as the listing's (author, series) (:func:`resolve_refs`). The two expiry fields are one
 option, ``--expires WHEN``: a duration goes to the node as relative (its clock
 decides), anything else as absolute. A new field of ``ListingSpec`` gets its
 option here without an edit, as long as its type is one of these.
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any, get_type_hints
 import click
 from swapmeet.ledger.localfile import open_regular
 from swapmeet.protocol.errors import InvalidObject
-from swapmeet.protocol.listing_spec import HASH_FIELDS, ListingSpec
+from swapmeet.protocol.listing_spec import HASH_FIELDS, REF_FIELDS, ListingSpec
 from swapmeet.protocol.objects import Item
 
 from .parsing import parse_expires, parse_items, parse_when, parse_window
@@ -55,6 +57,8 @@ _KINDS: dict[Any, _Kind] = {
     tuple[int, int] | None: _Kind(False, "START..END", lambda v, option, now: parse_window(v, now), ", e.g. 1d..3d"),
     # files read here, uploaded by upload_files(): the node re-encodes them and names them by hash
     Sequence[bytes]: _Kind(True, "FILE", lambda v, option, now: [read_file(p, option) for p in v]),
+    # listing ids or prefixes as typed, made (author, series) references by resolve_refs(): the node knows them
+    tuple[tuple[bytes, bytes], ...]: _Kind(True, "LISTING", lambda v, option, now: list(v)),
 }
 MAX_PHOTO_FILE = 16 * 1024 * 1024  # bytes, what the node's upload endpoint accepts (a phone photo is 2-8 MB)
 
@@ -73,6 +77,7 @@ def read_file(path: str, option: str) -> bytes:
 
 
 _TYPES = get_type_hints(ListingSpec)
+_OPTION_OF = {f.name: "--" + f.metadata.get("option", f.name) for f in fields(ListingSpec)}
 
 
 def _content_fields() -> list[Field[Any]]:
@@ -126,6 +131,21 @@ def listing_body(values: dict[str, Any], now: int) -> dict[str, Any]:
         body[f.name] = _KINDS[_TYPES[f.name]].to_json(value, _option_name(f), now)
     if values["expires"] is not None:
         body.update(parse_expires(values["expires"]))
+    return body
+
+
+def resolve_refs(body: dict[str, Any], client: ApiClient) -> dict[str, Any]:
+    """``body`` with the listings of its reference fields (``--accept``), typed as ids or short prefixes, made
+    ``{"author", "series"}`` references (a listing across its revisions) by asking the node."""
+    for name in REF_FIELDS:
+        if name in body:
+            refs = []
+            for text in body[name]:
+                found = client.get(client.resolve(text.strip().lower()))
+                if found.get("kind") != "listing":
+                    raise InvalidObject(_OPTION_OF.get(name, name), f"{text!r} is a {found.get('kind')}, not a listing")
+                refs.append({"author": found["author"], "series": found["series"]})
+            body[name] = refs
     return body
 
 

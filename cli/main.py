@@ -105,12 +105,23 @@ def cli(ctx: click.Context, home: str | None, debug: bool) -> None:
 
 
 def _register(group: click.Group) -> None:
-    from . import audit_cmd, config_cmds, demo_cmd, identity_cmds, ledger_cmds, node_cmds, trade_cmds, ui_cmd
+    from . import (
+        audit_cmd,
+        config_cmds,
+        demo_cmd,
+        identity_cmds,
+        ledger_cmds,
+        match_cmds,
+        node_cmds,
+        trade_cmds,
+        ui_cmd,
+    )
 
     for command in (
         *identity_cmds.COMMANDS,
         *node_cmds.COMMANDS,
         *trade_cmds.COMMANDS,
+        *match_cmds.COMMANDS,
         ledger_cmds.ledger,
         audit_cmd.audit,
         demo_cmd.demo,

@@ -31,7 +31,7 @@ from swapmeet.protocol.errors import SwapmeetError
 from swapmeet.protocol.objects import LISTING_TYPES
 
 from .context import App, pass_app
-from .listing_options import listing_body, listing_options, upload_files
+from .listing_options import listing_body, listing_options, resolve_refs, upload_files
 from .output import duration, items_text, json_option, peer_cell, print_fields, print_json, print_table, relative, short
 
 if TYPE_CHECKING:
@@ -290,7 +290,7 @@ def publish(app: App, as_json: bool, **values: Any) -> None:
     """
     spec = listing_body(values, int(time.time()))
     client = app.client()
-    listing = client.publish(upload_files(spec, client))
+    listing = client.publish(upload_files(resolve_refs(spec, client), client))
     if as_json:
         print_json(listing)
         return

@@ -701,6 +701,16 @@ class OfferBook:
                 return []
             return self._load_ids(ids)  # type: ignore[return-value]
 
+    def live_listings(self, now: int, limit: int) -> list[Listing]:
+        """Every listing live at ``now`` (the current revision of each series: the book keeps no other), in id
+        order, at most ``limit`` of them (matching's input, :mod:`.matching`)."""
+        with self._lock:
+            ids = [
+                r[0]
+                for r in self._db.execute("SELECT id FROM listings WHERE expires > ? ORDER BY id LIMIT ?", (now, limit))
+            ]
+            return self._load_ids(ids)  # type: ignore[return-value]
+
     def offers(
         self,
         party: bytes | None = None,

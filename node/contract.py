@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
     from .events import Subscription
     from .ledgerview import ChainHeld, Reputation
+    from .matching import MatchResult
 
 API_HOST = "127.0.0.1"  # the local API listens on loopback only: the token is the only lock
 MIN_PREFIX = 4  # hex digits; shorter prefixes match by accident too easily
@@ -307,6 +308,13 @@ class TradingAPI(Protocol):
 
     async def trades(self) -> list[Trade]:
         """Every exchange this node is a party to, newest first."""
+        ...
+
+    async def match(self, max_parties: int, *, budget_s: float = 10.0, propose: bool = False) -> MatchResult:
+        """The barter rings through this node that the solver picks from the book (rings of 2..``max_parties``
+        listings; 0 means the settlement's 8); with ``propose``, the rings this node coordinates (smallest
+        public key among the parties) are proposed as N-party exchanges. See :mod:`swapmeet.node.matching`.
+        Raises :class:`Conflict` when a match is already running or the book is too large to match."""
         ...
 
     async def trade(self, exchange_id: bytes) -> Trade:

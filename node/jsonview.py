@@ -20,6 +20,7 @@ listing::
      "have": [item], "want": [item], "desc": str, "tags": [str], "category": str,
      "window": [start, end] | null, "due": int | null, "loc": geohash | null,
      "photos": [hex] (SHA-256 of each photo, [] when none),
+     "accepts": [{"author": peer, "series": hex}] (listings taken in return, [] when none),
      "created": int, "expires": int, "series": hex, "rev": int}
 
     (the content fields are those of ``swapmeet.protocol.listing_spec.ListingSpec``, in its order)
@@ -83,6 +84,15 @@ entry (a ledger chain link)::
     {"kind": "entry", "id": hex, "author": PeerID, "seq": int, "prev": hex, "time": int,
      "payload": exchange | rating | receipt}
 
+match (``POST /v1/match``, ``swapmeet match --json``; the rings through this node)::
+
+    {"kind": "match", "max_parties": int, "listings": int, "left_out": int,
+     "acceptances": {"explicit": int, "implicit": int},
+     "items_traded": int, "users_trading": int, "rings_in_book": int,   # the whole book's solution
+     "bound": int, "optimal": bool, "gap": float, "tiebreak": str, "notes": [str], "elapsed_s": float,
+     "rings": [{"coordinator": PeerID, "mine": bool, "proposed": hex | null, "refused": str | null,
+                "legs": [{"from": PeerID, "to": PeerID, "listing": hex, "title": str, "items": [item]}]}]}
+
 The local ledger store (``swapmeet ledger show|export|import|verify --json``):
 
 chain (a chain held; ``head`` is null only for a chain not held)::
@@ -144,6 +154,7 @@ if TYPE_CHECKING:
     from swapmeet.protocol.settlement import OfferView
 
     from .contract import Trade
+    from .matching import MatchResult
 
 # ExchangeState -> the coarse state scripts rely on
 TRADE_STATES: dict[str, str] = {
@@ -178,6 +189,8 @@ def _value(value: Any) -> Any:
 def _element(v: Any) -> Any:
     if isinstance(v, Item):
         return {"item": v.item, "qty": v.qty, "unit": v.unit}
+    if isinstance(v, tuple):  # a listing reference (accepts): (author, series)
+        return {"author": peer_id(v[0]), "series": v[1].hex()}
     return v.hex() if isinstance(v, bytes) else v
 
 
@@ -237,6 +250,46 @@ def exchange(x: Exchange) -> dict[str, Any]:
         "deadline": x.deadline,
         "offer": x.offer.id.hex() if x.offer is not None else None,
         "listings": [listing.id.hex() for listing in x.listings],
+    }
+
+
+def match(r: MatchResult) -> dict[str, Any]:
+    """The rings through this node that a match found (:class:`swapmeet.node.matching.MatchResult`)."""
+    s = r.solution
+    return {
+        "kind": "match",
+        "max_parties": r.max_parties,
+        "listings": r.listings,
+        "left_out": r.left_out,
+        "acceptances": {"explicit": r.explicit, "implicit": r.implicit},
+        "items_traded": s.items_traded,
+        "users_trading": s.users_trading,
+        "rings_in_book": len(s.rings),
+        "bound": s.bound,
+        "optimal": s.optimal,
+        "gap": round(s.gap, 6),
+        "tiebreak": s.tiebreak,
+        "notes": list(r.notes),
+        "elapsed_s": round(r.elapsed_s, 4),
+        "rings": [
+            {
+                "coordinator": peer_id(ring.coordinator),
+                "mine": ring.coordinator == r.me,
+                "proposed": ring.proposed.hex() if ring.proposed is not None else None,
+                "refused": ring.refused,
+                "legs": [
+                    {
+                        "from": peer_id(leg.giver),
+                        "to": peer_id(leg.receiver),
+                        "listing": leg.listing.id.hex(),
+                        "title": leg.listing.title,
+                        "items": items(leg.listing.have),
+                    }
+                    for leg in ring.legs
+                ],
+            }
+            for ring in r.rings
+        ],
     }
 
 

@@ -39,6 +39,7 @@ from swapmeet.protocol.settlement import (
 
 from .book import OfferBook
 from .contract import DEFAULT_DEADLINE_S, DEFAULT_OFFER_TTL_S, Conflict, Trade, UnknownObject
+from .matching import DEFAULT_BUDGET_S, Matching, MatchResult
 from .replication import Replication
 from .settlement import SettlementService
 
@@ -60,6 +61,7 @@ class Trading:
         self.settlement = settlement
         self.replication = replication
         self.book = book
+        self.matching = Matching(self.me, book, self)
 
     async def _command(self, event: Event) -> list[Decision]:
         """Feed a user's command; a refusal becomes UnknownObject (code ``unknown``) or Conflict."""
@@ -179,6 +181,11 @@ class Trading:
         await self.trade(exchange_id)
         await self._command(Sign(exchange_id, _now()))
         return await self.trade(exchange_id)
+
+    async def match(
+        self, max_parties: int, *, budget_s: float = DEFAULT_BUDGET_S, propose: bool = False
+    ) -> MatchResult:
+        return await self.matching.match(max_parties, budget_s=budget_s, propose=propose)
 
     async def trades(self) -> list[Trade]:
         live = {v.exchange.id: v for v in self.settlement.machine.exchanges()}

@@ -104,6 +104,7 @@ MAX_LISTINGS_PER_EXCHANGE = 8
 MAX_SEQ = 2**53
 MAX_NOTE = 500  # the note of an offer or a notice
 MAX_PHOTOS = 4  # photos a listing may name
+MAX_ACCEPTS = 32  # listings a listing may name as acceptable in return
 PHOTO_HASH_SIZE = 32  # a photo is named by the SHA-256 of its bytes
 
 MAX_SIZE: dict[str, int] = {
@@ -398,7 +399,7 @@ def _listing(header: Header, body: Any, path: str) -> Listing:
         body,
         path,
         ("rev", "desc", "have", "tags", "type", "want", "title", "series", "created", "expires", "category"),
-        ("loc", "due", "window", "photos"),
+        ("loc", "due", "window", "photos", "accepts"),
     )
     created = _time(f["created"], f"{path}.created")
     expires = _time(f["expires"], f"{path}.expires")
@@ -436,6 +437,7 @@ def _listing(header: Header, body: Any, path: str) -> Listing:
     if category != "":
         _pattern(category, f"{path}.category", _CATEGORY, "empty or a path like 'tools/garden'")
     photos = _photos(f["photos"], f"{path}.photos") if "photos" in f else ()
+    accepts = _accepts(f["accepts"], f"{path}.accepts") if "accepts" in f else ()
     raw, oid, author = header
     return Listing(
         raw=raw,
@@ -456,6 +458,7 @@ def _listing(header: Header, body: Any, path: str) -> Listing:
         created=created,
         expires=expires,
         photos=photos,
+        accepts=accepts,
     )
 
 
@@ -469,6 +472,22 @@ def _photos(value: Any, path: str) -> tuple[bytes, ...]:
     if len(set(hashes)) != len(hashes):
         raise InvalidObject(path, "names a photo twice", "duplicate")
     return hashes
+
+
+def _accepts(value: Any, path: str) -> tuple[tuple[bytes, bytes], ...]:
+    """The listings a listing accepts in return: absent when none, else 1 to MAX_ACCEPTS distinct
+    ``[author, series]`` pairs (a listing across its revisions, section 10.1).
+
+    Like ``photos``, an empty array is refused (one encoding for "none"). Only the form is checked here:
+    whether a pair names a live listing is the book's business (PROTOCOL.md 10.10).
+    """
+    refs = []
+    for i, ref in enumerate(_list(value, path, 1, MAX_ACCEPTS)):
+        author, series = _list(ref, f"{path}[{i}]", 2, 2)
+        refs.append((_bytes(author, f"{path}[{i}][0]", KEY_SIZE), _bytes(series, f"{path}[{i}][1]", SERIES_SIZE)))
+    if len(set(refs)) != len(refs):
+        raise InvalidObject(path, "names a listing twice", "duplicate")
+    return tuple(refs)
 
 
 def _withdrawal(header: Header, body: Any, path: str) -> Withdrawal:

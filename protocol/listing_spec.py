@@ -17,6 +17,8 @@ Field metadata (``dataclasses.field(metadata=...)``):
 - ``min_items``: the least number of items a list field takes.
 - ``omit_empty``: an empty value is left out of the signed body (a field added after the first
   listings were signed: those stay byte-identical, and older nodes still accept listings without it).
+- ``form``: False for a field the web UI's publish form leaves out (``accepts``: picking listings
+  needs the book, which the form does not show).
 - ``expiry``: the field says when the listing expires; it is not part of the signed content as such
   (the signed ``expires`` is computed from it, see :meth:`ListingSpec.expiry`).
 
@@ -77,6 +79,16 @@ class ListingSpec:
             "omit_empty": True,
         },
     )
+    accepts: tuple[tuple[bytes, bytes], ...] = field(
+        default=(),
+        metadata={
+            "help": "A listing you would take in return for all of this one, repeatable (at most 32).",
+            "option": "accept",
+            "metavar": "LISTING",
+            "omit_empty": True,
+            "form": False,
+        },
+    )
     expires: int | None = field(
         default=None, metadata={"help": "When it expires, absolute Unix seconds.", "expiry": True}
     )
@@ -109,7 +121,7 @@ class ListingSpec:
             if value is None or (name in OMIT_EMPTY and not value):
                 continue
             if isinstance(value, tuple | list):
-                value = [v.to_cbor() if isinstance(v, Item) else v for v in value]
+                value = [v.to_cbor() if isinstance(v, Item) else list(v) if isinstance(v, tuple) else v for v in value]
             body[name] = value
         return body
 
@@ -121,6 +133,11 @@ OMIT_EMPTY: frozenset[str] = frozenset(f.name for f in fields(ListingSpec) if f.
 #: The fields that hold items (``"QTY [UNIT] x ITEM"`` on the command line).
 ITEM_FIELDS: tuple[str, ...] = tuple(
     name for name, hint in get_type_hints(ListingSpec).items() if hint == Sequence[Item]
+)
+#: The fields that name other listings across revisions, as (author, series) pairs: ``{"author": PEERID,
+#: "series": HEX}`` in JSON; a listing id or unambiguous prefix on the command line, looked up first.
+REF_FIELDS: tuple[str, ...] = tuple(
+    name for name, hint in get_type_hints(ListingSpec).items() if hint == tuple[tuple[bytes, bytes], ...]
 )
 #: The fields that hold 32-byte hashes (hex in JSON; ``--photo FILE`` on the command line, uploaded first).
 HASH_FIELDS: tuple[str, ...] = tuple(

@@ -101,6 +101,8 @@ class Listing(Signed):
     expires: int
     # SHA-256 hashes of the listing's photos (the bytes travel apart, see node/photos.py); () when none
     photos: tuple[bytes, ...] = ()
+    # listings (author, series) the author takes in return for this one's whole ``have`` (PROTOCOL.md 10.10)
+    accepts: tuple[tuple[bytes, bytes], ...] = ()
 
     @property
     def kind(self) -> str:

@@ -39,6 +39,7 @@ from swapmeet.node.http.app import create_app
 from swapmeet.node.http.guard import TokenGuard
 from swapmeet.node.http.server import serve_api
 from swapmeet.node.ledgerview import ChainHeld, Reputation
+from swapmeet.node.matching import MatchResult, RingFound
 from swapmeet.protocol import settlement as st
 from swapmeet.protocol.build import (
     make_offer,
@@ -52,6 +53,8 @@ from swapmeet.protocol.build import (
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import Identity, peer_id
 from swapmeet.protocol.listing_spec import ListingSpec
+from swapmeet.protocol.matching.book import coordinator, ring_legs, want_graph
+from swapmeet.protocol.matching.solve import solve
 from swapmeet.protocol.objects import (
     Exchange,
     Item,
@@ -349,6 +352,28 @@ class FakeNode:
     async def trade(self, exchange_id: bytes) -> contract.Trade:
         return self._view(exchange_id)
 
+    async def match(self, max_parties: int, *, budget_s: float = 10.0, propose: bool = False) -> MatchResult:
+        """The real solver over the node's listings (no exclusions, nothing proposed)."""
+        book = want_graph(x for x in self.objects.values() if isinstance(x, Listing))
+        s = solve(book.graph, max_parties or 8, budget_s=budget_s)
+        rings = [ring_legs(book, r) for r in s.rings]
+        mine = [
+            RingFound(tuple(legs), coordinator(legs))
+            for legs in rings
+            if any(leg.giver == self.identity.public_key for leg in legs)
+        ]
+        return MatchResult(
+            self.identity.public_key,
+            max_parties or 8,
+            book.graph.n,
+            0,
+            book.explicit,
+            book.implicit,
+            s,
+            tuple(mine),
+            0.01,
+        )
+
     def _complete(self, exchange_id: bytes) -> Exchange:
         view = self._view(exchange_id).view
         if view.state is not st.ExchangeState.COMPLETE:
@@ -592,6 +617,12 @@ async def test_publish_then_listings_round_trip(tmp_path: Path) -> None:
             assert bytes.fromhex(published["id"]) in node.objects
 
             await r.call("publish", spec("Lawn mower", type="rental", window=[before + 10, before + 86_400]))
+            # accepts: listings named across revisions, {"author", "series"} in and out (PROTOCOL.md 10.10)
+            assert published["accepts"] == []
+            ref = {"author": peer_id(BOB.public_key), "series": "ab" * 16}
+            swap = await r.call("publish", spec("Swap", accepts=[ref]))
+            assert swap["accepts"] == [ref]
+            await r.call("withdraw", swap["id"])
             everything = await r.call("listings")
             assert {x["title"] for x in everything} == {"Road bike", "Lawn mower"}
             assert [x["title"] for x in await r.call("listings", type="rental")] == ["Lawn mower"]
@@ -1163,3 +1194,23 @@ async def test_cli_commands_against_a_running_api(tmp_path: Path) -> None:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(node_exits)
                 assert ok(await cli(home, "node", "stop")).startswith("node stopped")
+
+
+async def test_match_reports_the_rings_through_this_node(tmp_path: Path) -> None:
+    with trio.fail_after(LIMIT_S):
+        node = FakeNode()
+        async with running(node, tmp_path) as r:
+            mine = await r.call("publish", spec("Tent", have=["1 x tent"], want=["1 x kayak"]))
+            node.add(listing_of(BOB, "Kayak", "1 x kayak", "2 hour x guitar lessons"))
+            node.add(listing_of(CAROL, "Lessons", "2 hour x guitar lessons", "1 x tent"))
+            found = await r.call("match", 3, 5.0, False)
+            assert found["kind"] == "match" and found["items_traded"] == 3 and found["optimal"]
+            assert found["acceptances"] == {"explicit": 0, "implicit": 3}
+            (ring,) = found["rings"]
+            assert ring["proposed"] is None and ring["mine"] == (ring["coordinator"] == peer_id(ALICE.public_key))
+            legs = {(leg["from"], leg["to"], leg["title"]) for leg in ring["legs"]}
+            assert (peer_id(ALICE.public_key), peer_id(CAROL.public_key), "Tent") in legs
+            assert {leg["listing"] for leg in ring["legs"]} >= {mine["id"]}
+            assert (await r.call("match", 2, 5.0, False))["rings"] == []
+            status, _, body = await r.raw("POST", "/v1/match", body=b'{"max_parties": 9}')
+            assert status == 400 and "max_parties" in json.dumps(body)

@@ -662,3 +662,16 @@ def _timed(fn) -> float:  # type: ignore[no-untyped-def]
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+def test_live_listings_for_matching_are_current_unexpired_in_id_order_and_bounded(book: OfferBook) -> None:
+    old = mk(title="Bike v0", series=b"\x01" * 16)
+    new = mk(title="Bike v1", series=b"\x01" * 16, rev=1)
+    short = mk(BOB, title="Short-lived", expires=T + 10)
+    other = mk(CAROL, title="Kayak", have=("1 x kayak",))
+    for x in (old, new, short, other):
+        book.add(x, now=T)
+    live = book.live_listings(T + 100, 10)
+    assert titles(live) == titles(sorted([new, other], key=lambda x: x.id))  # no superseded, no expired
+    assert [x.id for x in book.live_listings(T, 10)] == sorted(x.id for x in (new, short, other))
+    assert len(book.live_listings(T, 2)) == 2

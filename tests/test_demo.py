@@ -41,10 +41,13 @@ from swapmeet.cli.demo.story import (
     EVE,
     auditor,
     cast,
-    find_ring,
     listing_plans,
+    ring_of,
     swaps_directly,
 )
+from swapmeet.protocol.identity import Identity
+from swapmeet.protocol.matching.book import ring_legs, want_graph
+from swapmeet.protocol.matching.solve import solve
 from swapmeet.protocol.settlement import Accept, OfferReceived, Refuse, Send, Settlement
 from swapmeet.protocol.settlement.reservations import Reservations
 
@@ -82,39 +85,59 @@ def _book(*rows: tuple[str, str, str, str]) -> list[dict[str, Any]]:
     return [{"id": i, "author": a, "have": items(h), "want": items(w)} for i, a, h, w in rows]
 
 
-def test_find_ring_follows_wants_around_three_peers() -> None:
+def test_the_solver_finds_the_story_ring_and_nothing_else() -> None:
+    """The demo's listings (every plan, signed as goods by one identity per name) hold exactly one ring,
+    Ada -> Ben -> Cai, and `swapmeet match`'s solver finds it."""
+    names = cast(7)
+    who = {name: Identity(bytes([i + 1]) * 32) for i, name in enumerate(names)}
+    signed = [
+        listing(
+            who[p.who],
+            title=p.title,
+            have=[item(h) for h in p.have],
+            want=[item(w) for w in p.want],
+            series=bytes([n]) * 16,
+        )
+        for n, p in enumerate(listing_plans(names))
+    ]
+    book = want_graph(signed)
+    for cap in (0, 3, 8):
+        s = solve(book.graph, cap)
+        assert len(s.rings) == 1 and s.items_traded == 3, cap
+    legs = ring_legs(book, solve(book.graph, 3).rings[0])
+    by_name = {x.public_key: name for name, x in who.items()}
+    assert {(by_name[leg.giver], by_name[leg.receiver], leg.listing.title) for leg in legs} == {
+        (ADA, BEN, "Camping tent for a weekend"),
+        (BEN, CAI, "Ladder to borrow"),
+        (CAI, ADA, "Guitar lessons"),
+    }
+
+
+def leg(giver: str, receiver: str) -> dict[str, Any]:
+    return {"from": giver, "to": receiver, "items": [], "listing": "00"}
+
+
+def test_ring_of_picks_the_ring_of_the_members_from_a_match_answer() -> None:
+    found = {
+        "rings": [
+            {"legs": [leg("p1", "p2"), leg("p2", "p1")]},
+            {"legs": [leg("p1", "p2"), leg("p2", "p3"), leg("p3", "p1")]},
+        ]
+    }
+    names = {"p1": ADA, "p2": BEN, "p3": CAI}
+    assert ring_of(found, {ADA, BEN, CAI}, names) == found["rings"][1]
+    assert ring_of(found, {ADA, EVE}, names) is None
+
+
+def test_swaps_directly_uses_the_matching_key() -> None:
+    swap = _book(("01", "ada", "1 x Tent", "1 x ladder"), ("02", "ben", "1 pcs x ladder", "1 x tent"))
+    assert swaps_directly(swap, "ada", "ben")
     book = _book(
         ("01", "ada", "1 x tent", "2 hour x guitar lessons"),
         ("02", "ben", "1 x ladder", "1 x tent"),
         ("03", "cai", "2 hour x guitar lessons", "1 x ladder"),
-        ("04", "ada", "1 x road bike", "10 kg x apples"),
-        ("05", "eve", "1 x record player", "3 kg x apples"),
     )
-    ring = find_ring(book, "cai")
-    assert ring is not None
-    assert [(leg.giver, leg.receiver, leg.text(), leg.listing) for leg in ring.legs] == [
-        ("cai", "ada", "2 hour x guitar lessons", "03"),
-        ("ada", "ben", "1 x tent", "01"),
-        ("ben", "cai", "1 x ladder", "02"),
-    ]
     assert not any(swaps_directly(book, a, b) for a, b in [("ada", "ben"), ("ben", "cai"), ("ada", "cai")])
-    assert find_ring(book, "eve") is None
-
-
-def test_find_ring_ignores_plain_swaps_and_takes_at_most_what_is_wanted() -> None:
-    swap = _book(("01", "ada", "1 x tent", "1 x ladder"), ("02", "ben", "1 x ladder", "1 x tent"))
-    assert find_ring(swap, "ada") is None and swaps_directly(swap, "ada", "ben")
-    book = _book(
-        ("01", "ada", "5 x tent", "2 hour x guitar lessons"),
-        ("02", "ben", "1 x ladder", "1 x tent"),
-        ("03", "cai", "9 hour x guitar lessons", "1 x ladder"),
-    )
-    ring = find_ring(book, "ada")
-    assert ring is not None and sorted(leg.text() for leg in ring.legs) == [
-        "1 x ladder",
-        "1 x tent",
-        "2 hour x guitar lessons",
-    ]
 
 
 def test_the_cheater_signs_what_an_honest_node_refuses(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -344,34 +344,46 @@ class Demo:
     def _ring(self) -> None:
         ada, ben, cai = (self.peers[x] for x in story.TRADERS)
         with self._step("ring"):
-            book = self._cli(cai, "listings", "--limit", "1000")
-            ring = story.find_ring(book, cai.peer_id)
+            # the solver of `swapmeet match` (protocol/matching) finds it in Cai's book
+            found = self._cli(cai, "match", "--max-parties", "3")
             names = {p.peer_id: p.name for p in self.peers.values()}
-            if ring is None or {names.get(p) for p in ring.parties} != {ada.name, ben.name, cai.name}:
-                raise DemoFailed("ring", f"no ring of Ada, Ben and Cai found in Cai's book (found {ring})")
+            ring = story.ring_of(found, {ada.name, ben.name, cai.name}, names)
+            if ring is None:
+                rings = [[names.get(leg["from"], leg["from"]) for leg in r["legs"]] for r in found["rings"]]
+                raise DemoFailed("ring", f"no ring of Ada, Ben and Cai in Cai's match (found {rings})")
+            book = self._cli(cai, "listings", "--limit", "1000")
             pairs = [(a, b) for a in (ada, ben, cai) for b in (ada, ben, cai) if a.index < b.index]
             direct = [f"{a.name}+{b.name}" for a, b in pairs if story.swaps_directly(book, a.peer_id, b.peer_id)]
             if direct:
                 raise DemoFailed("ring", f"the ring's parties could swap directly: {direct}")
-            legs_text = "; ".join(f"{names[leg.giver]} gives {names[leg.receiver]} {leg.text()}" for leg in ring.legs)
+            legs = ring["legs"]
+            legs_text = "; ".join(
+                f"{names[leg['from']]} gives {names[leg['to']]} {items_text(leg['items'])}" for leg in legs
+            )
             self._say(
                 "ring",
                 "Cai wants a ladder. Ben has one but wants a tent; Ada has a tent but wants guitar lessons, which Cai"
-                f" gives. No two of them can swap, but the three can: {legs_text}.",
+                f" gives. No two of them can swap, but `swapmeet match` finds that the three can: {legs_text}.",
                 who=cai.name,
+                cmd=_quote(["match", "--max-parties", "3"]),
                 legs=[
-                    {"from": names[leg.giver], "to": names[leg.receiver], "items": [leg.item], "listing": leg.listing}
-                    for leg in ring.legs
+                    {
+                        "from": names[leg["from"]],
+                        "to": names[leg["to"]],
+                        "items": leg["items"],
+                        "listing": leg["listing"],
+                    }
+                    for leg in legs
                 ],
             )
         with self._step("propose"):
             args = ["propose"]
-            for leg in ring.legs:
-                giver = "me" if leg.giver == cai.peer_id else leg.giver
-                receiver = "me" if leg.receiver == cai.peer_id else leg.receiver
-                args += ["--leg", f"{giver} -> {receiver}: {leg.text()}"]
-            for listing in ring.listings:
-                args += ["--listing", listing]
+            for leg in legs:
+                giver = "me" if leg["from"] == cai.peer_id else leg["from"]
+                receiver = "me" if leg["to"] == cai.peer_id else leg["to"]
+                args += ["--leg", f"{giver} -> {receiver}: {items_text(leg['items'])}"]
+            for leg in legs:
+                args += ["--listing", leg["listing"]]
             args += ["--deadline", "10m"]
             started = time.monotonic()
             trade = self._cli(cai, *args)

@@ -1,4 +1,4 @@
-"""The cast and the script of ``swapmeet demo``, and the ring search: data and pure functions, no I/O.
+"""The cast and the script of ``swapmeet demo``: data and pure functions, no I/O.
 
 :mod:`swapmeet.cli.demo.play` plays this script on a local swarm of real nodes.
 Everything here can be tested without a node.
@@ -20,14 +20,18 @@ With four nodes there is no Dee: Ada runs the archive node and audits.
 
 The ring: Ada has what Ben wants (a tent), Ben has what Cai wants (a ladder),
 Cai has what Ada wants (guitar lessons), and no two of them could swap
-directly. :func:`find_ring` finds it in the offer book by following wants.
+directly. ``swapmeet match`` finds it (the solver of :mod:`swapmeet.protocol.matching`);
+:func:`ring_of` picks it out of its answer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from swapmeet.protocol.matching.book import item_key
+from swapmeet.protocol.objects import Item
 
 MIN_NODES = 4
 MAX_NODES = 12
@@ -137,88 +141,23 @@ BIKE_COUNTER_TAKE = "1 x road bike"
 DOUBLE_SALE_OFFERS = ((BEN, "3 kg x apples"), (CAI, "1 hour x guitar lessons"))
 
 
-# --- the ring search ---
+# --- the ring, as `swapmeet match --json` reports it ---
+
+
+def ring_of(found: Mapping[str, Any], members: set[str], names: Mapping[str, str]) -> dict[str, Any] | None:
+    """The ring among exactly ``members`` (names) in a ``swapmeet match --json`` answer, or None.
+
+    ``names`` maps PeerIDs to names. The rings come from the solver (:mod:`swapmeet.protocol.matching`).
+    """
+    for ring in found["rings"]:
+        if {names.get(leg["from"]) for leg in ring["legs"]} == members:
+            return dict(ring)
+    return None
 
 
 def _key(item: Mapping[str, Any]) -> tuple[str, str]:
-    return (str(item["item"]).strip().casefold(), str(item.get("unit", "pc")))
-
-
-@dataclass(frozen=True)
-class RingLeg:
-    giver: str  # PeerID
-    receiver: str  # PeerID
-    item: dict[str, Any]  # {"item", "qty", "unit"}
-    listing: str  # id of the giver's listing the item comes out of
-
-    def text(self) -> str:
-        """The item in ``QTY [UNIT] x ITEM`` form."""
-        unit = self.item.get("unit", "pc")
-        return (
-            f"{self.item['qty']} x {self.item['item']}"
-            if unit == "pc"
-            else f"{self.item['qty']} {unit} x {self.item['item']}"
-        )
-
-
-@dataclass(frozen=True)
-class Ring:
-    legs: tuple[RingLeg, ...]
-    parties: tuple[str, ...] = field(default=())
-
-    @property
-    def listings(self) -> list[str]:
-        return [leg.listing for leg in self.legs]
-
-
-def find_ring(listings: Iterable[Mapping[str, Any]], me: str, *, max_parties: int = 4) -> Ring | None:
-    """A barter ring through ``me`` (a PeerID) among ``listings`` (``listings --json`` objects), or None.
-
-    A ring is a cycle of listings by distinct authors in which each listing has
-    an item that the next listing's author wants (matched by item name and
-    unit); every author gives that item (at most the quantity wanted) to the
-    next. Only rings of 3 or more parties count: a 2-cycle is a plain swap.
-    The shortest ring is returned (ties broken by listing id, so the result
-    is deterministic).
-    """
-    by_author: dict[str, list[Mapping[str, Any]]] = {}
-    for x in sorted(listings, key=lambda x: str(x["id"])):
-        by_author.setdefault(str(x["author"]), []).append(x)
-    if me not in by_author:
-        return None
-
-    def gives(giver_listing: Mapping[str, Any], receiver: str) -> list[tuple[dict[str, Any], Mapping[str, Any]]]:
-        """Items of ``giver_listing`` that some listing of ``receiver`` wants, with that listing."""
-        found = []
-        for wanting in by_author.get(receiver, []):
-            for w in wanting["want"]:
-                for h in giver_listing["have"]:
-                    if _key(h) == _key(w):
-                        found.append(({"item": h["item"], "qty": min(h["qty"], w["qty"]), "unit": h["unit"]}, wanting))
-        return found
-
-    best: list[RingLeg] | None = None
-    # Depth-first over paths me -> A -> B ... -> me; path[k] = (author, listing that author gives from)
-    for start in by_author[me]:
-        stack: list[tuple[list[str], list[RingLeg], Mapping[str, Any]]] = [([me], [], start)]
-        while stack:
-            path, legs, current = stack.pop()
-            giver = path[-1]
-            for receiver in sorted(by_author):
-                if receiver == giver:
-                    continue
-                for item, wanting in gives(current, receiver):
-                    leg = RingLeg(giver, receiver, item, str(current["id"]))
-                    if receiver == me:
-                        if len(path) >= 3 and (best is None or len(legs) + 1 < len(best)):
-                            best = [*legs, leg]
-                        continue
-                    if receiver in path or len(path) >= max_parties:
-                        continue
-                    stack.append(([*path, receiver], [*legs, leg], wanting))
-    if best is None:
-        return None
-    return Ring(tuple(best), tuple(leg.giver for leg in best))
+    """An item's matching key (PROTOCOL.md 10.10), for an item as ``listings --json`` gives it."""
+    return item_key(Item(str(item["item"]), int(item["qty"]), str(item.get("unit", "pc"))))
 
 
 def swaps_directly(listings: Iterable[Mapping[str, Any]], a: str, b: str) -> bool:

@@ -125,12 +125,27 @@ class StoppingOut(BaseModel):
 _SPEC_TYPES = get_type_hints(ListingSpec)
 # A 32-byte hash (a photo's SHA-256) as JSON: 64 lowercase hex digits.
 HashHex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class SeriesRef(_In):
+    """A listing across its revisions (PROTOCOL.md 10.1): what a listing's ``accepts`` names."""
+
+    author: str = Field(description="PeerID (or 64-hex key) of the listing's author")
+    series: str = Field(pattern=r"^[0-9a-f]{32}$", description="the listing's series, 32 hex")
+
+
 # How a ListingSpec field type is written in a request and in a response.
-_IN_TYPES: dict[Any, Any] = {Sequence[Item]: list[ItemText], Sequence[str]: list[str], Sequence[bytes]: list[HashHex]}
+_IN_TYPES: dict[Any, Any] = {
+    Sequence[Item]: list[ItemText],
+    Sequence[str]: list[str],
+    Sequence[bytes]: list[HashHex],
+    tuple[tuple[bytes, bytes], ...]: list[SeriesRef],
+}
 _OUT_TYPES: dict[Any, Any] = {
     Sequence[Item]: list[ItemOut],
     Sequence[str]: list[str],
     Sequence[bytes]: list[str],
+    tuple[tuple[bytes, bytes], ...]: list[SeriesRef],
     tuple[int, int] | None: list[int] | None,
 }
 
@@ -298,6 +313,21 @@ class ProposeIn(_In):
     legs: list[LegIn] = Field(min_length=1)
     listings: list[str] = Field([], description="ids (or prefixes) of the listings the exchange draws on")
     deadline_in_s: int | None = Field(None, gt=0, description=f"signing deadline, default {DEFAULT_DEADLINE_S}")
+
+
+class MatchIn(_In):
+    max_parties: int = Field(8, ge=0, le=8, description="at most this many listings a ring (0: the settlement's 8)")
+    budget_s: float = Field(10.0, gt=0, le=120, description="seconds the capped solver may search")
+    propose: bool = Field(False, description="propose the rings this node coordinates (smallest PeerID)")
+
+
+class MatchOut(_Open):
+    kind: str
+    max_parties: int
+    items_traded: int
+    bound: int
+    optimal: bool
+    rings: list[dict[str, Any]] = Field(description="the rings through this node (see swapmeet.node.jsonview)")
 
 
 class ConfirmIn(_In):

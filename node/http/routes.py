@@ -24,6 +24,8 @@ is a full 64-hex object id or an unambiguous prefix of at least
 ``POST /v1/trades``                   propose an N-party exchange (``{"parties": [peer] | null, "legs": [{"from":
                                       peer, "to": peer, "items": [item]}], "listings": [ID], "deadline_in_s"}``;
                                       parties default to their order of first appearance in the legs; 201 + trade)
+``POST /v1/match``                    barter rings through us in the book (``{"max_parties": 0..8, "budget_s",
+                                      "propose": bool}``); with ``propose``, proposes the rings we coordinate
 ``GET  /v1/trades``                   exchanges we are a party to, newest first; query ``state`` (coarse or fine)
 ``GET  /v1/trades/{ID}``              one of them
 ``POST /v1/trades/{ID}/sign``         consent to (sign) an exchange that waits for us: the trade
@@ -54,7 +56,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from swapmeet.protocol.build import parse_item
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.identity import peer_id
-from swapmeet.protocol.listing_spec import HASH_FIELDS, ITEM_FIELDS, ListingSpec
+from swapmeet.protocol.listing_spec import HASH_FIELDS, ITEM_FIELDS, REF_FIELDS, ListingSpec
 from swapmeet.protocol.objects import LISTING_TYPES, Item, Leg, Offer
 from swapmeet.protocol.settlement import OfferState, OfferView
 
@@ -70,6 +72,8 @@ from .models import (
     ListingIn,
     ListingOut,
     ListingRowOut,
+    MatchIn,
+    MatchOut,
     NoteIn,
     NoticeOut,
     OfferIn,
@@ -133,6 +137,10 @@ def listing_spec(body: Any) -> ListingSpec:
         value = getattr(body, f.name)
         if f.name in ITEM_FIELDS:
             value = tuple(items(value, f.name))
+        elif f.name in REF_FIELDS:
+            value = tuple(
+                (parse_author(r.author, f"{f.name}[{i}].author"), bytes.fromhex(r.series)) for i, r in enumerate(value)
+            )
         elif f.name in HASH_FIELDS:
             value = tuple(bytes.fromhex(v) for v in value)  # 64 hex: checked by the model
         elif isinstance(value, list):
@@ -332,6 +340,13 @@ async def propose(market: Market, trading: Trading, body: ProposeIn) -> dict[str
     listing_ids = [await full_id(market, x, f"listings[{i}]") for i, x in enumerate(body.listings)]
     proposed = await trading.propose(parties, legs, listings=listing_ids, deadline_in_s=body.deadline_in_s)
     return await trade_out(market, proposed)
+
+
+@router.post("/v1/match", response_model=MatchOut)
+async def match(trading: Trading, body: MatchIn) -> dict[str, Any]:
+    """The barter rings through this node in the book it holds; with ``propose``, propose those it coordinates."""
+    result = await trading.match(body.max_parties, budget_s=body.budget_s, propose=body.propose)
+    return jsonview.match(result)
 
 
 @router.get("/v1/trades", response_model=list[TradeOut])

@@ -58,7 +58,7 @@ def form_fields() -> list[FormField]:
     """Every content field of ListingSpec, in its order, as a form control."""
     out = []
     for f in fields(ListingSpec):
-        if f.name not in CONTENT_FIELDS:
+        if f.name not in CONTENT_FIELDS or f.metadata.get("form") is False:
             continue
         widget = _WIDGETS[_TYPES[f.name]]
         if "choices" in f.metadata:

@@ -219,6 +219,16 @@ class World:
             expires=T + 30 * DAY,
             series=bytes([0xA5]) * 16,
         )
+        # A math-trade listing: Bob would give his ladder for Alice's bench (PROTOCOL.md 10.10).
+        self.ladder_for_bench = build.make_listing(
+            BOB,
+            title="Ladder, for the bench",
+            have=[it("1 x ladder")],
+            accepts=((self.bench.author, self.bench.series),),
+            created=T,
+            expires=T + 30 * DAY,
+            series=bytes([0xB7]) * 16,
+        )
         self.receipt_bob = build.make_receipt(BOB, self.complete, legs=[0], created=T + DAY)
         self.receipt_alice = build.make_receipt(ALICE, self.complete, legs=[1], created=T + DAY + HOUR)
         self.rating = build.make_rating(
@@ -796,6 +806,14 @@ def listing_file(w: World) -> dict[str, Any]:
             a,
         ),
         valid(
+            "listing-accepts",
+            "Names the one listing (its author and series: any revision) its author would take in return for all "
+            "of this one: an explicit want for matching (PROTOCOL.md 10.10). A listing that names none has no "
+            "'accepts' field at all.",
+            w.ladder_for_bench,
+            seeds_of(BOB),
+        ),
+        valid(
             "listing-fresh-at-skew-limit",
             "Decoded with now = created - 300 (CLOCK_SKEW): still accepted.",
             w.chairs,
@@ -1167,6 +1185,48 @@ def listing_file(w: World) -> dict[str, Any]:
             edit(base, photos=[bytes([7]) * 32, bytes([7]) * 32]),
             "duplicate",
             "listing.body.photos",
+        ),
+        bad(
+            "listing-accepts-empty",
+            "'accepts' present but empty: none is written by leaving the field out (one encoding).",
+            edit(base, accepts=[]),
+            "length",
+            "listing.body.accepts",
+        ),
+        bad(
+            "listing-accepts-too-many",
+            "At most 32 listings accepted.",
+            edit(base, accepts=[[bytes([i]) * 32, bytes(16)] for i in range(33)]),
+            "length",
+            "listing.body.accepts",
+        ),
+        bad(
+            "listing-accepts-not-a-pair",
+            "Each accepted listing is a pair [author, series].",
+            edit(base, accepts=[[bytes(32), bytes(16), bytes(16)]]),
+            "length",
+            "listing.body.accepts[0]",
+        ),
+        bad(
+            "listing-accepts-author-short",
+            "The author is a 32-byte public key.",
+            edit(base, accepts=[[bytes(32), bytes(16)], [bytes(31), bytes(16)]]),
+            "length",
+            "listing.body.accepts[1][0]",
+        ),
+        bad(
+            "listing-accepts-series-text",
+            "The series is a byte string, not hex text.",
+            edit(base, accepts=[[bytes(32), "ab" * 16]]),
+            "type",
+            "listing.body.accepts[0][1]",
+        ),
+        bad(
+            "listing-accepts-twice",
+            "The same listing twice.",
+            edit(base, accepts=[[bytes([9]) * 32, bytes(16)], [bytes([9]) * 32, bytes(16)]]),
+            "duplicate",
+            "listing.body.accepts",
         ),
         bad("listing-rev-too-big", "rev is 0 to 2**32.", edit(base, rev=2**32 + 1), "range", "listing.body.rev"),
         bad("listing-body-array", "The body is a map.", [1, 2, 3], "type", "listing.body"),
