@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 from swapmeet.protocol.errors import InvalidObject
@@ -34,7 +34,7 @@ from swapmeet.protocol.objects import Leg
 from swapmeet.protocol.settlement import ExchangeState
 
 from .book import OfferBook
-from .contract import Conflict
+from .contract import Conflict, Trade
 
 if TYPE_CHECKING:
     from .trading import Trading
@@ -112,7 +112,7 @@ class Matching:
             mine = [legs for legs in rings if any(leg.giver == self.me for leg in legs)]
             found = [RingFound(tuple(legs), mbook.coordinator(legs)) for legs in mine]
             if propose:
-                found = [await self._propose(r) if r.coordinator == self.me else r for r in found]
+                found = [await propose_ring(self.trading, r) if r.coordinator == self.me else r for r in found]
             return MatchResult(
                 self.me,
                 max_parties,
@@ -131,15 +131,27 @@ class Matching:
         trades = await self.trading.trades()
         return {x.id for t in trades if t.view.state in _OPEN for x in t.view.exchange.listings}
 
-    async def _propose(self, ring: RingFound) -> RingFound:
-        parties: list[bytes] = []
-        for leg in ring.legs:
-            if leg.giver not in parties:
-                parties.append(leg.giver)
-        legs = [Leg(parties.index(leg.giver), parties.index(leg.receiver), leg.listing.have) for leg in ring.legs]
-        listings = [leg.listing.id for leg in ring.legs]
-        try:
-            trade = await self.trading.propose(parties, legs, listings=listings, deadline_in_s=RING_DEADLINE_S)
-        except (Conflict, InvalidObject) as err:
-            return RingFound(ring.legs, ring.coordinator, None, str(err))
-        return RingFound(ring.legs, ring.coordinator, trade.view.exchange.id)
+
+class _Proposer(Protocol):
+    async def propose(
+        self, parties: list[bytes], legs: list[Leg], *, listings: list[bytes], deadline_in_s: int | None
+    ) -> Trade: ...
+
+
+async def propose_ring(trading: _Proposer, ring: RingFound) -> RingFound:
+    """Propose ``ring`` as one N-party exchange (this node signs first; the others are asked to sign).
+
+    A refusal (a listing went away, a reservation since) is kept in the result, not raised: the
+    other rings of the same match are still proposed.
+    """
+    parties: list[bytes] = []
+    for leg in ring.legs:
+        if leg.giver not in parties:
+            parties.append(leg.giver)
+    legs = [Leg(parties.index(leg.giver), parties.index(leg.receiver), leg.listing.have) for leg in ring.legs]
+    listings = [leg.listing.id for leg in ring.legs]
+    try:
+        trade = await trading.propose(parties, legs, listings=listings, deadline_in_s=RING_DEADLINE_S)
+    except (Conflict, InvalidObject) as err:
+        return RingFound(ring.legs, ring.coordinator, None, str(err))
+    return RingFound(ring.legs, ring.coordinator, trade.view.exchange.id)

@@ -39,7 +39,7 @@ from swapmeet.node.http.app import create_app
 from swapmeet.node.http.guard import TokenGuard
 from swapmeet.node.http.server import serve_api
 from swapmeet.node.ledgerview import ChainHeld, Reputation
-from swapmeet.node.matching import MatchResult, RingFound
+from swapmeet.node.matching import MatchResult, RingFound, propose_ring
 from swapmeet.protocol import settlement as st
 from swapmeet.protocol.build import (
     make_offer,
@@ -353,7 +353,7 @@ class FakeNode:
         return self._view(exchange_id)
 
     async def match(self, max_parties: int, *, budget_s: float = 10.0, propose: bool = False) -> MatchResult:
-        """The real solver over the node's listings (no exclusions, nothing proposed)."""
+        """The real solver over the node's listings (no exclusions); ``propose`` as the node does it."""
         book = want_graph(x for x in self.objects.values() if isinstance(x, Listing))
         s = solve(book.graph, max_parties or 8, budget_s=budget_s)
         rings = [ring_legs(book, r) for r in s.rings]
@@ -362,6 +362,8 @@ class FakeNode:
             for legs in rings
             if any(leg.giver == self.identity.public_key for leg in legs)
         ]
+        if propose:
+            mine = [await propose_ring(self, r) if r.coordinator == self.identity.public_key else r for r in mine]
         return MatchResult(
             self.identity.public_key,
             max_parties or 8,

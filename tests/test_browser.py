@@ -180,6 +180,10 @@ def test_two_people_trade_through_their_web_interfaces(swarm: LocalSwarm, tmp_pa
             alice.get_by_role("link", name="Network").click()
             expect(alice.get_by_text("Peers connected")).to_be_visible()
             shot(alice, "alice-network")
+            alice.get_by_role("link", name="Matches").click()
+            alice.get_by_role("button", name="Find rings").click()
+            expect(alice.get_by_role("heading", name="Rings through me")).to_be_visible(timeout=LIVE_S)
+            shot(alice, "alice-matches")
 
             # usable on a phone: the market page at 390 px wide, navigated by keyboard
             phone = browser.new_context(viewport={"width": 390, "height": 844}).new_page()

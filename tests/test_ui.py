@@ -24,6 +24,9 @@ from swapmeet.node import cookie
 from swapmeet.node.http.app import create_app
 from swapmeet.node.http.server import serve_api
 from swapmeet.node.ui.guard import CSP
+from swapmeet.protocol.build import parse_item
+from swapmeet.protocol.identity import Identity
+from swapmeet.protocol.listing_spec import ListingSpec
 
 from .test_api import BOB, LIMIT_S, FakeNode, listing_of, offer_from
 from .ui_helpers import UiClient
@@ -141,7 +144,15 @@ async def test_the_csp_header_is_present_and_pages_need_no_inline_script(tmp_pat
             assert (await run(c.get, "/ui/login")).headers["content-security-policy"] == CSP
             await run(c.login)
             assert "'unsafe-inline'" not in CSP and "http" not in CSP and "script-src 'self'" in CSP
-            for path in ("/ui/market", "/ui/mine", "/ui/trades", "/ui/ledger", "/ui/network", "/ui/audit"):
+            for path in (
+                "/ui/market",
+                "/ui/mine",
+                "/ui/trades",
+                "/ui/matches?run=1",
+                "/ui/ledger",
+                "/ui/network",
+                "/ui/audit",
+            ):
                 answer = await run(c.get, path)
                 assert answer.status == 200, (path, answer.text)
                 assert answer.headers["content-security-policy"] == CSP
@@ -271,6 +282,40 @@ async def test_offers_and_trades_from_the_pages(tmp_path: Path) -> None:
             assert part.status == 200 and "Signatures" in part.text and "not signed yet" in part.text
             bad = await run(c.post_form, f"/ui/offers/{offer.id.hex()}/accept", {})
             assert bad.status == 409  # the node's refusal, as a page
+
+
+async def test_the_matches_page_finds_the_ring_through_me_and_proposes_it(tmp_path: Path) -> None:
+    node = FakeNode()
+    me = node.identity.public_key
+    # Two others whose keys sort after mine: this node coordinates the ring (PROTOCOL.md 10.10).
+    others = []
+    while len(others) < 2:
+        candidate = Identity.generate()
+        if candidate.public_key > me:
+            others.append(candidate)
+    with trio.fail_after(LIMIT_S):
+        async with ui(node) as c:
+            await run(c.login)
+            page = await run(c.get, "/ui/matches")
+            assert page.status == 200 and "Find rings" in page.text and "Rings through me" not in page.text
+            assert_every_control_is_labelled(page.text, "/ui/matches")
+            await node.publish(ListingSpec(title="Tent", have=[parse_item("1 x tent")], want=[parse_item("1 x kayak")]))
+            node.add(listing_of(others[0], "Kayak", "1 x kayak", "2 hour x guitar lessons"))
+            page = await run(c.get, "/ui/matches?run=1&max_parties=3")
+            assert page.status == 200 and "No ring through you" in page.text  # two of three are not a ring
+            node.add(listing_of(others[1], "Lessons", "2 hour x guitar lessons", "1 x tent"))
+            page = await run(c.get, "/ui/matches?run=1&max_parties=3")
+            assert "Ring 1: 3 people" in page.text and "You coordinate this ring" in page.text
+            assert "Kayak" in page.text and "1 x tent" in page.text and "Propose the rings I coordinate" in page.text
+            bad = await run(c.get, "/ui/matches?run=1&max_parties=9")
+            assert bad.status == 400 and "max_parties" in bad.text
+            assert (await run(c.post_form, "/ui/matches/propose", {"max_parties": "3"}, csrf=False)).status == 403
+            answer = await run(c.post_form, "/ui/matches/propose", {"max_parties": "3"})
+            assert answer.status == 303 and "proposed=1" in answer.headers["location"]
+            [trade] = await node.trades()
+            assert len(trade.view.exchange.parties) == 3 and len(trade.view.exchange.legs) == 3
+            page = await run(c.get, answer.headers["location"])
+            assert "1 ring proposed" in page.text
 
 
 async def test_the_event_stream_tells_of_new_listings(tmp_path: Path) -> None:

@@ -16,6 +16,8 @@
 ``POST /ui/trades/{ID}/{ACTION}``     sign, cancel, confirm, rate
 ``GET  /ui/ledger``                   chains held, and one chain's entries with their exchanges
 ``GET  /ui/network``                  peers, reachability, book size, the last hour's activity
+``GET  /ui/matches``                  barter rings through me in the book (``?run=1&max_parties=K`` finds them)
+``POST /ui/matches/propose``          propose the rings I coordinate (``max_parties``)
 ====================================  ========================================================
 
 Forms post and the answer redirects (303) to the page to show next (``next``,
@@ -44,6 +46,8 @@ router = APIRouter()
 MARKET_LIMIT = 100
 CHAIN_LIMIT = 200
 FILTERS = ("q", "kind", "tag", "loc", "wants")
+MATCH_MAX_PARTIES = 8  # the settlement's limit
+MATCH_BUDGET_S = 5.0  # the solver's time on a page load: a person is waiting
 
 
 def _market(request: Request) -> MarketAPI:
@@ -380,6 +384,49 @@ async def ledger_page(request: Request, author: str | None = None) -> Response:
         mine=key == me,
         limit=CHAIN_LIMIT,
     )
+
+
+def _max_parties(text: object) -> int:
+    try:
+        value = int(str(text or MATCH_MAX_PARTIES))
+    except ValueError:
+        raise InvalidObject("max_parties", f"a number from 2 to {MATCH_MAX_PARTIES}, got {str(text)[:20]!r}") from None
+    if not 2 <= value <= MATCH_MAX_PARTIES:
+        raise InvalidObject("max_parties", f"a number from 2 to {MATCH_MAX_PARTIES}, got {value}")
+    return value
+
+
+@router.get("/ui/matches")
+async def matches_page(
+    request: Request, run: bool = False, max_parties: str | None = None, proposed: int = 0, refused: int = 0
+) -> Response:
+    """The rings through me that the solver finds in the book; reading only (finding rings changes nothing)."""
+    parties = _max_parties(max_parties)
+    found = None
+    if run:
+        found = views.match_view(jsonview.match(await _trading(request).match(parties, budget_s=MATCH_BUDGET_S)))
+    return render(
+        request,
+        "matches.html",
+        title="Matches",
+        found=found,
+        max_parties=parties,
+        choices=range(2, MATCH_MAX_PARTIES + 1),
+        proposed=proposed,
+        refused=refused,
+    )
+
+
+@router.post("/ui/matches/propose")
+async def propose_matches(request: Request) -> Response:
+    """Propose every ring I coordinate (the smallest PeerID of a ring proposes it; the others sign by hand)."""
+    form = await request.form()
+    parties = _max_parties(form.get("max_parties"))
+    result = await _trading(request).match(parties, budget_s=MATCH_BUDGET_S, propose=True)
+    mine = [r for r in result.rings if r.coordinator == result.me]
+    done = sum(1 for r in mine if r.proposed is not None)
+    query = urllib.parse.urlencode({"max_parties": parties, "proposed": done, "refused": len(mine) - done})
+    return RedirectResponse(f"/ui/matches?{query}", status_code=303)
 
 
 @router.get("/ui/network")

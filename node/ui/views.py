@@ -105,6 +105,14 @@ def entry_row(x: LedgerEntry) -> dict[str, Any]:
     return row
 
 
+def match_view(rendered: dict[str, Any]) -> dict[str, Any]:
+    """A match's JSON view (:func:`swapmeet.node.jsonview.match`) with each leg's items as text."""
+    for ring in rendered["rings"]:
+        for leg in ring["legs"]:
+            leg["text"] = items_text(leg["items"])
+    return rendered
+
+
 CHART_W, CHART_H = 600, 120
 CHART_SERIES = (("gossip_in", "gossip received"), ("gossip_out", "gossip sent"), ("sync_objects", "synced objects"))
 
