@@ -195,7 +195,13 @@ async def test_settle_streams_are_held_to_a_budget_per_peer(victim: LocalSwarm) 
         answered, refused = await attacks.flood_settle_requests(host, victim.peer_id(0), 120)
         allowed = 50 + 5 * (time.monotonic() - t) + 1  # the burst, and what refilled meanwhile
     assert 50 <= answered <= allowed and refused >= 120 - allowed, (answered, refused, allowed)
-    assert "over its budget of settle requests" in victim.log_text(0)
+    # Every refusal is counted, and this peer's refusals in the minute are one log line. The line names the
+    # first refusal: the budget's, unless on a loaded machine an earlier request of the flood was refused
+    # for another reason (a stream that ran past its deadline or that our side gave up on).
+    assert victim.client(0).status()["activity"]["refused"] >= refused
+    log = victim.log_text(0)
+    lines = [x for x in log.splitlines() if " rejected " in x]  # the attacker is the only peer
+    assert len(lines) == 1 and "Traceback" not in log, lines
 
 
 # --------------------------------------------------------------------------- fork evidence
