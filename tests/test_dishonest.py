@@ -247,7 +247,10 @@ async def test_a_forged_countersignature_is_refused(swarm: HookedSwarm) -> None:
         assert (await run(lambda: swarm.client(maker).status()))["peer_id"] == maker_peer
 
     log = swarm.log_text(maker)[log_mark:]
-    assert "refused a settle message" in log  # one line for the peer's refusals within the minute
+    # Five refusals (four forgeries on the stream, one by gossip), logged as at most one line for the peer
+    # in the minute (plus, if its minute ran out meanwhile, the count of the rest); never a traceback.
+    # Which refusal the line names is whichever came first in the peer's minute.
+    assert "Traceback" not in log and log.count(" rejected ") <= 2, log
     # The real taker returns and countersigns: the same exchange completes with a true signature.
     await run(lambda: revive(swarm, taker))
     await run(lambda: wait_trade(swarm, [maker, taker], xid, "complete", timeout=REPLICATE_S))
