@@ -95,6 +95,12 @@ def node() -> None:
     help="Run the Kademlia DHT for peer routing [default: on; config: dht; env: SWAPMEET_DHT].",
 )
 @click.option(
+    "--relay-service/--no-relay-service",
+    default=None,
+    help="Offer a capped Circuit Relay v2 service, so that peers behind NATs reach each other through us"
+    " [default: on; config: relay_service; env: SWAPMEET_RELAY_SERVICE].",
+)
+@click.option(
     "--archive/--no-archive",
     default=None,
     help="Replicate every ledger chain heard of, not only counterparties' and followed ones"
@@ -115,6 +121,7 @@ def run(
     bootstrap: tuple[str, ...],
     mdns: bool | None,
     dht: bool | None,
+    relay_service: bool | None,
     archive: bool | None,
     follow: tuple[str, ...],
 ) -> None:
@@ -134,6 +141,7 @@ def run(
         "bootstrap": bootstrap,
         "mdns": mdns,
         "dht": dht,
+        "relay_service": relay_service,
         "archive": archive,
         "follow": follow,
     }
@@ -151,6 +159,7 @@ def run(
         bootstrap=list(effective.bootstrap),
         mdns=effective.mdns,
         dht=effective.dht,
+        relay_service=effective.relay_service,
         archive=effective.archive,
         follow=list(effective.follow),
         debug=app.debug,

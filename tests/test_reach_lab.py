@@ -88,18 +88,54 @@ def audit_clean(lab: Lab, node: LabNode) -> dict[str, Any]:
     return report
 
 
-def test_homes_behind_nat_trade_through_one_public_node(lab: Lab) -> None:
+def test_homes_behind_nat_trade_through_a_relay_among_the_peers(lab: Lab) -> None:
     pub = lab.node("pub")
     a = lab.node("a", lab.add_home(), bootstrap=[pub.addr], wait=False)  # type: ignore[list-item]
     b = lab.node("b", lab.add_home(), bootstrap=[pub.addr], wait=False)  # type: ignore[list-item]
     lab.wait_up(a)
     lab.wait_up(b)
+    # Both homes reserve a slot on the public node's relay and advertise their circuit address.
+    for home in (a, b):
+        status = lab.wait_until(
+            lambda h=home: (st := lab.cli_json(h, "node", "status"))["relay"]["reservations"] == [pub.peer_id] and st,
+            WAIT_S,
+            what=f"{home.name} to reserve a slot on the public relay",
+        )
+        assert f"/p2p/{pub.peer_id}/p2p-circuit/p2p/{home.peer_id}" in " ".join(status["addrs"])
+    pub_status = lab.cli_json(pub, "node", "status")
+    assert pub_status["relay"]["service"] is True and pub_status["relay"]["reservations"] == []
+
     xid = barter(lab, a, b)
     on_both_chains(lab, xid, a, b)
     for node in (a, b):
-        report = audit_clean(lab, node)
-        assert report["exchanges"] >= 1
-    # Today: the homes never hold a connection to each other, so the direct settle stream fails
-    # and settlement goes by gossip through the public node.
-    assert b.peer_id not in lab.peer_ids(a) and a.peer_id not in lab.peer_ids(b)
-    assert f"could not send exchange {xid[:12]}" in lab.log_text(a)
+        assert audit_clean(lab, node)["exchanges"] >= 1
+    # The settle stream went straight to the other home, over a connection through the relay:
+    # nothing fell back to gossip.
+    for node in (a, b):
+        assert f"could not send exchange {xid[:12]}" not in lab.log_text(node)
+    (to_b,) = [p for p in lab.peers(a) if p["peer_id"] == b.peer_id]
+    assert [c["relayed"] for c in to_b["connections"]] == [True]
+    assert f"/p2p/{pub.peer_id}/p2p-circuit" in to_b["connections"][0]["addr"]
+    (to_pub,) = [p for p in lab.peers(a) if p["peer_id"] == pub.peer_id]
+    assert [c["relayed"] for c in to_pub["connections"]] == [False]
+    assert lab.cli_json(pub, "node", "status")["relay"]["bytes_relayed"] > 0
+
+
+def test_two_markets_in_one_lab_never_list_each_other(lab: Lab) -> None:
+    first = lab.node("first", net="market-a")
+    other = lab.node("other", bootstrap=[first.addr], net="market-b")  # type: ignore[list-item]
+    same = lab.node("same", lab.add_home(), bootstrap=[first.addr], net="market-a")  # type: ignore[list-item]
+    lab.wait_until(lambda: same.peer_id in lab.peer_ids(first), WAIT_S, what="the same-market peer listed")
+    # The other market's node dialled us (bootstrap): the connection is dropped once identify
+    # shows it speaks only market-b's protocols, and neither side ever lists the other.
+    lab.wait_until(
+        lambda: (
+            "speaks network ['market-b']" in lab.log_text(first) or "speaks network ['market-a']" in lab.log_text(other)
+        ),
+        WAIT_S,
+        what="the cross-market connection to be closed",
+    )
+    for _ in range(3):
+        assert other.peer_id not in lab.peer_ids(first)
+        assert first.peer_id not in lab.peer_ids(other) and same.peer_id not in lab.peer_ids(other)
+        assert lab.cli_json(other, "node", "status")["peers"] == 0
