@@ -201,7 +201,9 @@ def status(app: App, as_json: bool) -> None:
         [
             ("peer id", str(info.get("peer_id"))),
             ("net", str(info.get("net"))),
+            ("reachability", str(info.get("reachability", "unknown"))),
             ("addrs", [str(a) for a in info.get("addrs", [])]),
+            ("relay", _relay_line(info.get("relay") or {})),
             ("peers", str(info.get("peers"))),
             (
                 "book",
@@ -215,6 +217,17 @@ def status(app: App, as_json: bool) -> None:
             ("api", f"127.0.0.1:{client.cookie.port} (pid {client.cookie.pid})"),
         ]
     )
+
+
+def _relay_line(r: dict[str, Any]) -> str:
+    """``service on, 3 circuits, 1.2 MB relayed; reservations on 2 relays``."""
+    held = r.get("reservations") or []
+    service = (
+        f"service on, {r.get('circuits_relayed', 0)} circuits, {r.get('bytes_relayed', 0)} bytes relayed"
+        if r.get("service")
+        else "service off"
+    )
+    return f"{service}; reservations on {len(held)} relay(s)"
 
 
 def _activity_line(a: dict[str, int]) -> str:

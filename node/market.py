@@ -93,6 +93,7 @@ class Market:
             "net": self.net,
             "addrs": self.host.listen_addrs() + self.host.circuit_addrs(),
             "peers": len(self.host.market_peers()),
+            "reachability": self.host.reachability(),
             "relay": self.host.relay_status(),
             "book": {"listings": stats.listings, "offers": stats.offers, "withdrawals": stats.withdrawals},
             "trades": self._trade_counts(),

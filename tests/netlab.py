@@ -23,11 +23,13 @@ SIGKILLs stragglers and deletes every namespace (their veths go with them). Ever
 is bounded.
 
 :func:`lab_unavailable` says in one sentence why no lab can be built here (not root, no
-``ip``/``nft``/``tc``, namespaces refused), or ``None``; tests skip with that reason.
+``ip``/``nft``/``tc``, namespaces refused), or ``None``; tests skip with that reason. A SIGTERM
+to the test process (``timeout``) and interpreter exit also tear the lab down.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -37,6 +39,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -155,6 +158,8 @@ class Lab:
     # ----------------------------------------------------------------- topology
 
     def __enter__(self) -> Lab:
+        atexit.register(self.close)  # a last resort if the caller never reaches close()
+        self._install_sigterm_handler()
         try:
             self._make_public()
         except BaseException:
@@ -377,6 +382,8 @@ class Lab:
         if self._closed:
             return
         self._closed = True
+        atexit.unregister(self.close)
+        self._restore_sigterm_handler()
         try:
             live = [n for n in self.nodes.values() if n.running]
             for n in live:
@@ -407,6 +414,34 @@ class Lab:
                     print(f"netlab: kept the homes and logs in {self.base_dir}", file=sys.stderr)
                 else:
                     shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def _install_sigterm_handler(self) -> None:
+        """On SIGTERM (``timeout pytest ...``), tear the lab down first, then die of the signal as before."""
+        self._sigterm: tuple[Any, Any] | None = None
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous is None:
+            previous = signal.SIG_DFL
+
+        def on_sigterm(signum: int, frame: object) -> None:
+            self.close(failed=True)  # restores `previous`
+            if callable(previous):
+                previous(signum, frame)
+            elif previous != signal.SIG_IGN:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        self._sigterm = (on_sigterm, previous)
+
+    def _restore_sigterm_handler(self) -> None:
+        held = getattr(self, "_sigterm", None)
+        self._sigterm = None
+        if held is None:
+            return
+        ours, previous = held
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is ours:
+            signal.signal(signal.SIGTERM, previous)
 
     @staticmethod
     def _close_log(node: LabNode) -> None:

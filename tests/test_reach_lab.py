@@ -1,8 +1,11 @@
 """Trading across home NATs, in the namespace lab of :mod:`tests.netlab` (real node processes).
 
 - Two homes behind separate masquerading routers and one public node whose address is all they
-  are given: A publishes, B finds the listing and offers, A accepts; the exchange is complete on
-  both chains and ``swapmeet audit`` is clean at both.
+  are given: AutoNAT finds the public node public and the homes private; the homes reserve
+  slots on the public node's relay; A publishes, B finds the listing and offers, A accepts; the
+  settle stream runs directly between the homes over a relayed connection (``peers --json``
+  says which connection is relayed), the exchange is complete on both chains and ``swapmeet
+  audit`` is clean at both.
 - Two markets (``--net``) in one lab: a node of the other network is dropped and never listed.
 
 Every test builds its own lab (unique namespace names) and tears it down, on failure too; the
@@ -102,8 +105,18 @@ def test_homes_behind_nat_trade_through_a_relay_among_the_peers(lab: Lab) -> Non
             what=f"{home.name} to reserve a slot on the public relay",
         )
         assert f"/p2p/{pub.peer_id}/p2p-circuit/p2p/{home.peer_id}" in " ".join(status["addrs"])
-    pub_status = lab.cli_json(pub, "node", "status")
-    assert pub_status["relay"]["service"] is True and pub_status["relay"]["reservations"] == []
+    # AutoNAT, with the peers as dialers-back: the public node is public and offers the relay;
+    # the homes are private, offer none, and show their circuit addresses.
+    for node, verdict, service in ((pub, "public", True), (a, "private", False), (b, "private", False)):
+        status = lab.wait_until(
+            lambda n=node, v=verdict: (st := lab.cli_json(n, "node", "status"))["reachability"] == v and st,
+            WAIT_S,
+            what=f"{node.name}'s reachability to be {verdict}",
+        )
+        assert status["relay"]["service"] is service, node.name
+    assert lab.cli_json(pub, "node", "status")["relay"]["reservations"] == []
+    shown = lab.cli(a, "node", "status").stdout
+    assert "reachability" in shown and "private" in shown and "p2p-circuit" in shown
 
     xid = barter(lab, a, b)
     on_both_chains(lab, xid, a, b)

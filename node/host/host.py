@@ -45,6 +45,7 @@ from swapmeet.protocol.errors import SwapmeetError
 
 from ..config import validate_net
 from ..refusals import RefusalLog
+from .autonat import DialBack, Reachability
 from .discovery import Background, ConnectionNotifee, bootstrap_loop, run_dht, start_mdns, stop_mdns
 from .errors import (
     DialError,
@@ -169,6 +170,8 @@ class P2PHost:
         #: The relay we offer to peers (on or off: :meth:`set_relay_service`).
         self.relay_service = relay_service
         #: Peers that spoke only other networks' protocols: dropped, never listed (docs/LIBP2P.md §41).
+        #: AutoNAT's verdict on us (set by open_host once it runs).
+        self._reach: Reachability | None = None
         self._foreign: dict[ID, float] = {}  # peer -> trio time until which we do not dial it
         self._vetting: set[ID] = set()
         #: Where the node's refusals of peer input are logged (rate-limited per peer).
@@ -347,12 +350,8 @@ class P2PHost:
         return [str(a) for a in self.relay_client.circuit_addrs()]
 
     def reachability(self) -> str:
-        """``public`` once a peer has dialled us directly (someone reached a listen address), else ``unknown``."""
-        for conn in self._host.get_network().get_connections():
-            direction = getattr(conn, "direction", None)
-            if str(getattr(direction, "name", direction)).lower() == "inbound" and not is_relayed(conn):
-                return "public"
-        return "unknown"
+        """``public``, ``private`` or ``unknown``: what our peers' AutoNAT dial-backs found (autonat.py)."""
+        return self._reach.status if self._reach is not None else "unknown"
 
     def relay_status(self) -> dict[str, Any]:
         """The relay service's state and counters, and our reservations (``node status``)."""
@@ -892,9 +891,24 @@ async def _cut_off(p2p: P2PHost, violators: trio.MemoryReceiveChannel[ID]) -> No
 def _start_relaying(
     p2p: P2PHost, host: IHost, nursery: trio.Nursery, client: RelayClient, *, serve: bool, reserve: int
 ) -> None:
-    """Accept circuits relays bring us, offer our relay service if ``serve``, hold ``reserve`` reservations."""
+    """AutoNAT, circuits relays bring us, our relay service if ``serve``, and ``reserve`` reservations.
+
+    The relay service follows reachability: on unless AutoNAT finds us private (a relay nobody
+    can dial is no use), never with ``serve`` off.
+    """
+    dial_back = DialBack(host)
+    dial_back.start()
+    p2p._reach = Reachability(host, dial_back, p2p.listen_addrs)
+    nursery.start_soon(p2p._reach.run)
     host.set_stream_handler(STOP, client.handle_stop)
     p2p.set_relay_service(serve)
+
+    async def follow() -> None:
+        while serve:
+            p2p.set_relay_service(p2p.reachability() != "private")
+            await trio.sleep(1.0)
+
+    nursery.start_soon(follow)
     if reserve > 0:
         # New reservations reach peers in identify answers on new connections (the addrs_factory
         # of _new_libp2p_host); no identify push to connected peers (docs/LIBP2P.md §42).

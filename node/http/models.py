@@ -96,6 +96,9 @@ class StatusOut(_Open):
     peer_id: str
     net: str
     addrs: list[str]
+    reachability: str = Field(
+        "unknown", description="public | private | unknown: whether peers could dial us back (AutoNAT)"
+    )
     relay: RelayOut | None = None
     peers: int
     book: BookOut
