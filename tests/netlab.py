@@ -258,6 +258,34 @@ class Lab:
         self.start(node, wait=wait)
         return node
 
+    def dht_server(self, name: str = "dht") -> LabNode:
+        """Start a plain DHT server (``tests/dht_server.py``: a peer of no market) in the public namespace."""
+        addr_file = self.base_dir / f"{name}.addr"
+        node = LabNode(
+            name=name,
+            ns=self.public,
+            ip=PUBLIC_IP,
+            home=self.base_dir / name,
+            log_path=self.base_dir / f"{name}.log",
+            peer_id="",
+        )
+        self.nodes[name] = node
+        script = str(Path(__file__).resolve().parent / "dht_server.py")
+        argv = ["ip", "netns", "exec", self.public, sys.executable, script, str(addr_file), f"/ip4/{PUBLIC_IP}/tcp/0"]
+        node.log_file = open(node.log_path, "ab")  # noqa: SIM115 - open for the process's lifetime
+        node.process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=node.log_file, stderr=subprocess.STDOUT, env=self._env
+        )
+
+        def written() -> str | None:
+            if not node.running:
+                raise LabError(f"{name} exited before it was up\n{self.log_tail(node)}")
+            return addr_file.read_text() if addr_file.exists() else None
+
+        node.addr = self.wait_until(written, START_TIMEOUT, what=f"{name} to listen", interval=0.2)
+        node.peer_id = node.addr.rsplit("/p2p/", 1)[1]
+        return node
+
     def start(self, node: LabNode, *, wait: bool = True) -> None:
         """Start (or restart) a stopped node with its arguments."""
         if node.running:

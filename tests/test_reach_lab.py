@@ -6,6 +6,8 @@
   settle stream runs directly between the homes over a relayed connection (``peers --json``
   says which connection is relayed), the exchange is complete on both chains and ``swapmeet
   audit`` is clean at both.
+- The same, where every node is given only a plain DHT server (a peer of no market): they find
+  each other through provider records under the network name's key, then trade.
 - Two markets (``--net``) in one lab: a node of the other network is dropped and never listed.
 
 Every test builds its own lab (unique namespace names) and tears it down, on failure too; the
@@ -132,6 +134,29 @@ def test_homes_behind_nat_trade_through_a_relay_among_the_peers(lab: Lab) -> Non
     (to_pub,) = [p for p in lab.peers(a) if p["peer_id"] == pub.peer_id]
     assert [c["relayed"] for c in to_pub["connections"]] == [False]
     assert lab.cli_json(pub, "node", "status")["relay"]["bytes_relayed"] > 0
+
+
+def test_homes_given_only_a_plain_dht_server_find_their_market_by_name(lab: Lab) -> None:
+    dht = lab.dht_server()
+    boot = [dht.addr]
+    pub = lab.node("pub", bootstrap=boot, wait=False)  # type: ignore[list-item]
+    a = lab.node("a", lab.add_home(), bootstrap=boot, wait=False)  # type: ignore[list-item]
+    b = lab.node("b", lab.add_home(), bootstrap=boot, wait=False)  # type: ignore[list-item]
+    for node in (pub, a, b):
+        lab.wait_up(node)
+    # Nobody was told of anyone but the DHT server: every node finds the others by the
+    # network name's provider records (the homes reach each other through pub's relay).
+    for node, others in ((pub, [a, b]), (a, [pub, b]), (b, [pub, a])):
+        lab.wait_until(
+            lambda n=node, o=others: {x.peer_id for x in o} <= lab.peer_ids(n),  # type: ignore[misc]
+            2 * WAIT_S,
+            what=f"{node.name} to find its market by name",
+        )
+        assert dht.peer_id not in lab.peer_ids(node)  # a peer of no market is not listed
+    xid = barter(lab, a, b)
+    on_both_chains(lab, xid, a, b)
+    for node in (a, b):
+        assert audit_clean(lab, node)["exchanges"] >= 1
 
 
 def test_two_markets_in_one_lab_never_list_each_other(lab: Lab) -> None:

@@ -46,7 +46,15 @@ from swapmeet.protocol.errors import SwapmeetError
 from ..config import validate_net
 from ..refusals import RefusalLog
 from .autonat import DialBack, Reachability
-from .discovery import Background, ConnectionNotifee, bootstrap_loop, run_dht, start_mdns, stop_mdns
+from .discovery import (
+    Background,
+    ConnectionNotifee,
+    bootstrap_loop,
+    find_market,
+    run_dht,
+    start_mdns,
+    stop_mdns,
+)
 from .errors import (
     DialError,
     EndOfStream,
@@ -303,8 +311,9 @@ class P2PHost:
                         self._foreign.pop(peer, None)
                         self._connections_changed.set()  # now one of our market peers
                         return
-                    # identify lists itself among the protocols: this is the whole list
-                    if _IDENTIFY in protocols:
+                    # identify lists itself among the protocols: this is the whole list. A host
+                    # that serves no market protocol itself (a plain DHT server) judges nobody.
+                    if _IDENTIFY in protocols and any(p.startswith(self._prefix) for p in self._handlers):
                         nets = sorted({p.split("/")[2] for p in protocols if p.startswith("/swapmeet/")})
                         if nets:
                             self._foreign[peer] = trio.current_time() + _FOREIGN_S
@@ -674,6 +683,19 @@ class P2PHost:
             raise DialError(f"cannot open {protocol} to {peer_id}: {exc}") from exc
         return FramedStream(stream, max_frame_size or self._max_frame_size)
 
+    async def dial_provider(self, info: PeerInfo, *, timeout: float) -> None:
+        """Connect to a peer found in the DHT: its direct addresses, else through a relay."""
+        if info.peer_id == self._my_id:
+            raise ValueError("refusing to dial ourselves")
+        self._refuse_foreign(info.peer_id)
+        if info.addrs:
+            self._host.get_peerstore().add_addrs(info.peer_id, list(info.addrs), 600)
+        try:
+            with trio.fail_after(timeout):
+                await self._dial_direct_then_relayed(info.peer_id)
+        except trio.TooSlowError as exc:
+            raise P2PTimeoutError(f"dialling market peer {info.peer_id} took longer than {timeout} s") from exc
+
     def _direct_addrs(self, peer: ID) -> list[str]:
         return [a for a in self.known_addrs(peer.to_base58()) if "/p2p-circuit" not in a]
 
@@ -949,6 +971,7 @@ async def open_host(
     relay_service: bool = True,
     relay_limits: RelayLimits | None = None,
     relay_reservations: int = 2,
+    find_market_by_name: bool = True,
 ) -> AsyncIterator[P2PHost]:
     """Run a libp2p host for network ``net`` until the block exits.
 
@@ -964,7 +987,8 @@ async def open_host(
     ``refusals``: where refused peer input is logged (default: a log of the host's own).
     ``relay_service``: offer a capped Circuit Relay v2 service to peers (``relay_limits``).
     ``relay_reservations``: how many peers' relays to hold reservations on (0: none), so that
-    peers can reach us through them when nobody can dial us.
+    peers can reach us through them when nobody can dial us. ``find_market_by_name`` (with
+    ``enable_dht``): provide the market's DHT key and dial the other providers (discovery.py).
     """
     validate_net(net)
     settings = gossip or GossipSettings()
@@ -1026,6 +1050,8 @@ async def open_host(
                     nursery.start_soon(_cut_off, p2p, violators)
                     if dht is not None:
                         await nursery.start(run_dht, host, dht)
+                        if find_market_by_name:
+                            nursery.start_soon(find_market, p2p, dht, net)
                     if boot:
                         nursery.start_soon(bootstrap_loop, p2p, boot, bootstrap_interval)
                     if enable_mdns:
