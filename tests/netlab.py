@@ -13,7 +13,8 @@ One :class:`Lab` is a small internet made inside the test, with addresses from
 - ``nat="symmetric"`` masquerades with ``random,fully-random`` ports (an endpoint-dependent
   mapping, the kind hole punching cannot cross); the default keeps the source port
   where it can (an endpoint-independent mapping in practice);
-- ``delay_ms``: tc netem on both directions of the router's public link (WAN delay).
+- ``delay_ms``: tc netem on both directions of the router's public link (WAN delay), where the
+  kernel has netem (:func:`netem_unavailable` says why not; :meth:`Lab.add_home` then raises).
 
 Nodes are real ``swapmeet node run`` processes started with ``ip netns exec``; the CLI
 for a node runs in the node's namespace too (its local API listens on that namespace's
@@ -97,6 +98,31 @@ def lab_unavailable() -> str | None:
         finally:
             _run(["ip", "netns", "del", probe], check=False)
     _UNAVAILABLE.append(reason)
+    return reason
+
+
+_NETEM: list[str | None] = []
+
+
+def netem_unavailable() -> str | None:
+    """Why tc netem (WAN delay) cannot be used here, or None. Cached.
+
+    Measured on these machines: kernel 6.18 without the ``sch_netem`` qdisc ("Specified qdisc
+    kind is unknown"), while namespaces, veths, nftables and other qdiscs work.
+    """
+    if _NETEM:
+        return _NETEM[0]
+    reason = lab_unavailable()
+    if reason is None:
+        probe = f"smprobe-{secrets.token_hex(3)}"
+        try:
+            _run(["ip", "netns", "add", probe])
+            tried = _run(["tc", "-n", probe, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"], check=False)
+            if tried.returncode != 0:
+                reason = f"tc netem is not available on this kernel: {tried.stderr.strip()}"
+        finally:
+            _run(["ip", "netns", "del", probe], check=False)
+    _NETEM.append(reason)
     return reason
 
 

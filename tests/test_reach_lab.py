@@ -34,9 +34,12 @@ WAIT_S = 30.0  # one listing's or offer's way through the lab, on a busy 2-core 
 
 
 @pytest.fixture
-def lab() -> Iterator[Lab]:
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    failed_before = request.session.testsfailed
     with Lab(net=f"lab-{secrets.token_hex(3)}") as made:
         yield made
+        # The test's failure is counted before teardown: keep its homes and logs (path on stderr).
+        made.close(failed=request.session.testsfailed > failed_before)
 
 
 def trade_row(lab: Lab, node: LabNode, xid: str) -> dict[str, Any] | None:

@@ -3,7 +3,8 @@
 A relay host R; peers A and B connect only to R and are never told each other's address, so
 the only way from A to B is a circuit through R (docs/LIBP2P.md §40). Then R's caps under
 abuse: reservation after reservation from one peer, bytes pushed through a circuit without
-end, more circuits than one peer may hold; R keeps serving the others.
+end, more circuits than one peer may hold; R keeps serving the others. And failover: a relay
+goes away, and the peers move to another and still reach each other.
 """
 
 from __future__ import annotations
@@ -111,3 +112,42 @@ async def test_circuits_per_peer_are_capped() -> None:
             with pytest.raises(ConnectionError, match="RESOURCE_LIMIT_EXCEEDED"):
                 await a.relay_client.dial(relay_id, b._my_id)
             assert r.relay_service.stats.circuits_refused == 1
+
+
+async def test_when_a_relay_goes_away_the_peers_move_to_another_and_still_reach_each_other() -> None:
+    stop_r1 = trio.Event()
+
+    async def run_r1(*, task_status: trio.TaskStatus[P2PHost] = trio.TASK_STATUS_IGNORED) -> None:
+        async with open_host(seed("relay-1"), LOOPBACK, net=NET) as r1:
+            task_status.started(r1)
+            await stop_r1.wait()  # then r1 goes away, without a goodbye to anyone's reservation
+
+    with trio.fail_after(3 * LIMIT_S):
+        async with open_host(seed("relay-2"), LOOPBACK, net=NET) as r2, trio.open_nursery() as nursery:
+            r1 = await nursery.start(run_r1)
+            boot = [r1.listen_addrs()[0]]  # both reserve on r1 first
+            one = {"relay_service": False, "relay_reservations": 1}
+            async with (
+                open_host(seed("mover-a"), (), net=NET, bootstrap=boot, **one) as a,  # type: ignore[arg-type]
+                open_host(seed("mover-b"), (), net=NET, bootstrap=boot, **one) as b,  # type: ignore[arg-type]
+            ):
+
+                async def echo(stream: FramedStream) -> None:
+                    async for frame in stream:
+                        await stream.send(frame)
+
+                b.set_stream_handler(ECHO, echo)
+                for home in (a, b):
+                    await wait_for(lambda h=home: h.relay_status()["reservations"] == [r1.peer_id], "r1 reservation")
+                    await home.connect(r2.listen_addrs()[0])  # they also know r2, holding nothing there
+                assert r2.relay_status()["reservations"] == [] and not r2.relay_service.reservations
+                stop_r1.set()
+                for home in (a, b):
+                    await wait_for(
+                        lambda h=home: h.relay_status()["reservations"] == [r2.peer_id], "a reservation on r2", 15.0
+                    )
+                async with await a.open_stream(b.peer_id, ECHO) as s:
+                    await s.send(b"still trading")
+                    assert await s.receive() == b"still trading"
+                assert [c["relayed"] for c in a.connections(b.peer_id)] == [True]
+                assert r2.relay_status()["circuits_relayed"] == 1
