@@ -397,8 +397,9 @@ class RelayClient:
                         self._failed[relay] = time.monotonic() + 60.0
             if changed:
                 on_change()
-            # Look again soon while short of relays (a new peer may offer one), else at the interval.
-            await trio.sleep(interval if len(self.held) >= self.want or not self.enabled else min(interval, 1.0))
+            # Look again within a second: a new peer may offer a relay, a relay may have gone, or
+            # reachability may have changed (the look itself is cheap: no I/O unless something is due).
+            await trio.sleep(min(interval, 1.0))
 
     # ------------------------------------------------------------- circuits
 
