@@ -8,6 +8,8 @@
   audit`` is clean at both.
 - The same, where every node is given only a plain DHT server (a peer of no market): they find
   each other through provider records under the network name's key, then trade.
+- Two relays, both homes holding a reservation on each; one relay is killed: the homes drop it
+  within a bounded time and the next trade goes through the other.
 - Two markets (``--net``) in one lab: a node of the other network is dropped and never listed.
 
 Every test builds its own lab (unique namespace names) and tears it down, on failure too; the
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -142,6 +145,41 @@ def test_homes_behind_nat_trade_through_a_relay_among_the_peers(lab: Lab) -> Non
     (to_pub,) = [p for p in lab.peers(a) if p["peer_id"] == pub.peer_id]
     assert [c["relayed"] for c in to_pub["connections"]] == [False]
     assert lab.cli_json(pub, "node", "status")["relay"]["bytes_relayed"] > 0
+
+
+def test_a_relay_that_goes_away_and_the_homes_keep_trading_through_another(lab: Lab) -> None:
+    one = lab.node("relay-1")
+    two = lab.node("relay-2", bootstrap=[one.addr])  # type: ignore[list-item]
+    boot: list[str] = [one.addr, two.addr]  # type: ignore[list-item]
+    a = lab.node("a", lab.add_home(), bootstrap=boot, wait=False)
+    b = lab.node("b", lab.add_home(), bootstrap=boot, wait=False)
+    lab.wait_up(a)
+    lab.wait_up(b)
+    both = {one.peer_id, two.peer_id}
+    for home in (a, b):
+        lab.wait_until(
+            lambda h=home: set(lab.cli_json(h, "node", "status")["relay"]["reservations"]) == both,
+            WAIT_S,
+            what=f"{home.name} to hold reservations on both relays",
+        )
+    barter(lab, a, b)
+    lab.kill(one)  # gone without a goodbye (SIGKILL)
+    gone = time.monotonic()
+    for home in (a, b):
+        lab.wait_until(
+            lambda h=home: lab.cli_json(h, "node", "status")["relay"]["reservations"] == [two.peer_id],
+            WAIT_S,
+            what=f"{home.name} to drop the dead relay",
+        )
+    dropped_s = time.monotonic() - gone
+    # The old relayed connection died with relay-1; the next trade goes through relay-2.
+    xid = barter(lab, a, b)
+    on_both_chains(lab, xid, a, b)
+    for home in (a, b):
+        assert f"could not send exchange {xid[:12]}" not in lab.log_text(home)
+    (to_b,) = [p for p in lab.peers(a) if p["peer_id"] == b.peer_id]
+    assert [c["addr"].startswith(f"/p2p/{two.peer_id}/p2p-circuit") for c in to_b["connections"]] == [True]
+    assert dropped_s < WAIT_S
 
 
 def test_homes_given_only_a_plain_dht_server_find_their_market_by_name(lab: Lab) -> None:
