@@ -95,6 +95,12 @@ def node() -> None:
     help="Run the Kademlia DHT for peer routing [default: on; config: dht; env: SWAPMEET_DHT].",
 )
 @click.option(
+    "--relay-service/--no-relay-service",
+    default=None,
+    help="Offer a capped Circuit Relay v2 service, so that peers behind NATs reach each other through us"
+    " [default: on; config: relay_service; env: SWAPMEET_RELAY_SERVICE].",
+)
+@click.option(
     "--archive/--no-archive",
     default=None,
     help="Replicate every ledger chain heard of, not only counterparties' and followed ones"
@@ -115,6 +121,7 @@ def run(
     bootstrap: tuple[str, ...],
     mdns: bool | None,
     dht: bool | None,
+    relay_service: bool | None,
     archive: bool | None,
     follow: tuple[str, ...],
 ) -> None:
@@ -134,6 +141,7 @@ def run(
         "bootstrap": bootstrap,
         "mdns": mdns,
         "dht": dht,
+        "relay_service": relay_service,
         "archive": archive,
         "follow": follow,
     }
@@ -151,6 +159,7 @@ def run(
         bootstrap=list(effective.bootstrap),
         mdns=effective.mdns,
         dht=effective.dht,
+        relay_service=effective.relay_service,
         archive=effective.archive,
         follow=list(effective.follow),
         debug=app.debug,
@@ -192,7 +201,9 @@ def status(app: App, as_json: bool) -> None:
         [
             ("peer id", str(info.get("peer_id"))),
             ("net", str(info.get("net"))),
+            ("reachability", str(info.get("reachability", "unknown"))),
             ("addrs", [str(a) for a in info.get("addrs", [])]),
+            ("relay", _relay_line(info.get("relay") or {})),
             ("peers", str(info.get("peers"))),
             (
                 "book",
@@ -206,6 +217,17 @@ def status(app: App, as_json: bool) -> None:
             ("api", f"127.0.0.1:{client.cookie.port} (pid {client.cookie.pid})"),
         ]
     )
+
+
+def _relay_line(r: dict[str, Any]) -> str:
+    """``service on, 3 circuits, 1.2 MB relayed; reservations on 2 relays``."""
+    held = r.get("reservations") or []
+    service = (
+        f"service on, {r.get('circuits_relayed', 0)} circuits, {r.get('bytes_relayed', 0)} bytes relayed"
+        if r.get("service")
+        else "service off"
+    )
+    return f"{service}; reservations on {len(held)} relay(s)"
 
 
 def _activity_line(a: dict[str, int]) -> str:

@@ -1,20 +1,21 @@
 """The node's configuration: built-in defaults < ``<home>/config.toml`` < ``SWAPMEET_*`` variables < flags.
 
-Eight settings, each with one name used everywhere (TOML key, ``SWAPMEET_<NAME>``
+Nine settings, each with one name used everywhere (TOML key, ``SWAPMEET_<NAME>``
 variable, ``--<name>`` flag of ``swapmeet node run``):
 
-==========  ================================  ===========================================
-key         default                           meaning
-==========  ================================  ===========================================
-listen      ``["/ip4/0.0.0.0/tcp/4001"]``     libp2p listen addresses (``/ip4|ip6/.../tcp/PORT``)
-bootstrap   ``[]``                            peers to dial (``.../tcp/PORT/p2p/<peer id>``)
-net         ``"main"``                        network name: separate markets never mix
-api_port    ``0``                             local API port on 127.0.0.1 (0: any free port)
-mdns        ``true``                          discover peers on the local network
-dht         ``true``                          run the Kademlia DHT (peer routing)
-archive     ``false``                         replicate every ledger chain heard of
-follow      ``[]``                            PeerIDs whose ledger chains to replicate
-==========  ================================  ===========================================
+=============  ================================  ===========================================
+key            default                           meaning
+=============  ================================  ===========================================
+listen         ``["/ip4/0.0.0.0/tcp/4001"]``     libp2p listen addresses (``/ip4|ip6/.../tcp/PORT``)
+bootstrap      ``[]``                            peers to dial (``.../tcp/PORT/p2p/<peer id>``)
+net            ``"main"``                        network name: separate markets never mix
+api_port       ``0``                             local API port on 127.0.0.1 (0: any free port)
+mdns           ``true``                          discover peers on the local network
+dht            ``true``                          run the Kademlia DHT (peer routing)
+relay_service  ``true``                          offer a capped Circuit Relay v2 service to peers
+archive        ``false``                         replicate every ledger chain heard of
+follow         ``[]``                            PeerIDs whose ledger chains to replicate
+=============  ================================  ===========================================
 
 Without ``archive`` a node replicates the chains of its counterparties (parties
 to its exchanges) and of the authors in ``follow``.
@@ -190,6 +191,7 @@ _KEYS: tuple[_Key, ...] = (
     _Key("api_port", "int", 0, _api_port),
     _Key("mdns", "bool", True, lambda v: v),
     _Key("dht", "bool", True, lambda v: v),
+    _Key("relay_service", "bool", True, lambda v: v),
     _Key("archive", "bool", False, lambda v: v),
     _Key("follow", "list", (), validate_peer_id),
 )
@@ -276,6 +278,7 @@ class EffectiveConfig:
     api_port: int
     mdns: bool
     dht: bool
+    relay_service: bool
     archive: bool
     follow: tuple[str, ...]
     sources: Mapping[str, str]

@@ -91,8 +91,10 @@ class Market:
         return {
             "peer_id": self.identity.peer_id,
             "net": self.net,
-            "addrs": self.host.listen_addrs(),
-            "peers": len(self.host.connected_peers()),
+            "addrs": self.host.listen_addrs() + self.host.circuit_addrs(),
+            "peers": len(self.host.market_peers()),
+            "reachability": self.host.reachability(),
+            "relay": self.host.relay_status(),
             "book": {"listings": stats.listings, "offers": stats.offers, "withdrawals": stats.withdrawals},
             "trades": self._trade_counts(),
             "uptime_s": round(time.monotonic() - self.started, 1),
@@ -118,7 +120,10 @@ class Market:
         return self._activity.last_hour()
 
     def peers(self) -> list[dict[str, Any]]:
-        return [{"peer_id": p, "addrs": self.host.known_addrs(p)} for p in self.host.connected_peers()]
+        return [
+            {"peer_id": p, "addrs": self.host.known_addrs(p), "connections": self.host.connections(p)}
+            for p in self.host.market_peers()
+        ]
 
     async def stop(self) -> None:
         self._stop.cancel()

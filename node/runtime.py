@@ -86,6 +86,7 @@ class NodeConfig:
     bootstrap: list[str] = field(default_factory=list)
     mdns: bool = True
     dht: bool = True
+    relay_service: bool = True  # offer a capped Circuit Relay v2 service to peers
     debug: bool = False
     archive: bool = False  # replicate every chain heard of, not only counterparties' and followed ones
     follow: list[str] = field(default_factory=list)  # PeerIDs whose chains to replicate
@@ -125,6 +126,7 @@ class Node:
                         bootstrap=[*cfg.bootstrap, *self.saved_peers.load()],
                         enable_mdns=cfg.mdns,
                         enable_dht=cfg.dht,
+                        relay_service=cfg.relay_service,
                         gossip_topics=[*TOPIC_KINDS, LEDGER_TOPIC, SETTLE_TOPIC],
                         # settlement re-sends lost messages (RETRY_S): each publication is its own message
                         resend_topics=PER_PUBLICATION_TOPICS,
@@ -267,6 +269,7 @@ def run_node(
     mdns: bool,
     debug: bool,
     dht: bool = True,
+    relay_service: bool = True,
     archive: bool = False,
     follow: list[str] | None = None,
 ) -> None:
@@ -279,6 +282,7 @@ def run_node(
         bootstrap=list(bootstrap),
         mdns=mdns,
         dht=dht,
+        relay_service=relay_service,
         debug=debug,
         archive=archive,
         follow=list(follow or []),

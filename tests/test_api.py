@@ -117,7 +117,13 @@ class FakeNode:
         return self.activity_log.last_hour()
 
     def peers(self) -> list[dict[str, Any]]:
-        return [{"peer_id": peer_id(BOB.public_key), "addrs": ["/ip4/127.0.0.1/tcp/4002"]}]
+        return [
+            {
+                "peer_id": peer_id(BOB.public_key),
+                "addrs": ["/ip4/127.0.0.1/tcp/4002"],
+                "connections": [{"relayed": False, "addr": "/ip4/127.0.0.1/tcp/4002"}],
+            }
+        ]
 
     async def publish(self, spec: ListingSpec, *, replaces: bytes | None = None) -> Listing:
         for i, h in enumerate(spec.photos):

@@ -8,7 +8,7 @@ pages. A screenshot of every page goes to ``artifacts/browser/`` (gitignored); w
 ``SWAPMEET_DOCS_SCREENSHOT=1`` the market page is also written to ``docs/market.png`` for the README.
 
 Playwright's own browser download cannot work here: it is pointed at ``/usr/bin/chromium``
-(``tests/browser_setup.py`` installs it with apt where it can). When no browser can be found the
+(``tests/system_setup.py`` installs it with apt where it can). When no browser can be found the
 test skips with one reason. Every wait is bounded; the nodes and the browser are always stopped.
 """
 
@@ -27,7 +27,7 @@ from swapmeet.cli.localswarm import LocalSwarm
 
 from bench.support.browser import CHROMIUM_ARGS
 
-from .browser_setup import find_chromium
+from .system_setup import find_chromium
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ STEP_S = 15_000
 def _browser_or_skip() -> str:
     chromium = find_chromium()
     if chromium is None:
-        pytest.skip("no Chromium found (install Debian's with `apt-get install -y chromium`; tests/browser_setup.py)")
+        pytest.skip("no Chromium found (install Debian's with `apt-get install -y chromium`; tests/system_setup.py)")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:

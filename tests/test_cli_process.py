@@ -318,11 +318,11 @@ def test_debug_shows_the_traceback(world: World) -> None:
 def test_config_show_path_and_completion(world: World) -> None:
     home = world.home(0)
     shown = js(sm(home, "config", "show", "--json", SWAPMEET_NET="elsewhere"))
-    assert set(shown) == {"listen", "bootstrap", "net", "api_port", "mdns", "dht", "archive", "follow"}
+    assert set(shown) == {"listen", "bootstrap", "net", "api_port", "mdns", "dht", "relay_service", "archive", "follow"}
     assert shown["net"] == {"value": "elsewhere", "source": "env SWAPMEET_NET"}
     assert shown["mdns"] == {"value": True, "source": "default"}
     lines = ok(sm(home, "config", "show")).splitlines()
-    assert lines[0].split() == ["KEY", "VALUE", "SOURCE"] and len(lines) == 9
+    assert lines[0].split() == ["KEY", "VALUE", "SOURCE"] and len(lines) == 10
     assert "Usage: swapmeet config show" in ok(sm(home, "config", "show", "--help"))
     assert ok(sm(home, "config", "path")) == f"{home / 'config.toml'}\n"
     for shell in ("bash", "zsh", "fish"):

@@ -57,6 +57,7 @@ LAYERS: dict[str, tuple[tuple[str, Any], tuple[str, Any], tuple[Any, Any]]] = {
     "api_port": (("api_port = 1111", 1111), ("2222", 2222), (3333, 3333)),
     "mdns": (("mdns = false", False), ("yes", True), (False, False)),
     "dht": (("dht = false", False), ("1", True), (False, False)),
+    "relay_service": (("relay_service = false", False), ("true", True), (False, False)),
     "archive": (("archive = true", True), ("no", False), (True, True)),
     "follow": (
         (f'follow = ["{PEER_A}"]', (PEER_A,)),
@@ -71,6 +72,7 @@ DEFAULTS = {
     "api_port": 0,
     "mdns": True,
     "dht": True,
+    "relay_service": True,
     "archive": False,
     "follow": (),
 }
@@ -100,7 +102,7 @@ def test_each_layer_overrides_the_one_below(tmp_path: Path, key: str) -> None:
     (toml, file_value), (env_text, env_value), (flag, flag_value) = LAYERS[key]
     home = Home(tmp_path)
     env_var = f"SWAPMEET_{key.upper()}"
-    flag_name = FLAG_NAMES.get(key) or (f"--{key}" if flag else f"--no-{key}")
+    flag_name = FLAG_NAMES.get(key) or (f"--{key}" if flag else f"--no-{key}").replace("_", "-")
     others = [k for k in KEYS if k != key]
 
     cfg = load_config(home, env={env_var: env_text}, flags={key: flag})  # no file: env, then flag
@@ -138,6 +140,7 @@ def test_all_layers_at_once(tmp_path: Path) -> None:
         "api_port": {"value": 2, "source": "env SWAPMEET_API_PORT"},
         "mdns": {"value": True, "source": "flag --mdns"},
         "dht": {"value": True, "source": "default"},
+        "relay_service": {"value": True, "source": "default"},
         "archive": {"value": False, "source": "default"},
         "follow": {"value": [], "source": "default"},
     }
@@ -326,6 +329,7 @@ def test_config_show_table_and_json(tmp_path: Path) -> None:
         "api_port": {"value": 8123, "source": "env SWAPMEET_API_PORT"},
         "mdns": {"value": True, "source": "default"},
         "dht": {"value": False, "source": "env SWAPMEET_DHT"},
+        "relay_service": {"value": True, "source": "default"},
         "archive": {"value": False, "source": "default"},
         "follow": {"value": [], "source": "default"},
     }

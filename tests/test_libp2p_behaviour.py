@@ -419,7 +419,8 @@ async def test_s24_library_fact_a_publish_right_after_connect_still_arrives() ->
     "addresses in the peerstore; RoutingTable.add_peer then skips it and nothing retries",
 )
 async def test_s26_the_listening_side_also_puts_the_dialler_in_its_routing_table() -> None:
-    async with line(2, "dht-inbound", enable_dht=True) as (a, b):
+    # Without the market lookups (§44), whose DHT queries would teach the listening side.
+    async with line(2, "dht-inbound", enable_dht=True, find_market_by_name=False) as (a, b):
         with trio.move_on_after(3):
             while b.peer_id not in a.dht_peers() or a.peer_id not in b.dht_peers():
                 await trio.sleep(0.02)
@@ -583,3 +584,40 @@ async def test_s9_known_addrs_of_an_unknown_peer_is_empty() -> None:
     stranger = swapmeet_peer_id(bytes(nacl.signing.SigningKey(seed("stranger")).verify_key))
     async with open_host(seed("asker"), LOOPBACK, net=NET) as host:
         assert host.known_addrs(stranger) == []
+
+
+# --------------------------------------------------------------- relays and AutoNAT (§40-§43)
+
+
+async def test_s40_library_fact_the_swarm_never_dials_a_circuit_address() -> None:
+    # The host holds only a /p2p-circuit address for the peer: the library's dial refuses it,
+    # so P2PHost dials through relays itself (node/host/relay.py). Looks at P2PHost._host.
+    import multiaddr
+    from libp2p.peer.peerinfo import PeerInfo
+
+    async with line(2, "s40") as (a, b):
+        await a.disconnect(b.peer_id)
+        circuit = multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/1/p2p/{a.peer_id}/p2p-circuit/p2p/{b.peer_id}")
+        a._host.get_peerstore().clear_addrs(b._my_id)
+        with trio.fail_after(10), pytest.raises(Exception, match=r"relay-only|unusable"):
+            await a._host.connect(PeerInfo(b._my_id, [circuit]))
+
+
+async def test_s43_library_fact_autonat_dial_back_reuses_the_open_connection() -> None:
+    # The library's AutoNAT server "dials back" with host.connect(), which returns at once over
+    # the connection the request came on: a peer that listens nowhere is reported reachable.
+    # Our DialBack (node/host/autonat.py) dials a fresh connection and finds it unreachable.
+    from libp2p.host.autonat.autonat import AutoNATService
+    from swapmeet.node.host.autonat import DialBack
+
+    async with AsyncExitStack() as stack:
+        server = await stack.enter_async_context(open_host(seed("s43-server"), LOOPBACK, net=NET))
+        boot = [server.listen_addrs()[0]]
+        nat = await stack.enter_async_context(open_host(seed("s43-nat"), (), net=NET, bootstrap=boot))
+        with trio.fail_after(10):
+            while not server.is_connected(nat.peer_id):
+                await trio.sleep(0.02)
+            fake = b"/ip4/127.0.0.1/tcp/9/p2p/" + nat.peer_id.encode()
+            library = AutoNATService(server._host, serve=False)  # type: ignore[arg-type]
+            assert await library._try_dial(nat._my_id, [fake]) == fake
+            assert await DialBack(server._host)._try_dial(nat._my_id, [fake]) is None

@@ -1,9 +1,18 @@
-"""Finding peers: bootstrap dialling, mDNS on the LAN, and the Kademlia DHT's routing table."""
+"""Finding peers: bootstrap dialling, mDNS on the LAN, the Kademlia DHT's routing table, and the market by name.
+
+:func:`find_market`: every node provides, on the public Kademlia DHT (``/ipfs/kad/1.0.0``, the
+one any libp2p/IPFS DHT server speaks), a provider record under :func:`market_key` (the
+SHA-256 multihash of ``swapmeet/<net>``), re-announced every ``announce_s`` seconds, and looks
+the key up to dial the other providers: a node that knows any one DHT server finds its market.
+A provider behind a NAT is dialled through a relay (its record carries its ``/p2p-circuit``
+addresses once it holds a reservation, and our own relays are tried too).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -92,6 +101,81 @@ async def run_dht(host: IHost, dht: Any, *, task_status: Any = trio.TASK_STATUS_
                 await dht.add_peer(pid)
             except Exception:
                 log.debug("DHT add_peer(%s) failed", pid, exc_info=True)
+
+
+def market_key(net: str) -> str:
+    """The DHT key of a market: the hex sha2-256 multihash (``1220`` + digest) of ``swapmeet/<net>``."""
+    return "1220" + hashlib.sha256(f"swapmeet/{net}".encode()).hexdigest()
+
+
+#: Providers dialled per lookup, and seconds one DHT operation (provide, lookup) may take.
+_MAX_PROVIDERS = 20
+_DHT_OP_S = 30.0
+_DIAL_PROVIDER_S = 15.0
+
+
+async def _providers_on_the_network(dht: Any, key: str) -> list[PeerInfo]:
+    """Providers of ``key`` held by the DHT peers closest to it (docs/LIBP2P.md §44).
+
+    ``KadDHT.find_providers`` answers from the local provider store whenever it holds a record
+    for the key, and a node that provides the key always holds its own: it would never see
+    another provider. So we ask the closest peers ourselves, each bounded.
+    """
+    raw = bytes.fromhex(key)
+    store = dht.provider_store
+    closest = list(await dht.peer_routing.find_closest_peers_network(raw))[:_MAX_PROVIDERS]
+    found: dict[ID, PeerInfo] = {}
+
+    async def ask(peer: ID) -> None:
+        with trio.move_on_after(_DHT_OP_S / 3):
+            try:
+                providers, _closer = await store._get_providers_from_peer_with_closers(peer, raw)
+            except Exception as exc:
+                log.debug("GET_PROVIDERS to %s failed: %s", peer, exc)
+                return
+            for info in providers[:_MAX_PROVIDERS]:
+                found.setdefault(info.peer_id, info)
+
+    async with trio.open_nursery() as nursery:
+        for peer in closest:
+            if peer != dht.local_peer_id:
+                nursery.start_soon(ask, peer)
+    return list(found.values())
+
+
+async def find_market(
+    p2p: P2PHost, dht: Any, net: str, *, announce_s: float = 600.0, look_s: float = 10.0, enough: int = 8
+) -> None:
+    """Provide our market's key and dial the other providers (see the module docstring).
+
+    Looks every ``look_s`` seconds while we have fewer than ``enough`` market peers, else every
+    ``announce_s / 2``; every wait and every DHT operation is bounded.
+    """
+    key = market_key(net)
+    announced = -math.inf
+    while True:
+        if dht.get_routing_table_size() == 0:
+            await trio.sleep(1.0)  # nobody to ask yet
+            continue
+        if trio.current_time() - announced >= announce_s:
+            with trio.move_on_after(_DHT_OP_S):
+                if await dht.provide(key):
+                    announced = trio.current_time()
+                    log.info("announced market %r on the DHT", net)
+        providers: list[PeerInfo] = []
+        with trio.move_on_after(_DHT_OP_S):
+            providers = await _providers_on_the_network(dht, key)
+        for info in providers[:_MAX_PROVIDERS]:
+            peer = info.peer_id.to_base58()
+            if peer == p2p.peer_id or p2p.is_connected(peer):
+                continue
+            try:
+                await p2p.dial_provider(info, timeout=_DIAL_PROVIDER_S)
+            except (P2PError, ValueError) as exc:
+                log.debug("market provider %s not reachable yet: %s", peer, exc)
+                continue
+            log.info("found market peer %s through the DHT", peer)
+        await trio.sleep(look_s if len(p2p.market_peers()) < enough else announce_s / 2)
 
 
 async def bootstrap_loop(p2p: P2PHost, boot: list[tuple[str, multiaddr.Multiaddr, PeerInfo]], interval: float) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from typing import Any
@@ -45,7 +45,16 @@ from swapmeet.protocol.errors import SwapmeetError
 
 from ..config import validate_net
 from ..refusals import RefusalLog
-from .discovery import Background, ConnectionNotifee, bootstrap_loop, run_dht, start_mdns, stop_mdns
+from .autonat import DialBack, Reachability
+from .discovery import (
+    Background,
+    ConnectionNotifee,
+    bootstrap_loop,
+    find_market,
+    run_dht,
+    start_mdns,
+    stop_mdns,
+)
 from .errors import (
     DialError,
     EndOfStream,
@@ -68,6 +77,7 @@ from .gossip import (
 from .logs import configure_logging
 from .muxer import Violation, enforce_window
 from .names import topic
+from .relay import HOP, STOP, RelayClient, RelayLimits, RelayService, is_relayed, relay_of
 from .streams import DEFAULT_MAX_FRAME_SIZE, FramedStream, HandlerEntry, RequestHandler, StreamHandler
 
 log = logging.getLogger("swapmeet.node.host")
@@ -78,6 +88,17 @@ _RPC_OVERHEAD = 64 * 1024
 _CLOSE_TIMEOUT = 5.0
 #: Longest publish() waits for a full outbound queue to drain (docs/LIBP2P.md §22).
 _PUBLISH_STALL = 2.0
+#: Seconds a new peer has to tell us its protocols before we stop watching (docs/LIBP2P.md §41).
+_VET_TIMEOUT = 20.0
+_IDENTIFY = "/ipfs/id/1.0.0"
+#: Seconds we refuse to dial a peer again after finding it speaks only another network's protocols.
+_FOREIGN_S = 600.0
+#: Seconds a dial to a peer's direct addresses gets before we try a relay.
+_DIRECT_TRY_S = 3.0
+#: Relays tried for one dial through a relay.
+_MAX_RELAY_TRIES = 3
+#: Seconds between two looks at our relay reservations.
+_RELAY_KEEP_S = 5.0
 
 
 def identity_key_pair(seed: bytes) -> KeyPair:
@@ -148,8 +169,19 @@ class P2PHost:
         allowed_topics: frozenset[str] | None,
         on_violation: Violation,
         refusals: RefusalLog,
+        relay_client: RelayClient,
+        relay_service: RelayService,
     ) -> None:
         self._host = host
+        #: Our reservations on peers' relays, and dialling through them (relay.py).
+        self.relay_client = relay_client
+        #: The relay we offer to peers (on or off: :meth:`set_relay_service`).
+        self.relay_service = relay_service
+        #: Peers that spoke only other networks' protocols: dropped, never listed (docs/LIBP2P.md §41).
+        #: AutoNAT's verdict on us (set by open_host once it runs).
+        self._reach: Reachability | None = None
+        self._foreign: dict[ID, float] = {}  # peer -> trio time until which we do not dial it
+        self._vetting: set[ID] = set()
         #: Where the node's refusals of peer input are logged (rate-limited per peer).
         self.refusals = refusals
         self._allowed_topics = allowed_topics
@@ -194,10 +226,27 @@ class P2PHost:
     # ---------------------------------------------------------- connections
 
     async def connect(self, addr: str, *, timeout: float = 10.0) -> str:
-        """Dial ``/ip4/.../tcp/.../p2p/<id>`` (no-op if connected); return the peer id."""
+        """Dial ``/ip4/.../tcp/.../p2p/<id>`` or ``.../p2p/<relay>/p2p-circuit/p2p/<id>`` (no-op if connected).
+
+        Returns the peer id.
+        """
+        pair = relay_of(addr)
+        if pair is not None:
+            relay, target = _to_id(pair[0]), _to_id(pair[1])
+            if not self._host.get_network().get_connections(target):
+                head = addr.split("/p2p-circuit", 1)[0]
+                if not self._host.get_network().get_connections(relay):
+                    await self.connect(head, timeout=timeout)
+                try:
+                    with trio.fail_after(timeout):
+                        await self._dial_relayed(target, [relay])
+                except trio.TooSlowError as exc:
+                    raise P2PTimeoutError(f"dialling {addr} took longer than {timeout} s") from exc
+            return pair[1]
         _, info = _parse_dial_addr(addr)
         if info.peer_id == self._my_id:
             raise ValueError("refusing to dial ourselves")
+        self._refuse_foreign(info.peer_id)
         network = self._host.get_network()
         if not network.get_connections(info.peer_id):
             # py-libp2p 0.8.1 workaround (the one place for it): Swarm.dial_peer dials a
@@ -229,7 +278,140 @@ class P2PHost:
     def _on_connection(self, conn: INetConn, connected: bool) -> None:
         if connected:
             enforce_window(conn.muxed_conn, self._on_violation)
+            peer = conn.muxed_conn.peer_id
+            if peer not in self._vetting:
+                self._vetting.add(peer)
+                try:
+                    self._nursery.start_soon(self._vet, peer)
+                except RuntimeError:  # shutting down
+                    self._vetting.discard(peer)
         self._connections_changed.set()
+
+    def _protocols(self, peer: ID) -> set[str]:
+        try:
+            return {str(p) for p in self._host.get_peerstore().get_protocols(peer)}
+        except (BaseLibp2pError, PeerStoreError):
+            return set()
+
+    def speaks_our_net(self, peer_id: str) -> bool:
+        """Whether the peer told us (identify) that it speaks a protocol of our network."""
+        return any(p.startswith(self._prefix) for p in self._protocols(_to_id(peer_id)))
+
+    async def _vet(self, peer: ID) -> None:
+        """Once identify has told us a new peer's protocols: drop it if it speaks only other networks'.
+
+        A peer of no market at all (a plain DHT server or relay) stays connected but is not one
+        of our :meth:`market_peers` (docs/LIBP2P.md §41).
+        """
+        try:
+            with trio.move_on_after(_VET_TIMEOUT):
+                while self._host.get_network().get_connections(peer):
+                    protocols = self._protocols(peer)
+                    if any(p.startswith(self._prefix) for p in protocols):
+                        self._foreign.pop(peer, None)
+                        self._connections_changed.set()  # now one of our market peers
+                        return
+                    # identify lists itself among the protocols: this is the whole list. A host
+                    # that serves no market protocol itself (a plain DHT server) judges nobody.
+                    if _IDENTIFY in protocols and any(p.startswith(self._prefix) for p in self._handlers):
+                        nets = sorted({p.split("/")[2] for p in protocols if p.startswith("/swapmeet/")})
+                        if nets:
+                            self._foreign[peer] = trio.current_time() + _FOREIGN_S
+                            log.info("closing the connection to %s: it speaks network %s, not %r", peer, nets, self.net)
+                            with suppress(Exception):
+                                await self._host.disconnect(peer)
+                        return
+                    await trio.sleep(0.1)
+        finally:
+            self._vetting.discard(peer)
+
+    def _refuse_foreign(self, peer: ID) -> None:
+        until = self._foreign.get(peer)
+        if until is not None:
+            if until > trio.current_time():
+                raise DialError(f"{peer} is a peer of another network; not dialling it")
+            del self._foreign[peer]
+
+    def market_peers(self) -> list[str]:
+        """Connected peers that speak our network's protocols (what ``peers`` lists)."""
+        return [p for p in self.connected_peers() if self.speaks_our_net(p)]
+
+    def connections(self, peer_id: str) -> list[dict[str, Any]]:
+        """Each open connection to the peer: ``{"relayed": bool, "addr": str}``."""
+        out = []
+        for conn in self._host.get_network().get_connections(_to_id(peer_id)):
+            relayed = is_relayed(conn)
+            addrs: list[Any] = []
+            with suppress(Exception):
+                addrs = list(conn.get_transport_addresses())
+            if not addrs:
+                with suppress(Exception):
+                    remote = conn.muxed_conn.secured_conn.get_remote_address()  # type: ignore[attr-defined]
+                    if remote:
+                        addrs = [f"/ip4/{remote[0]}/tcp/{remote[1]}"]
+            out.append({"relayed": relayed, "addr": str(addrs[0]) if addrs else ""})
+        return out
+
+    # ------------------------------------------------------------- relays
+
+    def circuit_addrs(self) -> list[str]:
+        """Our ``/p2p-circuit`` addresses through the relays we hold reservations on."""
+        return [str(a) for a in self.relay_client.circuit_addrs()]
+
+    def reachability(self) -> str:
+        """``public``, ``private`` or ``unknown``: what our peers' AutoNAT dial-backs found (autonat.py)."""
+        return self._reach.status if self._reach is not None else "unknown"
+
+    def relay_status(self) -> dict[str, Any]:
+        """The relay service's state and counters, and our reservations (``node status``)."""
+        stats = self.relay_service.stats
+        return {
+            "service": self.relay_service.on,
+            "reservations": sorted(r.to_base58() for r in self.relay_client.held),
+            "circuits_relayed": stats.circuits_opened,
+            "bytes_relayed": stats.bytes_relayed,
+        }
+
+    def set_relay_service(self, on: bool) -> None:
+        """Offer (or stop offering) the capped relay service to our peers."""
+        if on and not self.relay_service.on:
+            self.relay_service.start()
+            log.info("relay service on")
+        elif not on and self.relay_service.on:
+            self.relay_service.stop()
+            log.info("relay service off")
+
+    def _relays_for(self, peer: ID) -> list[ID]:
+        """Relays to try for ``peer``: from its known circuit addresses, then our relays, then any HOP peer."""
+        out: list[ID] = []
+        for addr in self.known_addrs(peer.to_base58()):
+            pair = relay_of(addr)
+            if pair is not None and pair[1] == peer.to_base58():
+                with suppress(ValueError):
+                    out.append(_to_id(pair[0]))
+        out.extend(self.relay_client.held)
+        network = self._host.get_network()
+        for other in self._host.get_connected_peers():
+            conns = network.get_connections(other)
+            if conns and not all(is_relayed(c) for c in conns) and HOP in self._protocols(other):
+                out.append(other)
+        seen: set[ID] = set()
+        return [r for r in out if r != peer and r != self._my_id and not (r in seen or seen.add(r))]  # type: ignore[func-returns-value]
+
+    async def _dial_relayed(self, peer: ID, relays: list[ID] | None = None) -> None:
+        """Connect to ``peer`` through one of at most three relays; DialError if none brings us there."""
+        errors = []
+        for relay in (relays if relays is not None else self._relays_for(peer))[:_MAX_RELAY_TRIES]:
+            if not self._host.get_network().get_connections(relay):
+                continue
+            try:
+                await self.relay_client.dial(relay, peer)
+            except (BaseLibp2pError, OSError, ConnectionError, trio.TooSlowError, Exception) as exc:
+                errors.append(f"via {relay.to_base58()[-8:]}: {exc}")
+                continue
+            log.info("connected to %s through relay %s", peer, relay)
+            return
+        raise DialError(f"cannot reach {peer} through a relay ({'; '.join(errors) or 'no relay known'})")
 
     async def wait_connections_changed(self, timeout: float) -> None:
         """Return when a connection opened or closed since the last call, or after ``timeout`` seconds.
@@ -487,8 +669,11 @@ class P2PHost:
         protocols (sync); the caller owns the stream.
         """
         pid = _to_id(peer_id)
+        self._refuse_foreign(pid)
         try:
             with trio.fail_after(timeout):
+                if not self._host.get_network().get_connections(pid):
+                    await self._dial_direct_then_relayed(pid)
                 stream = await self._host.new_stream(pid, [TProtocol(protocol)])
         except trio.TooSlowError as exc:
             raise P2PTimeoutError(f"opening {protocol} to {peer_id} took longer than {timeout} s") from exc
@@ -497,6 +682,36 @@ class P2PHost:
                 raise ProtocolNotSupportedError(f"{peer_id} does not speak {protocol}") from exc
             raise DialError(f"cannot open {protocol} to {peer_id}: {exc}") from exc
         return FramedStream(stream, max_frame_size or self._max_frame_size)
+
+    async def dial_provider(self, info: PeerInfo, *, timeout: float) -> None:
+        """Connect to a peer found in the DHT: its direct addresses, else through a relay."""
+        if info.peer_id == self._my_id:
+            raise ValueError("refusing to dial ourselves")
+        self._refuse_foreign(info.peer_id)
+        if info.addrs:
+            self._host.get_peerstore().add_addrs(info.peer_id, list(info.addrs), 600)
+        try:
+            with trio.fail_after(timeout):
+                await self._dial_direct_then_relayed(info.peer_id)
+        except trio.TooSlowError as exc:
+            raise P2PTimeoutError(f"dialling market peer {info.peer_id} took longer than {timeout} s") from exc
+
+    def _direct_addrs(self, peer: ID) -> list[str]:
+        return [a for a in self.known_addrs(peer.to_base58()) if "/p2p-circuit" not in a]
+
+    async def _dial_direct_then_relayed(self, peer: ID) -> None:
+        """Dial ``peer``'s known direct addresses (briefly), else go through a relay.
+
+        A peer behind a NAT advertises addresses nobody outside can dial; a dial to one fails
+        or hangs, so it gets :data:`_DIRECT_TRY_S`, and the relay is the fallback.
+        """
+        direct = self._direct_addrs(peer)
+        if direct:
+            with trio.move_on_after(_DIRECT_TRY_S), suppress(BaseLibp2pError, OSError):
+                await self._host.connect(PeerInfo(peer, [multiaddr.Multiaddr(a) for a in direct]))
+            if self._host.get_network().get_connections(peer):
+                return
+        await self._dial_relayed(peer)
 
     async def request(
         self,
@@ -604,9 +819,21 @@ def _bootstrap_entries(bootstrap: Sequence[str]) -> list[tuple[str, multiaddr.Mu
     return boot
 
 
-def _new_libp2p_host(seed: bytes, maddrs: list[multiaddr.Multiaddr], max_connections: int) -> IHost:
+def _new_libp2p_host(
+    seed: bytes,
+    maddrs: list[multiaddr.Multiaddr],
+    max_connections: int,
+    extra_addrs: Callable[[], list[multiaddr.Multiaddr]],
+) -> IHost:
     key_pair = identity_key_pair(seed)
+
+    def addrs_factory(candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
+        # What identify (and so the DHT) tells peers: our listen addresses, plus our
+        # /p2p-circuit addresses through the relays we hold reservations on.
+        return [*candidates, *extra_addrs()]
+
     return new_host(
+        addrs_factory=addrs_factory,
         key_pair=key_pair,
         # Without explicit options the host also offers TLS, SECIO, plaintext and
         # Mplex (docs/LIBP2P.md §2).
@@ -683,6 +910,47 @@ async def _cut_off(p2p: P2PHost, violators: trio.MemoryReceiveChannel[ID]) -> No
             await p2p.disconnect(peer.to_base58())
 
 
+def _start_relaying(
+    p2p: P2PHost, host: IHost, nursery: trio.Nursery, client: RelayClient, *, serve: bool, reserve: int
+) -> None:
+    """AutoNAT, circuits relays bring us, our relay service if ``serve``, and ``reserve`` reservations.
+
+    The relay service follows reachability: on unless AutoNAT finds us private (a relay nobody
+    can dial is no use), never with ``serve`` off.
+    """
+    dial_back = DialBack(host)
+    dial_back.start()
+    p2p._reach = Reachability(host, dial_back, p2p.listen_addrs)
+    nursery.start_soon(p2p._reach.run)
+    host.set_stream_handler(STOP, client.handle_stop)
+    p2p.set_relay_service(serve)
+
+    async def follow() -> None:
+        while serve:
+            p2p.set_relay_service(p2p.reachability() != "private")
+            await trio.sleep(1.0)
+
+    nursery.start_soon(follow)
+    if reserve > 0:
+        # New reservations reach peers in identify answers on new connections (the addrs_factory
+        # of _new_libp2p_host); no identify push to connected peers (docs/LIBP2P.md §42).
+        nursery.start_soon(client.keep, _RELAY_KEEP_S, lambda: None, lambda: p2p.reachability() != "public")
+
+
+class _ListenAddrs:
+    """Our direct listen addresses, for the relay service's reservation answers (set once the host exists)."""
+
+    def __init__(self) -> None:
+        self.p2p: P2PHost | None = None
+
+    def get(self) -> list[str]:
+        if self.p2p is None:
+            return []
+        every = [a.rsplit("/p2p/", 1)[0] for a in self.p2p.listen_addrs()]
+        # Loopback is useless to other machines: only if it is all we have (a swarm on one machine).
+        return [a for a in every if not a.startswith(("/ip4/127.", "/ip6/::1/"))] or every
+
+
 @asynccontextmanager
 async def open_host(
     seed: bytes,
@@ -700,6 +968,10 @@ async def open_host(
     bootstrap_interval: float = 30.0,
     debug: bool = False,
     refusals: RefusalLog | None = None,
+    relay_service: bool = True,
+    relay_limits: RelayLimits | None = None,
+    relay_reservations: int = 2,
+    find_market_by_name: bool = True,
 ) -> AsyncIterator[P2PHost]:
     """Run a libp2p host for network ``net`` until the block exits.
 
@@ -713,6 +985,10 @@ async def open_host(
     where publishing the same bytes again is a retry, not a duplicate (see
     :func:`content_msg_id`). ``debug``: let py-libp2p's own logging through.
     ``refusals``: where refused peer input is logged (default: a log of the host's own).
+    ``relay_service``: offer a capped Circuit Relay v2 service to peers (``relay_limits``).
+    ``relay_reservations``: how many peers' relays to hold reservations on (0: none), so that
+    peers can reach us through them when nobody can dial us. ``find_market_by_name`` (with
+    ``enable_dht``): provide the market's DHT key and dial the other providers (discovery.py).
     """
     validate_net(net)
     settings = gossip or GossipSettings()
@@ -726,7 +1002,10 @@ async def open_host(
         with suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             violators_send.send_nowait(peer)
 
-    host = _new_libp2p_host(seed, maddrs, max_connections)
+    holder: list[RelayClient] = []
+    host = _new_libp2p_host(seed, maddrs, max_connections, lambda: holder[0].circuit_addrs() if holder else [])
+    relay_client = RelayClient(host, want=relay_reservations)
+    holder.append(relay_client)
     router = _new_router(settings)
     per_publication = frozenset(topic(net, n) for n in resend_topics)
     pubsub = _new_pubsub(host, router, settings, per_publication, allowed)
@@ -734,6 +1013,7 @@ async def open_host(
     # docs/LIBP2P.md §6); from here on it must be stopped.
     dht: Any | None = None
     bg = Background()
+    p2p_addrs = _ListenAddrs()
     try:
         if enable_dht:
             from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
@@ -760,12 +1040,18 @@ async def open_host(
                         allowed_topics=allowed,
                         on_violation=on_violation,
                         refusals=refusals or RefusalLog(log),
+                        relay_client=relay_client,
+                        relay_service=RelayService(host, nursery, relay_limits or RelayLimits(), p2p_addrs.get),
                     )
+                    p2p_addrs.p2p = p2p
+                    _start_relaying(p2p, host, nursery, relay_client, serve=relay_service, reserve=relay_reservations)
                     # The peerstore never expires addresses by itself.
                     nursery.start_soon(host.get_peerstore().start_cleanup_task, 300)
                     nursery.start_soon(_cut_off, p2p, violators)
                     if dht is not None:
                         await nursery.start(run_dht, host, dht)
+                        if find_market_by_name:
+                            nursery.start_soon(find_market, p2p, dht, net)
                     if boot:
                         nursery.start_soon(bootstrap_loop, p2p, boot, bootstrap_interval)
                     if enable_mdns:

@@ -85,10 +85,21 @@ class ActivityMinuteOut(ActivityOut):
     minute: int = Field(description="the minute's start, Unix seconds")
 
 
+class RelayOut(_Open):
+    service: bool = Field(description="whether this node offers its capped relay service to peers")
+    reservations: list[str] = Field(description="peer ids of the relays we hold a reservation on")
+    circuits_relayed: int = Field(description="circuits this node's relay service opened since start")
+    bytes_relayed: int = Field(description="bytes this node's relay service carried since start")
+
+
 class StatusOut(_Open):
     peer_id: str
     net: str
     addrs: list[str]
+    reachability: str = Field(
+        "unknown", description="public | private | unknown: whether peers could dial us back (AutoNAT)"
+    )
+    relay: RelayOut | None = None
     peers: int
     book: BookOut
     trades: TradeCounts
@@ -97,9 +108,15 @@ class StatusOut(_Open):
     activity: ActivityOut = Field(description="counts over the last hour")
 
 
+class ConnectionOut(_Open):
+    relayed: bool = Field(description="true: through a relay (/p2p-circuit); false: a direct connection")
+    addr: str = Field(description="the connection's address (the relay circuit or the remote ip/port)")
+
+
 class PeerOut(_Open):
     peer_id: str
     addrs: list[str]
+    connections: list[ConnectionOut] = Field(default_factory=list, description="each open connection to the peer")
 
 
 class IdOut(BaseModel):

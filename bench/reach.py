@@ -1,0 +1,196 @@
+"""Benchmark of reach: two homes behind NATs with WAN delay, against the same trade between two public nodes.
+
+Builds the namespace lab of ``tests/netlab.py`` (needs root and nftables, like the lab tests):
+one public node ``pub`` (relay service on), and two homes, each behind its own masquerading
+router with tc netem ``--delay`` ms on both directions of its router's public link (where the kernel has netem: without
+it the bench runs with no delay and says so in ``netem``). The homes
+are given only ``pub``'s address. ``pub`` publishes ``--book`` listings before the homes start.
+
+Measured, from the moment both home processes are spawned (a cold start):
+
+- ``first_peer_s``: until home B lists its first market peer;
+- ``whole_book_s``: until B holds every listing ``pub`` published;
+- ``relay_ready_s``: until both homes hold a reservation on ``pub``'s relay.
+
+Then trades between the homes (A publishes, B offers, A accepts), one after another:
+``trade_s`` (ms) from the accept command until both homes' chains hold the exchange (read
+straight from each home's ledger.sqlite, read-only, polled every 20 ms), p50 over
+``--trades``; ``first_trade_s`` is the first one, which also opens the relayed connection.
+``direct_share``: of the connections between the two homes at the end, the share that are
+direct (not through a relay); ``relay_bytes_per_trade``: bytes ``pub``'s relay carried over
+the trades, divided by their number.
+
+Baseline in the same run: two nodes in the public namespace (no NAT, no delay), one dialling
+the other directly, the same trades: ``direct_trade_s`` p50. ``ratio`` = ``trade_s`` p50 /
+``direct_trade_s`` p50 (the goal: at most 2 once the relay is known).
+
+Run: ``python bench/reach.py --quick [--delay MS] [--trades N] [--book N] [--keep]``.
+``--quick`` (2 trades each, a book of 5) is required and takes under 120 s on a 2-core
+machine. The last line printed is a JSON object of all figures. Every address is in
+198.18.0.0/15; every wait is bounded; the lab (processes and namespaces) is torn down on
+exit, Ctrl-C and SIGTERM included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.netlab
+
+from support.benchkit import loadavg, run_bench, summary
+from swapmeet.ledger.store import LedgerStore
+from swapmeet.node.home import Home
+from swapmeet.protocol.identity import public_key_from_peer_id
+
+from tests.netlab import Lab, LabNode, lab_unavailable, netem_unavailable
+
+T0 = time.monotonic()
+WAIT_S = 60.0
+
+
+def say(text: str) -> None:
+    print(f"[{time.monotonic() - T0:6.1f}s] {text}", flush=True)
+
+
+def holds(node: LabNode, author: LabNode, payload: bytes) -> bool:
+    """Whether ``node``'s ledger holds ``payload`` on ``author``'s chain (read-only SQLite)."""
+    db = Home(node.home).ledger_db
+    if not db.exists():
+        return False
+    with contextlib.closing(LedgerStore.open(db, readonly=True)) as store:
+        rows = store._rows(
+            "SELECT 1 FROM entries WHERE author = ? AND payload_id = ?",
+            (public_key_from_peer_id(author.peer_id), payload),
+        )
+        return bool(rows)
+
+
+def poll(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"{what} did not happen within {timeout:g} s")
+
+
+def trade(lab: Lab, maker: LabNode, taker: LabNode, n: int) -> float:
+    """One barter; seconds from the accept command until both chains hold the exchange."""
+    title = f"Lamp {n} {os.urandom(3).hex()}"
+    listing = lab.cli_json(maker, "publish", "--title", title, "--have", "1 x lamp", "--want", "1 x jam")
+    lab.wait_until(
+        lambda: any(x["id"] == listing["id"] for x in lab.cli_json(taker, "listings", title)), WAIT_S, what="listing"
+    )
+    offer = lab.cli_json(taker, "offer", listing["id"], "--give", "1 x jam", "--take", "1 x lamp")
+    lab.wait_until(
+        lambda: any(o["id"] == offer["id"] for o in lab.cli_json(maker, "offers", "--incoming")), WAIT_S, what="offer"
+    )
+    start = time.monotonic()
+    xid = bytes.fromhex(lab.cli_json(maker, "accept", offer["id"], "--deadline", "10m")["id"])
+    poll(lambda: holds(maker, maker, xid) and holds(taker, taker, xid), WAIT_S, "the exchange on both chains")
+    return time.monotonic() - start
+
+
+def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -> dict[str, Any]:
+    reason = lab_unavailable()
+    if reason is not None:
+        raise SystemExit(f"bench/reach.py: {reason}")
+    no_netem = netem_unavailable() if args.delay else None
+    if no_netem is not None:
+        say(f"no WAN delay: {no_netem}")
+        args.delay = 0
+    figures: dict[str, Any] = {"delay_ms": args.delay, "netem": no_netem or "ok", "book": args.book}
+    figures["trades"] = args.trades
+    figures["loadavg_start"] = loadavg()
+    lab = Lab(net=f"reach-{os.urandom(3).hex()}", base_dir=tmp / "lab", delay_ms=args.delay)
+    cleanup.append(lab.close)
+    lab.__enter__()
+
+    say("baseline: two nodes on the public namespace, direct dials (pub starts meanwhile)")
+    c = lab.node("direct-c")
+    d = lab.node("direct-d", bootstrap=[c.addr], wait=False)  # type: ignore[list-item]
+    pub = lab.node("pub", wait=False)
+    lab.wait_up(d)
+    lab.wait_until(lambda: c.peer_id in lab.peer_ids(d), WAIT_S, what="the direct pair to connect")
+    direct = [trade(lab, c, d, i) for i in range(args.trades)]
+    figures["direct_trade_s"] = summary(direct, 3)
+    lab.stop(c)
+    lab.stop(d)
+
+    say(f"NAT: pub with {args.book} listings, two homes behind NATs with {args.delay} ms each way")
+    lab.wait_up(pub)
+    for i in range(args.book):
+        lab.cli_json(pub, "publish", "--title", f"Book item {i}", "--have", f"{i + 1} x thing")
+    book = {x["id"] for x in lab.cli_json(pub, "listings")}
+    home_a, home_b = lab.add_home(), lab.add_home()
+    spawned = time.monotonic()
+    a = lab.node("a", home_a, bootstrap=[pub.addr], wait=False)  # type: ignore[list-item]
+    b = lab.node("b", home_b, bootstrap=[pub.addr], wait=False)  # type: ignore[list-item]
+    lab.wait_up(b)
+    lab.wait_until(lambda: lab.peers(b), WAIT_S, what="B's first peer", interval=0.1)
+    figures["first_peer_s"] = round(time.monotonic() - spawned, 2)
+    lab.wait_until(
+        lambda: book <= {x["id"] for x in lab.cli_json(b, "listings")}, WAIT_S, what="the whole book", interval=0.1
+    )
+    figures["whole_book_s"] = round(time.monotonic() - spawned, 2)
+    lab.wait_up(a)
+    lab.wait_until(
+        lambda: all(lab.cli_json(n, "node", "status")["relay"]["reservations"] for n in (a, b)),
+        WAIT_S,
+        what="both reservations",
+        interval=0.1,
+    )
+    figures["relay_ready_s"] = round(time.monotonic() - spawned, 2)
+    before = lab.cli_json(pub, "node", "status")["relay"]["bytes_relayed"]
+    nat = [trade(lab, a, b, i) for i in range(args.trades)]
+    after = lab.cli_json(pub, "node", "status")["relay"]["bytes_relayed"]
+    figures["first_trade_s"] = round(nat[0], 3)
+    figures["trade_s"] = summary(nat[1:] or nat, 3)
+    figures["relay_bytes_per_trade"] = round((after - before) / len(nat))
+    conns = [c for p in lab.peers(a) if p["peer_id"] == b.peer_id for c in p["connections"]]
+    figures["home_connections"] = len(conns)
+    figures["direct_share"] = round(sum(not c["relayed"] for c in conns) / len(conns), 2) if conns else 0.0
+    figures["ratio"] = round(figures["trade_s"]["p50_ms"] / max(figures["direct_trade_s"]["p50_ms"], 1e-6), 2)
+    figures["loadavg_end"] = loadavg()
+    figures["cores"] = os.cpu_count()
+    return figures
+
+
+def report(f: dict[str, Any]) -> None:
+    say(
+        f"cold start of two homes behind NATs ({f['delay_ms']} ms each way): first peer {f['first_peer_s']} s,"
+        f" whole book ({f['book']} listings) {f['whole_book_s']} s, relay ready {f['relay_ready_s']} s"
+    )
+    say(
+        f"trade across two NATs: first {f['first_trade_s']} s, then p50 {f['trade_s']['p50_ms']} ms;"
+        f" direct on the public namespace p50 {f['direct_trade_s']['p50_ms']} ms; ratio {f['ratio']}"
+    )
+    say(
+        f"home-to-home connections: {f['home_connections']}, direct share {f['direct_share']};"
+        f" relay bytes per trade {f['relay_bytes_per_trade']}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", required=True, help="2 trades each, a book of 5: under 120 s")
+    parser.add_argument("--delay", type=int, default=40, help="WAN delay in ms on each home link, each way")
+    parser.add_argument("--trades", type=int, default=0, help="trades per setting (default 2)")
+    parser.add_argument("--book", type=int, default=0, help="listings pub publishes first (default 5)")
+    parser.add_argument("--keep", action="store_true", help="keep the homes and logs (their path is printed)")
+    args = parser.parse_args()
+    args.trades = args.trades or 2
+    args.book = args.book or 5
+    return run_bench(args, run, report, prefix="swapmeet-reach-bench-", started=T0, say=say)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

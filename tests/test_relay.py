@@ -1,0 +1,153 @@
+"""The relay among peers (node/host/relay.py), with real hosts in one process on 127.0.0.1.
+
+A relay host R; peers A and B connect only to R and are never told each other's address, so
+the only way from A to B is a circuit through R (docs/LIBP2P.md §40). Then R's caps under
+abuse: reservation after reservation from one peer, bytes pushed through a circuit without
+end, more circuits than one peer may hold; R keeps serving the others. And failover: a relay
+goes away, and the peers move to another and still reach each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+from swapmeet.node.host import FramedStream, P2PError, P2PHost, open_host, protocol_id
+from swapmeet.node.host.relay import RelayLimits
+
+from tests.p2p_helpers import LOOPBACK, seed
+
+NET = "test"
+ECHO = protocol_id(NET, "echo")
+LIMIT_S = 20.0
+
+
+async def wait_for(predicate: object, what: str, timeout: float = 10.0) -> None:
+    with trio.fail_after(timeout):
+        while not predicate():  # type: ignore[operator]
+            await trio.sleep(0.05)
+
+
+@asynccontextmanager
+async def relay_and_two(limits: RelayLimits | None = None) -> AsyncIterator[tuple[P2PHost, P2PHost, P2PHost]]:
+    """R offers the relay; A and B know only R, and each holds a reservation on it."""
+    async with open_host(seed("relay"), LOOPBACK, net=NET, relay_limits=limits) as r:
+        boot = [r.listen_addrs()[0]]
+        async with (
+            # No listen address: like a laptop behind a NAT, nobody can dial them.
+            open_host(seed("home-a"), (), net=NET, bootstrap=boot, relay_service=False) as a,
+            open_host(seed("home-b"), (), net=NET, bootstrap=boot, relay_service=False) as b,
+        ):
+
+            async def echo(stream: FramedStream) -> None:
+                async for frame in stream:
+                    await stream.send(frame)
+
+            b.set_stream_handler(ECHO, echo, max_frame_size=1 << 20)
+            await wait_for(lambda: a.relay_status()["reservations"] == [r.peer_id], "A's reservation")
+            await wait_for(lambda: b.relay_status()["reservations"] == [r.peer_id], "B's reservation")
+            yield r, a, b
+
+
+async def test_a_peer_behind_a_relay_is_reached_through_it() -> None:
+    with trio.fail_after(LIMIT_S):
+        async with relay_and_two() as (r, a, b):
+            await wait_for(lambda: r.reachability() == "public", "R found public by A's and B's dial-backs")
+            await wait_for(lambda: a.reachability() == "private", "A found private")
+            assert r.relay_status()["reservations"] == []
+            assert any(f"/p2p/{r.peer_id}/p2p-circuit/p2p/{b.peer_id}" in x for x in b.circuit_addrs())
+            assert a.known_addrs(b.peer_id) == []  # nothing to dial directly
+            async with await a.open_stream(b.peer_id, ECHO) as s:
+                await s.send(b"hello through the relay")
+                assert await s.receive() == b"hello through the relay"
+            (conn,) = a.connections(b.peer_id)
+            assert conn["relayed"] is True and f"/p2p/{r.peer_id}/p2p-circuit" in conn["addr"]
+            assert [c["relayed"] for c in a.connections(r.peer_id)] == [False]
+            assert r.relay_status()["circuits_relayed"] == 1 and r.relay_status()["bytes_relayed"] > 0
+
+
+async def test_reservation_after_reservation_hits_the_per_peer_cap() -> None:
+    limits = RelayLimits(reserve_per_minute=4)
+    with trio.fail_after(LIMIT_S):
+        async with relay_and_two(limits) as (r, a, b):
+            relay = a.relay_client
+            target = next(iter(relay.held))
+            answers = [await relay.reserve(target) for _ in range(6)]
+            # A used one request for its first reservation: three more pass, then the cap.
+            assert answers == [True, True, True, False, False, False]
+            assert r.relay_service.stats.reservations_refused == 3
+            # B, another peer, is not affected.
+            assert await b.relay_client.reserve(target) is True
+
+
+async def test_bytes_pushed_without_end_are_cut_at_the_circuit_cap() -> None:
+    limits = RelayLimits(circuit_bytes=256 * 1024)
+    with trio.fail_after(LIMIT_S):
+        async with relay_and_two(limits) as (r, a, b):
+            async with await a.open_stream(b.peer_id, ECHO, max_frame_size=1 << 20) as s:
+                with pytest.raises(P2PError):
+                    for _ in range(64):  # 4 MiB, far past the cap
+                        await s.send(b"x" * 65536)
+                        await s.receive()
+            await wait_for(lambda: r.relay_service.stats.circuits_cut == 1, "the circuit cut")
+            assert r.relay_service.stats.bytes_relayed <= limits.circuit_bytes
+            # The relay still serves: a new circuit carries a message.
+            await wait_for(lambda: not a.is_connected(b.peer_id), "the cut connection to close")
+            async with await a.open_stream(b.peer_id, ECHO) as s:
+                await s.send(b"again")
+                assert await s.receive() == b"again"
+
+
+async def test_circuits_per_peer_are_capped() -> None:
+    limits = RelayLimits(max_circuits_per_peer=1)
+    with trio.fail_after(LIMIT_S):
+        async with relay_and_two(limits) as (r, a, b):
+            async with await a.open_stream(b.peer_id, ECHO) as s:
+                await s.send(b"one")
+                assert await s.receive() == b"one"
+            # A second circuit between the same two peers, while the first is open: refused.
+            relay_id = a.relay_client.held and next(iter(a.relay_client.held))
+            with pytest.raises(ConnectionError, match="RESOURCE_LIMIT_EXCEEDED"):
+                await a.relay_client.dial(relay_id, b._my_id)
+            assert r.relay_service.stats.circuits_refused == 1
+
+
+async def test_when_a_relay_goes_away_the_peers_move_to_another_and_still_reach_each_other() -> None:
+    stop_r1 = trio.Event()
+
+    async def run_r1(*, task_status: trio.TaskStatus[P2PHost] = trio.TASK_STATUS_IGNORED) -> None:
+        async with open_host(seed("relay-1"), LOOPBACK, net=NET) as r1:
+            task_status.started(r1)
+            await stop_r1.wait()  # then r1 goes away, without a goodbye to anyone's reservation
+
+    with trio.fail_after(3 * LIMIT_S):
+        async with open_host(seed("relay-2"), LOOPBACK, net=NET) as r2, trio.open_nursery() as nursery:
+            r1 = await nursery.start(run_r1)
+            boot = [r1.listen_addrs()[0]]  # both reserve on r1 first
+            one = {"relay_service": False, "relay_reservations": 1}
+            async with (
+                open_host(seed("mover-a"), (), net=NET, bootstrap=boot, **one) as a,  # type: ignore[arg-type]
+                open_host(seed("mover-b"), (), net=NET, bootstrap=boot, **one) as b,  # type: ignore[arg-type]
+            ):
+
+                async def echo(stream: FramedStream) -> None:
+                    async for frame in stream:
+                        await stream.send(frame)
+
+                b.set_stream_handler(ECHO, echo)
+                for home in (a, b):
+                    await wait_for(lambda h=home: h.relay_status()["reservations"] == [r1.peer_id], "r1 reservation")
+                    await home.connect(r2.listen_addrs()[0])  # they also know r2, holding nothing there
+                assert r2.relay_status()["reservations"] == [] and not r2.relay_service.reservations
+                stop_r1.set()
+                for home in (a, b):
+                    await wait_for(
+                        lambda h=home: h.relay_status()["reservations"] == [r2.peer_id], "a reservation on r2", 15.0
+                    )
+                async with await a.open_stream(b.peer_id, ECHO) as s:
+                    await s.send(b"still trading")
+                    assert await s.receive() == b"still trading"
+                assert [c["relayed"] for c in a.connections(b.peer_id)] == [True]
+                assert r2.relay_status()["circuits_relayed"] == 1
