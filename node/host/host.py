@@ -56,6 +56,7 @@ from .errors import (
     PublishRejectedError,
     StreamClosedError,
 )
+from .fastpath import install_fastpath
 from .gossip import (
     SUBSCRIPTION_BUFFER,
     CountingSend,
@@ -64,6 +65,7 @@ from .gossip import (
     Subscription,
     Validator,
     content_msg_id,
+    peer_b58,
 )
 from .logs import configure_logging
 from .muxer import Violation, enforce_window
@@ -282,7 +284,7 @@ class P2PHost:
             if forwarder == my_id and msg.from_id == my_id.to_bytes():
                 return True
             try:
-                return bool(validator(ID(msg.from_id).to_base58(), msg.data))
+                return bool(validator(peer_b58(msg.from_id), msg.data))
             except Exception:
                 # The library only catches ValidationError around sync validators; anything
                 # else stops the whole Pubsub service, and the host with it (docs/LIBP2P.md §17).
@@ -700,6 +702,7 @@ async def open_host(
     bootstrap_interval: float = 30.0,
     debug: bool = False,
     refusals: RefusalLog | None = None,
+    fastpath: bool = True,
 ) -> AsyncIterator[P2PHost]:
     """Run a libp2p host for network ``net`` until the block exits.
 
@@ -713,6 +716,8 @@ async def open_host(
     where publishing the same bytes again is a retry, not a duplicate (see
     :func:`content_msg_id`). ``debug``: let py-libp2p's own logging through.
     ``refusals``: where refused peer input is logged (default: a log of the host's own).
+    ``fastpath``: cut py-libp2p's per-message costs (:mod:`.fastpath`, docs/LIBP2P.md §60-§64);
+    off only for the unpatched baseline of the benchmarks.
     """
     validate_net(net)
     settings = gossip or GossipSettings()
@@ -730,6 +735,8 @@ async def open_host(
     router = _new_router(settings)
     per_publication = frozenset(topic(net, n) for n in resend_topics)
     pubsub = _new_pubsub(host, router, settings, per_publication, allowed)
+    if fastpath:
+        install_fastpath(host, pubsub)
     # NB: Pubsub() has already started a thread (the seen-messages sweeper,
     # docs/LIBP2P.md §6); from here on it must be stopped.
     dht: Any | None = None
