@@ -17,8 +17,8 @@ Protocol (one line each way):
   stdout  ``READY <multiaddr>``   once listening and subscribed
           ``R <originator> <tag-hex>``  a message arrived (our own publishes are not reported)
 
-``--fastpath`` turns on the node's host fast path (``open_host(fastpath=True)``); without it
-(``bench/swarm.py``'s baseline) the pubsub path is the library's own, unpatched.
+``--fastpath`` turns on the node's host fast path and liveness pings (``open_host(fastpath=True)``);
+without it (``bench/swarm.py``'s baseline) the pubsub path is the library's own, unpatched.
 
 Run: ``python bench/support/gossip_peer.py --port P --net NAME`` (``bench/swarm.py`` does).
 """
@@ -65,7 +65,12 @@ async def main(port: int, net: str, fastpath: bool) -> None:
 
 async def serve(topic: str, port: int, net: str, signals: Any, fastpath: bool) -> None:
     async with p2p.open_host(
-        os.urandom(32), [f"/ip4/127.0.0.1/tcp/{port}"], net=net, gossip_topics=[TOPIC_NAME], fastpath=fastpath
+        os.urandom(32),
+        [f"/ip4/127.0.0.1/tcp/{port}"],
+        net=net,
+        gossip_topics=[TOPIC_NAME],
+        fastpath=fastpath,
+        liveness=p2p.LivenessSettings() if fastpath else None,
     ) as host:
         sub = await host.subscribe(topic, lambda from_peer, data: True)
         me = host.peer_id

@@ -67,6 +67,7 @@ from .gossip import (
     content_msg_id,
     peer_b58,
 )
+from .liveness import Liveness, LivenessSettings
 from .logs import configure_logging
 from .muxer import Violation, enforce_window
 from .names import topic
@@ -170,6 +171,8 @@ class P2PHost:
         self.peer_id: str = self._my_id.to_base58()
         self._connections_changed = trio.Event()
         self._on_violation = on_violation
+        #: Pings each connection and redials silent ones (docs/LIBP2P.md §65); None when turned off.
+        self.liveness: Liveness | None = None
         network = host.get_network()
         for conn in network.get_connections():  # any accepted before we were built
             enforce_window(conn.muxed_conn, on_violation)
@@ -703,6 +706,7 @@ async def open_host(
     debug: bool = False,
     refusals: RefusalLog | None = None,
     fastpath: bool = True,
+    liveness: LivenessSettings | None = LivenessSettings(),  # noqa: B008 - frozen, shared safely
 ) -> AsyncIterator[P2PHost]:
     """Run a libp2p host for network ``net`` until the block exits.
 
@@ -717,7 +721,8 @@ async def open_host(
     :func:`content_msg_id`). ``debug``: let py-libp2p's own logging through.
     ``refusals``: where refused peer input is logged (default: a log of the host's own).
     ``fastpath``: cut py-libp2p's per-message costs (:mod:`.fastpath`, docs/LIBP2P.md §60-§64);
-    off only for the unpatched baseline of the benchmarks.
+    off only for the unpatched baseline of the benchmarks. ``liveness``: how connections are pinged,
+    closed when silent and redialled (:mod:`.liveness`, docs/LIBP2P.md §65); None turns it off.
     """
     validate_net(net)
     settings = gossip or GossipSettings()
@@ -771,6 +776,9 @@ async def open_host(
                     # The peerstore never expires addresses by itself.
                     nursery.start_soon(host.get_peerstore().start_cleanup_task, 300)
                     nursery.start_soon(_cut_off, p2p, violators)
+                    if liveness is not None:
+                        p2p.liveness = Liveness(p2p, host, liveness)
+                        nursery.start_soon(p2p.liveness.run)
                     if dht is not None:
                         await nursery.start(run_dht, host, dht)
                     if boot:
