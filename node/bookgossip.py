@@ -43,10 +43,12 @@ OWN_PACE = 0.8
 # one batch is in SQLite the next one gathers (py-libp2p's validator has already run; only storing waits).
 STORE_QUEUE = 1024
 STORE_BATCH = 256
-# Publishing: when we published less than BUSY_S ago, wait COALESCE_S for more objects before packing
-# (a burst goes out in fewer messages; a lone publish after a quiet spell goes at once).
+# Publishing: when we published less than BUSY_S ago, objects keep gathering while more arrive (at most
+# QUIET_S apart, for at most COALESCE_MAX_S) before they are packed: a burst goes out in a few messages
+# (py-libp2p's cost is per message), while a lone publish after a quiet spell goes at once.
 BUSY_S = 0.05
-COALESCE_S = 0.003
+QUIET_S = 0.005
+COALESCE_MAX_S = 0.03
 
 
 def _decode(kinds: tuple[str, ...], data: bytes) -> list[object]:
@@ -115,12 +117,23 @@ class BookGossip:
             with trio.move_on_after(1.0 / self._own_pace.rate if held_back else float("inf")):
                 await self._outbox_ready.wait()
             if trio.current_time() - last < BUSY_S:
-                await trio.sleep(COALESCE_S)  # busy: let the rest of a burst join this message
+                await self._gather()  # busy: let the rest of a burst join this message
             last = trio.current_time()
             self._outbox_ready = trio.Event()
             for name in self._outbox:
                 await self._publish_ready(name)
             held_back = any(self._outbox.values())
+
+    async def _gather(self) -> None:
+        """Wait while objects keep arriving (each within QUIET_S of the last), at most COALESCE_MAX_S."""
+        deadline = trio.current_time() + COALESCE_MAX_S
+        waiting = sum(map(len, self._outbox.values()))
+        while trio.current_time() < deadline:
+            await trio.sleep(QUIET_S)
+            now_waiting = sum(map(len, self._outbox.values()))
+            if now_waiting == waiting:
+                return
+            waiting = now_waiting
 
     async def _publish_ready(self, name: str) -> None:
         raws = self._outbox[name]

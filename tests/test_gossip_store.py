@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from swapmeet.node.activity import Activity
 from swapmeet.node.book import OfferBook
 from swapmeet.node.bookgossip import BookGossip
@@ -65,3 +66,40 @@ async def test_messages_waiting_for_the_book_are_stored_in_one_transaction(caplo
         "gossip from bbbbbbbb: 2 new object(s)",
         "gossip from cccccccc: 3 new object(s)",
     ]
+
+
+class RecordingTopic:
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def publish(self, data: bytes) -> None:
+        self.messages.append(data)
+
+
+async def test_a_burst_of_publishes_goes_out_in_few_messages(autojump_clock: trio.testing.MockClock) -> None:
+    """One listing alone goes out at once; the 15 announced right after it (one every 2 ms, as API calls
+    arrive) gather into a few messages instead of one each."""
+    from swapmeet.protocol import batch
+    from swapmeet.protocol.ratelimit import AuthorRateLimiter
+
+    gossip = BookGossip.__new__(BookGossip)
+    gossip.me = b"me" * 16
+    gossip._own_pace = AuthorRateLimiter(rate=100, burst=100)
+    gossip._outbox = {"listings": [], "offers": []}
+    gossip._outbox_ready = trio.Event()
+    topic = RecordingTopic()
+    gossip.topics = {"listings": topic, "offers": RecordingTopic()}  # type: ignore[dict-item]
+    raws = [listing(ALICE, series=bytes([i]) * 16).raw for i in range(16)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(gossip._publish_waiting)
+        gossip.announce("listings", raws[0])
+        await trio.sleep(0.001)
+        assert len(topic.messages) == 1  # alone, at once
+        for raw in raws[1:]:
+            gossip.announce("listings", raw)
+            await trio.sleep(0.002)
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    sent = [batch.split_batch(m) for m in topic.messages]
+    assert sum(map(len, sent)) == 16
+    assert len(topic.messages) <= 4, [len(x) for x in sent]
