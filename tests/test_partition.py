@@ -2,8 +2,8 @@
 
 Six real ``swapmeet node run`` processes, each in a network namespace of its own
 (addresses from 198.18.0.0/15), three on bridge A and three on bridge B of a
-hub namespace; the two bridges are joined by one veth pair, the *link*. Three
-connections cross it. The cut takes both ends of the link down inside the hub:
+hub namespace, each half a line; the two bridges are joined by one veth pair,
+the *link*. One connection crosses it. The cut takes both ends of the link down inside the hub:
 the nodes' own interfaces stay up and their packets vanish silently at the
 bridge, as on a cut cable, so the crossing TCP connections stay open in
 retransmission backoff (the kernel closes nothing). (``tc netem`` is not
@@ -11,8 +11,9 @@ available in this kernel.)
 
 While cut, both halves publish and one node of A withdraws a listing both halves
 held. After ``CUT_S`` (60 s) the link returns, and every node must hold the same
-live book, the union of both halves' work, within ``HEAL_BOUND_S``. Without
-liveness that took 50-53 s (the retransmission timer); the heal time is printed.
+live book, the union of both halves' work, within ``HEAL_BOUND_S`` (20 s).
+Without liveness that took 50-53 s in the issue's lab and 25-29 s in this one
+(whatever was left of the retransmission timer); the heal time is printed.
 
 The CLI for a node runs in the node's namespace (its API listens on that
 namespace's 127.0.0.1). Every wait is bounded; every process is stopped and
@@ -41,7 +42,9 @@ import pytest
 pytestmark = pytest.mark.slow
 
 CUT_S = float(os.environ.get("SWAPMEET_PARTITION_CUT_S", "60"))
-HEAL_BOUND_S = 30.0  # the issue's goal; today (no liveness) 50-53 s
+# Without liveness: 50-53 s in the issue's lab, 25.0 and 29.1 s in this one (the nodes of the commit
+# before node/host/liveness.py); with it: 4.9-11.1 s, the CLI polls included.
+HEAL_BOUND_S = 20.0
 NODES = 6
 HALF = 3
 PORT = 4001
@@ -166,7 +169,7 @@ class Lab:
 
     def log_tail(self, i: int) -> str:
         path = self.base / f"node{i}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-15:]) if path.exists() else ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-40:]) if path.exists() else ""
 
     def close(self) -> None:
         for p in self.procs:
@@ -215,8 +218,10 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         lab.close()
 
 
-# Who dials whom: a line inside each half, and three connections across the link.
-DIALS = {0: [], 1: [0], 2: [1], 3: [0], 4: [3, 1], 5: [4, 2]}
+# Who dials whom: a line inside each half, and one connection across the link (3 - 0). What one
+# node of a half learns over it reaches the others of its half by book sync's cascade (node/booksync.py),
+# not by gossip: objects that book sync brings are not gossiped on.
+DIALS = {0: [], 1: [0], 2: [1], 3: [0], 4: [3], 5: [4]}
 
 
 def test_books_agree_within_seconds_after_a_60_s_cut(lab: Lab) -> None:

@@ -53,9 +53,9 @@ class LivenessSettings:
     deadline: float = 5.0
     # Redial a peer whose connection we closed for this long (s), at most this far apart (s).
     redial_for: float = 600.0
-    redial_max_backoff: float = 4.0
+    redial_max_backoff: float = 2.0
     # One dial attempt (s): a cut link drops the SYN, so the attempt would otherwise hang.
-    dial_timeout: float = 3.0
+    dial_timeout: float = 2.0
 
 
 def _socket_of(conn: INetConn) -> Any | None:
