@@ -24,7 +24,9 @@ dialling node 0 and up to two random earlier nodes, and measures:
   background load. Also: objects per gossip message, rate-limit rejections
   in the node logs, and the CPU time all N processes spend per object, which
   gives a CPU-bound ceiling (cores / CPU per object) that the machine's other
-  load hardly moves.
+  load hardly moves; and the same less the processes' idle CPU (measured for
+  2 s, 5 s without --quick, before the throughput test), which is the cost of
+  a message itself (at low rates heartbeats and pings would dominate).
 - ``catch-up``: every node starts with the same pre-built book of 10k signed
   listings (2k with ``--quick``), written into its offer-book file before it
   starts (valid objects by a few random authors, built in this process).
@@ -541,6 +543,7 @@ class Step:
     objects: int = 0
     rate_limited: int = 0  # node log lines: author over its rate limit / could not publish
     cpu_s: float = 0.0  # CPU seconds of all N processes during the step and its drain
+    wall_s: float = 0.0  # how long the step and its drain took
 
     @property
     def ok(self) -> bool:
@@ -598,6 +601,7 @@ def run_step(
     events = max(1, round(rate * duration / burst))
     marks = _marks(peers)
     cpu0 = sum(cpu_s(p.pid) for p in peers)
+    wall0 = time.monotonic()
     sent: list[tuple[float, Any]] = []  # (send time, source)
     lock = threading.Lock()
     errors = [0]
@@ -648,6 +652,7 @@ def run_step(
 
     wait_for(complete, DRAIN_S + (end - time.monotonic()))
     step.cpu_s = sum(cpu_s(p.pid) for p in peers) - cpu0
+    step.wall_s = time.monotonic() - wall0
     with EVENTS:
         for q in peers:
             arrivals = q.arrivals[marks[id(q)] :]
@@ -708,6 +713,13 @@ class Ladder:
         n = sum(s.published for s in self.steps)
         return sum(s.cpu_s for s in self.steps) * 1000 / n if n else float("nan")
 
+    def cpu_ms_per_object_net(self, idle_cores: float) -> float:
+        """:meth:`cpu_ms_per_object` less what the N processes burn idle (``idle_cores``: their idle CPU
+        seconds per second), so the per-message cost is not swamped by heartbeats at low rates."""
+        n = sum(s.published for s in self.steps)
+        busy = sum(s.cpu_s - idle_cores * s.wall_s for s in self.steps)
+        return max(0.0, busy) * 1000 / n if n else float("nan")
+
     def record(self, step: Step) -> None:
         self.steps.append(step)
         _print_step(self.label, step)
@@ -715,6 +727,15 @@ class Ladder:
             self.best = max(self.best, step.rate)
         elif self.failed_at is None or step.rate < self.failed_at:
             self.failed_at = step.rate
+
+
+def idle_cores(systems: Sequence[Sequence[Any]], seconds: float) -> list[float]:
+    """CPU seconds per second that each system's processes spend with nothing published (all at once)."""
+    before = [sum(cpu_s(p.pid) for p in peers) for peers in systems]
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    wall = time.monotonic() - t0
+    return [(sum(cpu_s(p.pid) for p in peers) - b) / wall for peers, b in zip(systems, before, strict=True)]
 
 
 def climb(ladders: Sequence[Ladder], duration: float, rng: random.Random, counter: list[int], deadline: float) -> None:
@@ -1014,6 +1035,8 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -
     time.sleep(SETTLE_S)
 
     # ---------------------------------------------------------------- throughput
+    idle = idle_cores([nodes, bare], 2.0 if quick else 5.0)
+    f["idle_cpu_share_per_process"] = {"node": round(idle[0] / n, 4), "bare": round(idle[1] / n, 4)}
     t = time.monotonic()
     counter = [0]
     with ThreadPoolExecutor(max_workers=4 * BURST) as pool:
@@ -1038,6 +1061,14 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -
         k: x.cpu_ms_per_object() for k, x in (("bare", bare_ladder), ("node", node_ladder), ("burst", burst_ladder))
     }
     ceiling = {k: f["cores"] * 1000 / v for k, v in cpu_cost.items()}
+    cpu_net = {
+        k: x.cpu_ms_per_object_net(idle[1] if k == "bare" else idle[0])
+        for k, x in (("bare", bare_ladder), ("node", node_ladder), ("burst", burst_ladder))
+    }
+    say(
+        f"    less idle CPU (node {idle[0]:.2f}, bare {idle[1]:.2f} cores for {n} processes): bare"
+        f" {cpu_net['bare']:.1f} ms, node {cpu_net['node']:.1f} ms, bursts {cpu_net['burst']:.1f} ms per object"
+    )
     say(
         f"    CPU per object, all processes: bare {cpu_cost['bare']:.0f} ms, node {cpu_cost['node']:.0f} ms,"
         f" node in bursts {cpu_cost['burst']:.0f} ms -> CPU-bound ceilings on {f['cores']} cores:"
@@ -1077,6 +1108,8 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -
     }
     f["catch_up"] = {"differ_by_10": d10, "newcomer": newc}
     f["cpu_ms_per_object"] = {k: round(v, 1) for k, v in cpu_cost.items()}
+    f["cpu_ms_per_object_net_of_idle"] = {k: round(v, 1) for k, v in cpu_net.items()}
+    f["cpu_ms_per_object_per_node_net_of_idle"] = {k: round(v / n, 2) for k, v in cpu_net.items()}
     f["cpu_bound_ceiling_per_s"] = {k: round(v, 1) for k, v in ceiling.items()}
 
     p95_ratio = node_lat.summary()["p95_ms"] / bare_lat.summary()["p95_ms"]

@@ -39,6 +39,16 @@ TOPIC_KINDS: dict[str, tuple[str, ...]] = {
 # Our own objects go out at 80 % of the budget every node enforces: delays on the way can bunch paced
 # messages together, and a receiver must still find them within budget.
 OWN_PACE = 0.8
+# Verified messages waiting for the book, per topic, and how many are stored in one transaction: while
+# one batch is in SQLite the next one gathers (py-libp2p's validator has already run; only storing waits).
+STORE_QUEUE = 1024
+STORE_BATCH = 256
+# Publishing: when we published less than BUSY_S ago, objects keep gathering while more arrive (at most
+# QUIET_S apart, for at most COALESCE_MAX_S) before they are packed: a burst goes out in a few messages
+# (py-libp2p's cost is per message), while a lone publish after a quiet spell goes at once.
+BUSY_S = 0.05
+QUIET_S = 0.005
+COALESCE_MAX_S = 0.03
 
 
 def _decode(kinds: tuple[str, ...], data: bytes) -> list[object]:
@@ -76,23 +86,54 @@ class BookGossip:
         self._outbox_ready.set()
 
     async def _read(self, verified_topic: VerifiedTopic[list[object]]) -> None:
-        async for from_peer, objects in verified_topic:
-            new = await self.ingest.store(objects)  # type: ignore[arg-type]
-            self.activity.note("gossip_new", new)
-            if new:
-                log.info("gossip from %s: %d new object(s)", from_peer[-8:], new)
+        send, receive = trio.open_memory_channel[tuple[str, list[object]]](STORE_QUEUE)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._store_batches, receive)
+            async with send:
+                async for item in verified_topic:
+                    await send.send(item)
+
+    async def _store_batches(self, receive: trio.MemoryReceiveChannel[tuple[str, list[object]]]) -> None:
+        """Store what waits in one transaction: one worker-thread round trip for many messages."""
+        async for first in receive:
+            waiting = [first]
+            while len(waiting) < STORE_BATCH:
+                try:
+                    waiting.append(receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            counts = await self.ingest.store_groups([objects for _, objects in waiting])  # type: ignore[misc]
+            for (from_peer, _), new in zip(waiting, counts, strict=True):
+                self.activity.note("gossip_new", new)
+                if new:
+                    log.info("gossip from %s: %d new object(s)", from_peer[-8:], new)
 
     async def _publish_waiting(self) -> None:
         """Publish what waits in the outbox; what is over our pace waits for the next round."""
         held_back = False
+        last = -1.0
         while True:
             # Objects held back by pacing are due again after one token's time; otherwise wait for news.
             with trio.move_on_after(1.0 / self._own_pace.rate if held_back else float("inf")):
                 await self._outbox_ready.wait()
+            if trio.current_time() - last < BUSY_S:
+                await self._gather()  # busy: let the rest of a burst join this message
+            last = trio.current_time()
             self._outbox_ready = trio.Event()
             for name in self._outbox:
                 await self._publish_ready(name)
             held_back = any(self._outbox.values())
+
+    async def _gather(self) -> None:
+        """Wait while objects keep arriving (each within QUIET_S of the last), at most COALESCE_MAX_S."""
+        deadline = trio.current_time() + COALESCE_MAX_S
+        waiting = sum(map(len, self._outbox.values()))
+        while trio.current_time() < deadline:
+            await trio.sleep(QUIET_S)
+            now_waiting = sum(map(len, self._outbox.values()))
+            if now_waiting == waiting:
+                return
+            waiting = now_waiting
 
     async def _publish_ready(self, name: str) -> None:
         raws = self._outbox[name]

@@ -10,7 +10,12 @@ everything received goes through the node's one ingest path
 The frames and the reconciliation are :mod:`swapmeet.protocol.booksync`'s.
 
 Which side initiates: the peer with the smaller PeerID, so that two nodes that
-connect do one session between them instead of two. Up to
+connect do one session between them instead of two. What a session brings in
+is not gossiped on, so a session that stored something new (either side)
+starts one with every other connected peer (:data:`CASCADE_S` later, sessions
+already running are run once more): after a partition heals, what one link
+across it carried reaches every node of the other half in a few sessions, not
+at the next periodic resync. Up to
 :data:`MAX_SESSIONS` sessions run at once, each bounded by a deadline per
 frame and per session, so a peer that stalls costs only its own session; a
 session skips what the others have stored meanwhile, so overlapping ones
@@ -19,6 +24,7 @@ seldom fetch an object twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -48,6 +54,9 @@ RESYNC_S = 60.0
 # deadlines), few enough that overlapping sessions seldom fetch the same objects twice (and before
 # each `get` a session skips what another one has stored meanwhile).
 MAX_SESSIONS = 3
+# After a session stored something new: how long news from other sessions may gather before the sessions
+# with every other peer start (one wave for several sources).
+CASCADE_S = 0.5
 
 
 @dataclass
@@ -89,11 +98,18 @@ class BookSync:
         self.protocol = protocol_id(net, PROTOCOL)
         self.book = book
         self.ingest = ingest
+        # Peers whose session stored something new (the cascade, see the module docstring).
+        self._news_send, self._news = trio.open_memory_channel[str](256)
 
     async def start(self, nursery: trio.Nursery, changes: trio.MemoryReceiveChannel[PeerChange]) -> None:
         """Serve the protocol, and sync with peers as they connect (and one every RESYNC_S) in ``nursery``."""
         self.host.set_stream_handler(self.protocol, self._serve, max_frame_size=frames.MAX_FRAME)
         nursery.start_soon(self._keep_in_sync, changes)
+
+    def _tell_news(self, peer: str) -> None:
+        """A session with ``peer`` stored something new: sync with the others (dropped if 256 wait already)."""
+        with contextlib.suppress(trio.WouldBlock):
+            self._news_send.send_nowait(peer)
 
     @staticmethod
     def initiates(me: str, peer: str) -> bool:
@@ -110,20 +126,41 @@ class BookSync:
         me = self.host.peer_id
         slots = trio.CapacityLimiter(MAX_SESSIONS)
         syncing: set[str] = set()
+        again: set[str] = set()  # asked for while a session with it ran: run once more after it
         current: frozenset[str] = frozenset()
 
         async def sync_with(peer: str) -> None:
             if peer in syncing:
+                again.add(peer)
                 return
             syncing.add(peer)
             try:
-                async with slots:
-                    await sync_quietly(self, peer)
+                while True:
+                    again.discard(peer)
+                    async with slots:
+                        stats = await sync_quietly(self, peer)
+                    if stats is not None and stats.accepted:
+                        self._tell_news(peer)
+                    if peer not in again:
+                        return
             finally:
                 syncing.discard(peer)
 
+        async def cascade() -> None:
+            async for source in self._news:
+                sources = {source}
+                await trio.sleep(CASCADE_S)
+                while True:
+                    try:
+                        sources.add(self._news.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                for peer in sorted(set(self.host.connected_peers()) - sources):
+                    sessions.start_soon(sync_with, peer)
+
         last_resync = time.monotonic()
         async with trio.open_nursery() as sessions:
+            sessions.start_soon(cascade)
             while True:
                 wait = max(0.0, last_resync + RESYNC_S - time.monotonic()) if current else math.inf
                 with trio.move_on_after(wait):
@@ -207,6 +244,8 @@ class BookSync:
                     stats.accepted += await self.ingest.store_raw(raws, stream.peer_id)
                 elif tag == "end":
                     self.activity.note("sync_sessions")
+                    if stats.accepted:
+                        self._tell_news(stream.peer_id)
                     return
                 else:
                     raise InvalidObject("sync", f"unexpected {tag} frame from the initiator", "protocol")

@@ -140,8 +140,10 @@ class Market:
             old = await self._own_listing(replaces, "replace")
             now, series, rev = max(now, old.created), old.series, old.rev + 1
         listing = sign_listing(self.identity, spec, created=now, series=series, rev=rev)
-        await self.ingest.store([listing])
+        # Gossip first, store meanwhile: the signed listing is valid whether or not our book holds it yet,
+        # and nothing is acknowledged to the user before it is stored (the call returns after the store).
         self.book_gossip.announce("listings", listing.raw)
+        await self.ingest.store([listing])
         log.info("published listing %s: %s", listing.id.hex()[:12], listing.title)
         return listing
 
@@ -158,8 +160,8 @@ class Market:
     async def withdraw(self, listing_id: bytes) -> Withdrawal:
         obj = await self._own_listing(listing_id, "withdraw")
         withdrawal = make_withdrawal(self.identity, obj, created=max(_now(), obj.created))
+        self.book_gossip.announce("listings", withdrawal.raw)  # gossip first, as publish() does
         await self.ingest.store([withdrawal])
-        self.book_gossip.announce("listings", withdrawal.raw)
         log.info("withdrew listing %s", listing_id.hex()[:12])
         return withdrawal
 

@@ -17,6 +17,9 @@ Protocol (one line each way):
   stdout  ``READY <multiaddr>``   once listening and subscribed
           ``R <originator> <tag-hex>``  a message arrived (our own publishes are not reported)
 
+``--fastpath`` turns on the node's host fast path and liveness pings (``open_host(fastpath=True)``);
+without it (``bench/swarm.py``'s baseline) the pubsub path is the library's own, unpatched.
+
 Run: ``python bench/support/gossip_peer.py --port P --net NAME`` (``bench/swarm.py`` does).
 """
 
@@ -54,15 +57,20 @@ async def _lines(stream: trio.abc.ReceiveStream):  # type: ignore[no-untyped-def
             yield line.decode()
 
 
-async def main(port: int, net: str) -> None:
+async def main(port: int, net: str, fastpath: bool) -> None:
     topic = p2p.topic(net, TOPIC_NAME)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        await serve(topic, port, net, signals)
+        await serve(topic, port, net, signals, fastpath)
 
 
-async def serve(topic: str, port: int, net: str, signals: Any) -> None:
+async def serve(topic: str, port: int, net: str, signals: Any, fastpath: bool) -> None:
     async with p2p.open_host(
-        os.urandom(32), [f"/ip4/127.0.0.1/tcp/{port}"], net=net, gossip_topics=[TOPIC_NAME]
+        os.urandom(32),
+        [f"/ip4/127.0.0.1/tcp/{port}"],
+        net=net,
+        gossip_topics=[TOPIC_NAME],
+        fastpath=fastpath,
+        liveness=p2p.LivenessSettings() if fastpath else None,
     ) as host:
         sub = await host.subscribe(topic, lambda from_peer, data: True)
         me = host.peer_id
@@ -111,6 +119,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--net", default="bench")
+    parser.add_argument(
+        "--fastpath",
+        action="store_true",
+        help="our host fast path (docs/LIBP2P.md §60-§64); the baseline is without it: the library as it comes",
+    )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C during shutdown
-        trio.run(main, args.port, args.net)
+        trio.run(main, args.port, args.net, args.fastpath)

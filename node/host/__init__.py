@@ -10,6 +10,8 @@ of anything that does not run a host (the CLI talks to a running node over HTTP)
 - :mod:`.gossip`: GossipSub settings, message ids, per-peer queues, subscriptions.
 - :mod:`.streams`: length-prefixed framed streams.
 - :mod:`.discovery`: bootstrap dialling, mDNS, the DHT's routing table.
+- :mod:`.fastpath`: py-libp2p's per-message costs cut (docs/LIBP2P.md §60-§64).
+- :mod:`.liveness`: silent connections closed and redialled (docs/LIBP2P.md §65).
 - :mod:`.names`: topic and protocol ids that carry the network name.
 - :mod:`.errors`, :mod:`.logs`: what the host raises; keeping py-libp2p's logging quiet.
 
@@ -32,6 +34,7 @@ from .errors import (
 )
 from .gossip import DEFAULT_MAX_MESSAGE_SIZE, GossipSettings, Subscription, Validator
 from .host import P2PHost, identity_key_pair, open_host
+from .liveness import LivenessSettings
 from .logs import configure_logging
 from .names import protocol_id, topic
 from .streams import DEFAULT_MAX_FRAME_SIZE, FramedStream
@@ -44,6 +47,7 @@ __all__ = [
     "FrameTooLargeError",
     "FramedStream",
     "GossipSettings",
+    "LivenessSettings",
     "P2PError",
     "P2PHost",
     "P2PTimeoutError",

@@ -65,6 +65,7 @@ from .errors import (
     PublishRejectedError,
     StreamClosedError,
 )
+from .fastpath import install_fastpath
 from .gossip import (
     SUBSCRIPTION_BUFFER,
     CountingSend,
@@ -73,7 +74,9 @@ from .gossip import (
     Subscription,
     Validator,
     content_msg_id,
+    peer_b58,
 )
+from .liveness import Liveness, LivenessSettings
 from .logs import configure_logging
 from .muxer import Violation, enforce_window
 from .names import topic
@@ -200,6 +203,8 @@ class P2PHost:
         self.peer_id: str = self._my_id.to_base58()
         self._connections_changed = trio.Event()
         self._on_violation = on_violation
+        #: Pings each connection and redials silent ones (docs/LIBP2P.md §65); None when turned off.
+        self.liveness: Liveness | None = None
         network = host.get_network()
         for conn in network.get_connections():  # any accepted before we were built
             enforce_window(conn.muxed_conn, on_violation)
@@ -464,7 +469,7 @@ class P2PHost:
             if forwarder == my_id and msg.from_id == my_id.to_bytes():
                 return True
             try:
-                return bool(validator(ID(msg.from_id).to_base58(), msg.data))
+                return bool(validator(peer_b58(msg.from_id), msg.data))
             except Exception:
                 # The library only catches ValidationError around sync validators; anything
                 # else stops the whole Pubsub service, and the host with it (docs/LIBP2P.md §17).
@@ -972,6 +977,8 @@ async def open_host(
     relay_limits: RelayLimits | None = None,
     relay_reservations: int = 2,
     find_market_by_name: bool = True,
+    fastpath: bool = True,
+    liveness: LivenessSettings | None = LivenessSettings(),  # noqa: B008 - frozen, shared safely
 ) -> AsyncIterator[P2PHost]:
     """Run a libp2p host for network ``net`` until the block exits.
 
@@ -989,6 +996,9 @@ async def open_host(
     ``relay_reservations``: how many peers' relays to hold reservations on (0: none), so that
     peers can reach us through them when nobody can dial us. ``find_market_by_name`` (with
     ``enable_dht``): provide the market's DHT key and dial the other providers (discovery.py).
+    ``fastpath``: cut py-libp2p's per-message costs (:mod:`.fastpath`, docs/LIBP2P.md §60-§64);
+    off only for the unpatched baseline of the benchmarks. ``liveness``: how connections are pinged,
+    closed when silent and redialled (:mod:`.liveness`, docs/LIBP2P.md §65); None turns it off.
     """
     validate_net(net)
     settings = gossip or GossipSettings()
@@ -1009,6 +1019,8 @@ async def open_host(
     router = _new_router(settings)
     per_publication = frozenset(topic(net, n) for n in resend_topics)
     pubsub = _new_pubsub(host, router, settings, per_publication, allowed)
+    if fastpath:
+        install_fastpath(host, pubsub)
     # NB: Pubsub() has already started a thread (the seen-messages sweeper,
     # docs/LIBP2P.md §6); from here on it must be stopped.
     dht: Any | None = None
@@ -1048,6 +1060,9 @@ async def open_host(
                     # The peerstore never expires addresses by itself.
                     nursery.start_soon(host.get_peerstore().start_cleanup_task, 300)
                     nursery.start_soon(_cut_off, p2p, violators)
+                    if liveness is not None:
+                        p2p.liveness = Liveness(p2p, host, liveness)
+                        nursery.start_soon(p2p.liveness.run)
                     if dht is not None:
                         await nursery.start(run_dht, host, dht)
                         if find_market_by_name:

@@ -1,0 +1,208 @@
+"""Cuts py-libp2p 0.8.1's CPU per gossip message: the host's fast path (docs/LIBP2P.md §60-§64).
+
+A gossip message costs py-libp2p far more in frames, locks and bookkeeping
+around it than in its own bytes (the profile is docs/LIBP2P.md §60). What this
+module changes, each a section of that document:
+
+- §61 one WINDOW_UPDATE per CREDIT_BATCH bytes read, not one per read: yamux
+  in 0.8.1 credits every read back to the sender at once, and pubsub reads each
+  RPC in three reads (two varint bytes, then the body), so each message cost
+  three extra frames back to its sender, each one encrypted, sent, received,
+  decrypted and demultiplexed;
+- §62 pubsub reads its streams through a buffer (:class:`BufferedStream`): one
+  yamux read per burst of RPCs instead of three per RPC, and its credit to the
+  sender batched (§61);
+- §63 the signed peer record that py-libp2p puts in *every* pubsub RPC is built
+  once a second, not once per RPC, and a peer's record is verified when it
+  changes, not on every RPC it sends (:func:`_cached_env_to_send`,
+  :func:`_cached_consume_record`);
+- §64 the validation-result cache is an ordered dict (:class:`LruValidationCache`):
+  the library's keeps its LRU order in a list and scans it on every message.
+
+Everything here is per host: a host opened with ``fastpath=False`` (the
+benchmarks' baseline) keeps the library's behaviour, also in the same process
+(the two module-level hooks of §63 look the host up first). Relies on
+``Pubsub.continuously_read_stream``, ``Pubsub.validation_cache``,
+``NetStream.muxed_stream``, ``YamuxStream._auto_tune_and_send_window_update``
+and the names ``env_to_send_in_RPC`` / ``maybe_consume_signed_record`` in
+``libp2p.pubsub.pubsub`` and ``libp2p.pubsub.gossipsub``.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import libp2p.pubsub.gossipsub as _gossipsub_mod
+import libp2p.pubsub.pubsub as _pubsub_mod
+from libp2p.abc import IHost
+from libp2p.peer.id import ID
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+
+#: Bytes asked of yamux per read of a pubsub stream (§62); yamux returns what it holds, up to this.
+READ_CHUNK = 256 * 1024
+#: Bytes read from a pubsub stream before we credit them to the sender (§61): a quarter of yamux's
+#: 256 KiB initial window, so the sender never waits for a credit we hold back.
+CREDIT_BATCH = 64 * 1024
+#: How long a built signed peer record is reused before it is checked against our addresses again (§63).
+RECORD_REUSE_S = 1.0
+#: Peers whose last verified record we remember, per host (§63).
+RECORD_CACHE_PEERS = 4096
+
+
+class BufferedStream:
+    """A pubsub stream read through a buffer: ``read(n)`` is served from what one yamux read returned (§62).
+
+    Everything but ``read`` is the wrapped stream's (``muxed_conn``, ``reset``, ``write``...).
+    The yamux stream beneath credits what was read in batches of CREDIT_BATCH bytes (§61).
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+        muxed = getattr(stream, "muxed_stream", None)
+        if muxed is not None and hasattr(muxed, "_auto_tune_and_send_window_update"):
+            muxed._auto_tune_and_send_window_update = _batched_credit(muxed._auto_tune_and_send_window_update)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    async def read(self, n: int | None = None) -> bytes:
+        if not self._buffer:
+            chunk = await self._stream.read(READ_CHUNK)
+            if not chunk:
+                return b""
+            self._buffer += chunk
+        if n is None or n < 0 or n >= len(self._buffer):
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            return data
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return data
+
+
+def _batched_credit(credit: Callable[..., Any]) -> Callable[..., Any]:
+    """Yamux's per-read credit, called once CREDIT_BATCH bytes were read (as if one read had returned them)."""
+    pending = 0
+
+    async def batched(*, bytes_read: int = 0) -> None:
+        nonlocal pending
+        if bytes_read <= 0:
+            await credit(bytes_read=bytes_read)
+            return
+        pending += bytes_read
+        if pending >= CREDIT_BATCH:
+            total, pending = pending, 0
+            await credit(bytes_read=total)
+
+    return batched
+
+
+class LruValidationCache:
+    """``Pubsub.validation_cache`` with the library's semantics (TTL, LRU, ``max_size``) in O(1) (§64)."""
+
+    def __init__(self, ttl: float, max_size: int) -> None:
+        self.ttl = ttl
+        self.max_size = max_size
+        self.cache: OrderedDict[bytes, Any] = OrderedDict()
+
+    def get(self, msg_id: bytes) -> Any | None:
+        result = self.cache.get(msg_id)
+        if result is None:
+            return None
+        if time.time() - result.timestamp > self.ttl:
+            del self.cache[msg_id]
+            return None
+        self.cache.move_to_end(msg_id)
+        return result
+
+    def put(self, msg_id: bytes, result: Any) -> None:
+        # As the library does: make room first, even when msg_id is already held.
+        while self.cache and len(self.cache) >= self.max_size:
+            self.cache.popitem(last=False)
+        self.cache[msg_id] = result
+        self.cache.move_to_end(msg_id)
+
+    def clear_expired(self) -> None:
+        now = time.time()
+        for msg_id in [k for k, r in self.cache.items() if now - r.timestamp > self.ttl]:
+            del self.cache[msg_id]
+
+    def size(self) -> int:
+        return len(self.cache)
+
+
+class _HostRecords:
+    """What §63 remembers for one fast host: our record as last built, and each peer's last verified one."""
+
+    def __init__(self) -> None:
+        self.own: tuple[bytes, bool] | None = None
+        self.own_at = 0.0
+        self.peers: OrderedDict[ID, bytes] = OrderedDict()
+
+
+_FAST_HOSTS: weakref.WeakKeyDictionary[IHost, _HostRecords] = weakref.WeakKeyDictionary()
+_ORIGINAL: dict[str, Callable[..., Any]] = {}
+
+
+def _cached_env_to_send(host: IHost) -> tuple[bytes, bool]:
+    """``env_to_send_in_RPC`` that rebuilds our signed record at most once per RECORD_REUSE_S (§63)."""
+    records = _FAST_HOSTS.get(host)
+    if records is None:
+        return _ORIGINAL["env_to_send_in_RPC"](host)
+    now = time.monotonic()
+    if records.own is None or now - records.own_at > RECORD_REUSE_S:
+        records.own = _ORIGINAL["env_to_send_in_RPC"](host)
+        records.own_at = now
+        return records.own
+    return records.own[0], False
+
+
+def _cached_consume_record(msg: rpc_pb2.RPC, host: IHost, peer_id: ID) -> bool:
+    """``maybe_consume_signed_record`` that verifies a peer's record only when its bytes change (§63)."""
+    records = _FAST_HOSTS.get(host)
+    if records is None or not msg.HasField("senderRecord"):
+        return bool(_ORIGINAL["maybe_consume_signed_record"](msg, host, peer_id))
+    record = msg.senderRecord
+    if records.peers.get(peer_id) == record:
+        return True
+    ok = bool(_ORIGINAL["maybe_consume_signed_record"](msg, host, peer_id))
+    if ok:
+        records.peers[peer_id] = record
+        records.peers.move_to_end(peer_id)
+        while len(records.peers) > RECORD_CACHE_PEERS:
+            records.peers.popitem(last=False)
+    return ok
+
+
+def _hook_record_functions() -> None:
+    """Point the two pubsub modules' names at the caching versions, once per process (§63)."""
+    if _ORIGINAL:
+        return
+    _ORIGINAL["env_to_send_in_RPC"] = _pubsub_mod.env_to_send_in_RPC
+    _ORIGINAL["maybe_consume_signed_record"] = _pubsub_mod.maybe_consume_signed_record
+    for module in (_pubsub_mod, _gossipsub_mod):
+        module.env_to_send_in_RPC = _cached_env_to_send  # type: ignore[attr-defined]
+        module.maybe_consume_signed_record = _cached_consume_record  # type: ignore[attr-defined]
+
+
+def install_fastpath(host: IHost, pubsub: Pubsub) -> None:
+    """Turn on §61-§64 for this host and its pubsub (before the pubsub service runs)."""
+    # §61, §62: Pubsub.stream_handler calls self.continuously_read_stream: an instance attribute wins.
+    read_stream = pubsub.continuously_read_stream
+
+    async def continuously_read_buffered(stream: Any) -> None:
+        await read_stream(BufferedStream(stream))
+
+    pubsub.continuously_read_stream = continuously_read_buffered  # type: ignore[method-assign]
+    # §64
+    old = pubsub.validation_cache
+    pubsub.validation_cache = LruValidationCache(old.ttl, old.max_size)  # type: ignore[assignment]
+    # §63
+    _FAST_HOSTS[host] = _HostRecords()
+    _hook_record_functions()

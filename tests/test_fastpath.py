@@ -1,0 +1,202 @@
+"""The host's fast path (node/host/fastpath.py, docs/LIBP2P.md §60-§64) and the node's batched gossip store.
+
+Each test names its section. The hosts run on 127.0.0.1; every wait is bounded.
+Counting tests look at what crossed a real connection (frames written, records
+verified), never at time. A few read private attributes (``P2PHost._host``) where
+no public API shows the fact; they say so.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import libp2p.pubsub.utils as pubsub_utils
+import pytest
+import trio
+from libp2p.peer.id import ID
+from libp2p.pubsub.pubsub import ValidationCache, ValidationResult
+from swapmeet.node.host import P2PHost, topic
+from swapmeet.node.host.fastpath import BufferedStream, LruValidationCache
+from swapmeet.node.host.gossip import peer_b58
+
+from tests.p2p_helpers import accept_all, wait_line_mesh
+from tests.p2p_helpers import line as _line
+
+NET = "fastpath"
+T = topic(NET, "listings")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def line(n: int, label: str, **kwargs: Any) -> Any:
+    return _line(n, NET, label, **kwargs)
+
+
+def count_frames(host: P2PHost) -> Counter[int]:
+    """Yamux frame types this host writes on each of its connections (reads the private ``_host``)."""
+    written: Counter[int] = Counter()
+    for conn in host._host.get_network().get_connections():
+        muxed = conn.muxed_conn
+        original = muxed._write_frame
+
+        async def counting(data: bytes, original: Any = original) -> None:
+            written[data[1]] += 1  # the yamux header: version, type, flags, stream id, length
+            await original(data)
+
+        muxed._write_frame = counting
+    return written
+
+
+async def publish_and_receive(a: P2PHost, b: P2PHost, n: int) -> Counter[int]:
+    """``a`` publishes ``n`` messages of 310 bytes to ``b``; the yamux frames ``b`` wrote meanwhile, by type."""
+    await a.subscribe(T, accept_all)
+    sub = await b.subscribe(T, accept_all)
+    await wait_line_mesh([a, b], T)
+    written = count_frames(b)
+    for i in range(n):
+        await a.publish(T, b"message %d " % i + bytes(300))
+    with trio.fail_after(30):
+        for _ in range(n):
+            await sub.receive()
+    return written
+
+
+# ------------------------------------------------------------ §61 window updates
+
+TYPE_DATA, TYPE_WINDOW_UPDATE = 0, 1
+
+
+async def test_s61_receiving_gossip_sends_no_window_update_per_message() -> None:
+    """§61: the receiver of 200 messages of 310 bytes (62 KB in all) credits its sender in a few WINDOW_UPDATEs,
+    not one or more per message."""
+    n = 200
+    async with line(2, "s61") as (a, b):
+        written = await publish_and_receive(a, b, n)
+        assert written[TYPE_WINDOW_UPDATE] < n // 10, written
+
+
+def test_s61_library_fact_yamux_credits_every_read() -> None:
+    """§61, library fact: with the library's default (a fresh process, no fast path) the receiver writes
+    at least one WINDOW_UPDATE per message."""
+    script = textwrap.dedent(
+        """
+        import sys, trio
+        sys.path.insert(0, sys.argv[1])
+        from tests.p2p_helpers import line
+        from tests.test_fastpath import count_frames, publish_and_receive, TYPE_WINDOW_UPDATE, NET
+
+        async def main():
+            async with line(2, NET, "s61-bare", fastpath=False) as (a, b):
+                written = await publish_and_receive(a, b, 100)
+                print(written[TYPE_WINDOW_UPDATE])
+
+        trio.run(main)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PY_YAMUX_")}  # the library's defaults
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(ROOT)], capture_output=True, text=True, timeout=120, env=env, check=True
+    )
+    assert int(out.stdout.split()[-1]) >= 100, out.stdout + out.stderr
+
+
+# ------------------------------------------------------------ §62 buffered reads
+
+
+class ChunkStream:
+    """A stream whose reads return the given chunks, then b"" (end of stream)."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = list(chunks)
+        self.reads = 0
+        self.protocol = "/meshsub/1.1.0"
+
+    async def read(self, n: int | None = None) -> bytes:
+        self.reads += 1
+        return self.chunks.pop(0) if self.chunks else b""
+
+
+async def test_s62_varint_and_body_come_from_one_read() -> None:
+    """§62: pubsub's read(1), read(1), read(n) of one RPC cost one read of the stream beneath."""
+    body = bytes(range(200))
+    raw = ChunkStream([bytes([0xC8, 0x01]) + body + bytes([0x03]) + b"abc"])
+    stream = BufferedStream(raw)
+    assert await stream.read(1) == b"\xc8"
+    assert await stream.read(1) == b"\x01"
+    assert await stream.read(200) == body
+    assert await stream.read(1) == b"\x03"
+    assert await stream.read(10) == b"abc"  # no more than what is there, as a stream read
+    assert raw.reads == 1
+    assert await stream.read(1) == b""  # end of stream passes through
+    assert stream.protocol == "/meshsub/1.1.0"  # everything else is the wrapped stream's
+
+
+# ------------------------------------------------------------ §63 signed peer records
+
+
+async def test_s63_a_peers_record_is_verified_once_not_per_rpc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """§63: 100 RPCs from one peer: the fast receiver verifies its signed record a few times at most;
+    a receiver without the fast path (same process) verifies it on every RPC (library fact)."""
+    verified: Counter[str] = Counter()
+    original = pubsub_utils.consume_envelope
+
+    def counting(data: bytes, domain: str) -> Any:
+        verified[domain] += 1
+        return original(data, domain)
+
+    monkeypatch.setattr(pubsub_utils, "consume_envelope", counting)
+    n = 100
+    async with line(2, "s63-fast") as (a, b):
+        await publish_and_receive(a, b, n)
+    fast = sum(verified.values())
+    verified.clear()
+    async with line(2, "s63-bare", fastpath=False) as (a, b):
+        await publish_and_receive(a, b, n)
+    bare = sum(verified.values())
+    assert fast < 10, fast
+    assert bare >= n, bare
+
+
+# ------------------------------------------------------------ §64 validation cache
+
+
+def test_s64_the_validation_cache_keeps_the_librarys_semantics() -> None:
+    """§64: same answers as the library's ValidationCache over a random run of gets and puts (LRU, size cap)."""
+    rng = random.Random(7)
+    ours, theirs = LruValidationCache(300, 50), ValidationCache(300, 50)
+    keys = [bytes([i]) for i in range(120)]
+    for _ in range(5000):
+        key = rng.choice(keys)
+        if rng.random() < 0.5:
+            result = ValidationResult(is_valid=rng.random() < 0.5, timestamp=time.time())
+            ours.put(key, result)
+            theirs.put(key, result)
+        else:
+            assert ours.get(key) is theirs.get(key)
+    assert set(ours.cache) == set(theirs.cache)
+
+
+def test_s64_an_expired_verdict_is_forgotten() -> None:
+    cache = LruValidationCache(300, 10)
+    cache.put(b"old", ValidationResult(is_valid=False, timestamp=time.time() - 301))
+    cache.put(b"new", ValidationResult(is_valid=True, timestamp=time.time()))
+    assert cache.get(b"old") is None
+    assert cache.get(b"new") is not None
+    cache.clear_expired()
+    assert cache.size() == 1
+
+
+# ------------------------------------------------------------ §60 our share
+
+
+def test_s60_peer_b58_is_the_peer_id() -> None:
+    raw = ID.from_base58("12D3KooWEeDFiUzuFeom3mTKvMoiCxHqvQ5r4Rd2yjsSPDqQcLur").to_bytes()
+    assert peer_b58(raw) == "12D3KooWEeDFiUzuFeom3mTKvMoiCxHqvQ5r4Rd2yjsSPDqQcLur"
+    assert peer_b58(raw) == ID(raw).to_base58()

@@ -1,0 +1,105 @@
+"""Gossip's way into the book (node/bookgossip.py, node/ingest.py): messages that wait are stored together."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from swapmeet.node.activity import Activity
+from swapmeet.node.book import OfferBook
+from swapmeet.node.bookgossip import BookGossip
+from swapmeet.node.budgets import Budgets
+from swapmeet.node.ingest import BookIngest
+from swapmeet.node.refusals import RefusalLog
+from swapmeet.protocol.objects import Offer
+
+from tests.protocol_fixtures import ALICE, BOB, listing
+
+
+def ingest_in(tmp_path: Path) -> BookIngest:
+    send, _ = trio.open_memory_channel[Offer](16)
+    refusals = RefusalLog(logging.getLogger("t"))
+    return BookIngest(OfferBook(tmp_path / "book.sqlite"), b"me" * 16, send, refusals, Budgets())
+
+
+async def test_store_groups_counts_what_is_new_in_each_group(tmp_path: Path) -> None:
+    ingest = ingest_in(tmp_path)
+    a, b, c = (listing(ALICE, series=bytes([i]) * 16) for i in (1, 2, 3))
+    d = listing(BOB, series=b"\x04" * 16)
+    assert await ingest.store_groups([[a, b], [b, c], [a], [d]]) == [2, 1, 0, 1]
+    assert await ingest.store([a, c, d]) == 0
+    ingest.book.close()
+
+
+class RecordingIngest:
+    """Stands in for BookIngest: records each store_groups call, answers 'all new'."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[list[Any]]] = []
+
+    async def store_groups(self, groups: list[list[Any]]) -> list[int]:
+        self.calls.append(groups)
+        await trio.sleep(0)
+        return [len(g) for g in groups]
+
+
+async def test_messages_waiting_for_the_book_are_stored_in_one_transaction(caplog: pytest.LogCaptureFixture) -> None:
+    """Three messages queued while the store is busy: one store_groups call, and one log line per message
+    (the bench reads them per originator)."""
+    gossip = BookGossip.__new__(BookGossip)
+    gossip.ingest = RecordingIngest()  # type: ignore[assignment]
+    gossip.activity = Activity()
+    send, receive = trio.open_memory_channel[tuple[str, list[object]]](16)
+    for i, peer in enumerate(("peer-aaaaaaaa", "peer-bbbbbbbb", "peer-cccccccc")):
+        send.send_nowait((peer, [object()] * (i + 1)))
+    await send.aclose()
+    with caplog.at_level(logging.INFO, logger="swapmeet.node"):
+        await gossip._store_batches(receive)
+    assert [len(groups) for groups in gossip.ingest.calls] == [3]  # type: ignore[attr-defined]
+    lines = [r.getMessage() for r in caplog.records if "gossip from" in r.getMessage()]
+    assert lines == [
+        "gossip from aaaaaaaa: 1 new object(s)",
+        "gossip from bbbbbbbb: 2 new object(s)",
+        "gossip from cccccccc: 3 new object(s)",
+    ]
+
+
+class RecordingTopic:
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def publish(self, data: bytes) -> None:
+        self.messages.append(data)
+
+
+async def test_a_burst_of_publishes_goes_out_in_few_messages(autojump_clock: trio.testing.MockClock) -> None:
+    """One listing alone goes out at once; the 15 announced right after it (one every 2 ms, as API calls
+    arrive) gather into a few messages instead of one each."""
+    from swapmeet.protocol import batch
+    from swapmeet.protocol.ratelimit import AuthorRateLimiter
+
+    gossip = BookGossip.__new__(BookGossip)
+    gossip.me = b"me" * 16
+    gossip._own_pace = AuthorRateLimiter(rate=100, burst=100)
+    gossip._outbox = {"listings": [], "offers": []}
+    gossip._outbox_ready = trio.Event()
+    topic = RecordingTopic()
+    gossip.topics = {"listings": topic, "offers": RecordingTopic()}  # type: ignore[dict-item]
+    raws = [listing(ALICE, series=bytes([i]) * 16).raw for i in range(16)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(gossip._publish_waiting)
+        gossip.announce("listings", raws[0])
+        await trio.sleep(0.001)
+        assert len(topic.messages) == 1  # alone, at once
+        for raw in raws[1:]:
+            gossip.announce("listings", raw)
+            await trio.sleep(0.002)
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    sent = [batch.split_batch(m) for m in topic.messages]
+    assert sum(map(len, sent)) == 16
+    assert len(topic.messages) <= 4, [len(x) for x in sent]

@@ -1,0 +1,55 @@
+"""Liveness (node/host/liveness.py, docs/LIBP2P.md §65): silent connections are closed and redialled.
+
+In-process tests on 127.0.0.1 with short intervals; every wait is bounded. The
+partition of real node processes across a cut link is tests/test_partition.py.
+"""
+
+from __future__ import annotations
+
+import trio
+from libp2p.host.ping import ID as PING_PROTOCOL
+from swapmeet.node.host import LivenessSettings, P2PHost
+
+from tests.p2p_helpers import line
+
+NET = "liveness"
+FAST = LivenessSettings(interval=0.3, deadline=1.0, redial_max_backoff=0.5, dial_timeout=2.0)
+
+
+def silence_pings(host: P2PHost) -> None:
+    """Make ``host`` read pings and never answer (a peer behind a dead link, as its pinger sees it).
+    Reads the private ``_host``."""
+
+    async def swallow(stream: object) -> None:
+        await trio.sleep_forever()
+
+    host._host.set_stream_handler(PING_PROTOCOL, swallow)  # type: ignore[arg-type]
+
+
+async def test_s65_a_healthy_connection_is_pinged_and_left_open() -> None:
+    async with line(2, NET, "healthy", liveness=FAST) as (a, b):
+        await trio.sleep(3.0)  # ten pings each way
+        assert a.is_connected(b.peer_id) and b.is_connected(a.peer_id)
+        assert a.liveness is not None and b.liveness is not None
+        assert a.liveness.closed_silent == 0 and b.liveness.closed_silent == 0
+
+
+async def test_s65_a_silent_connection_is_closed_and_redialled() -> None:
+    """b stops answering pings: a closes the connection after the deadline and dials b again."""
+    async with line(2, NET, "silent", liveness=FAST) as (a, b):
+        silence_pings(b)
+        assert a.liveness is not None
+        with trio.fail_after(10):
+            while a.liveness.closed_silent == 0:
+                await trio.sleep(0.05)
+        with trio.fail_after(10):
+            while not a.is_connected(b.peer_id):
+                await trio.sleep(0.05)
+
+
+async def test_s65_library_fact_without_liveness_a_silent_peer_stays_connected() -> None:
+    async with line(2, NET, "unwatched", liveness=None) as (a, b):
+        silence_pings(b)
+        await trio.sleep(3.0)
+        assert a.liveness is None
+        assert a.is_connected(b.peer_id)
