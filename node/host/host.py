@@ -956,6 +956,56 @@ class _ListenAddrs:
         return [a for a in every if not a.startswith(("/ip4/127.", "/ip6/::1/"))] or every
 
 
+def _violation_channel() -> tuple[Callable[[ID], None], trio.MemoryReceiveChannel[ID]]:
+    """A callback for peers that broke a rule, and the channel ``_cut_off`` reads them from (never blocks)."""
+    send, receive = trio.open_memory_channel[ID](64)
+
+    def on_violation(peer: ID) -> None:
+        with suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            send.send_nowait(peer)
+
+    return on_violation, receive
+
+
+def _new_host_with_relay_client(
+    seed: bytes, maddrs: list[multiaddr.Multiaddr], max_connections: int, reservations: int
+) -> tuple[IHost, RelayClient]:
+    """The libp2p host, advertising the circuit addresses of the relay client made for it (docs/LIBP2P.md §42)."""
+    holder: list[RelayClient] = []
+    host = _new_libp2p_host(seed, maddrs, max_connections, lambda: holder[0].circuit_addrs() if holder else [])
+    holder.append(RelayClient(host, want=reservations))
+    return host, holder[0]
+
+
+async def _start_background(
+    p2p: P2PHost,
+    host: IHost,
+    nursery: trio.Nursery,
+    bg: Background,
+    *,
+    dht: Any | None,
+    liveness: LivenessSettings | None,
+    find_market_by_name: bool,
+    boot: list[Any],
+    bootstrap_interval: float,
+    enable_mdns: bool,
+) -> None:
+    """Start the host's own upkeep in its nursery: peerstore expiry, liveness, the DHT, bootstrap, mDNS."""
+    # The peerstore never expires addresses by itself.
+    nursery.start_soon(host.get_peerstore().start_cleanup_task, 300)
+    if liveness is not None:
+        p2p.liveness = Liveness(p2p, host, liveness)
+        nursery.start_soon(p2p.liveness.run)
+    if dht is not None:
+        await nursery.start(run_dht, host, dht)
+        if find_market_by_name:
+            nursery.start_soon(find_market, p2p, dht, p2p.net)
+    if boot:
+        nursery.start_soon(bootstrap_loop, p2p, boot, bootstrap_interval)
+    if enable_mdns:
+        await start_mdns(p2p, host, p2p.net, nursery, bg)
+
+
 @asynccontextmanager
 async def open_host(
     seed: bytes,
@@ -1006,16 +1056,8 @@ async def open_host(
     boot = _bootstrap_entries(bootstrap)
     allowed = frozenset(topic(net, n) for n in gossip_topics) if gossip_topics is not None else None
     configure_logging(debug)
-    violators_send, violators = trio.open_memory_channel[ID](64)
-
-    def on_violation(peer: ID) -> None:
-        with suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            violators_send.send_nowait(peer)
-
-    holder: list[RelayClient] = []
-    host = _new_libp2p_host(seed, maddrs, max_connections, lambda: holder[0].circuit_addrs() if holder else [])
-    relay_client = RelayClient(host, want=relay_reservations)
-    holder.append(relay_client)
+    on_violation, violators = _violation_channel()
+    host, relay_client = _new_host_with_relay_client(seed, maddrs, max_connections, relay_reservations)
     router = _new_router(settings)
     per_publication = frozenset(topic(net, n) for n in resend_topics)
     pubsub = _new_pubsub(host, router, settings, per_publication, allowed)
@@ -1057,20 +1099,19 @@ async def open_host(
                     )
                     p2p_addrs.p2p = p2p
                     _start_relaying(p2p, host, nursery, relay_client, serve=relay_service, reserve=relay_reservations)
-                    # The peerstore never expires addresses by itself.
-                    nursery.start_soon(host.get_peerstore().start_cleanup_task, 300)
                     nursery.start_soon(_cut_off, p2p, violators)
-                    if liveness is not None:
-                        p2p.liveness = Liveness(p2p, host, liveness)
-                        nursery.start_soon(p2p.liveness.run)
-                    if dht is not None:
-                        await nursery.start(run_dht, host, dht)
-                        if find_market_by_name:
-                            nursery.start_soon(find_market, p2p, dht, net)
-                    if boot:
-                        nursery.start_soon(bootstrap_loop, p2p, boot, bootstrap_interval)
-                    if enable_mdns:
-                        await start_mdns(p2p, host, net, nursery, bg)
+                    await _start_background(
+                        p2p,
+                        host,
+                        nursery,
+                        bg,
+                        dht=dht,
+                        liveness=liveness,
+                        find_market_by_name=find_market_by_name,
+                        boot=boot,
+                        bootstrap_interval=bootstrap_interval,
+                        enable_mdns=enable_mdns,
+                    )
                     try:
                         yield p2p
                     finally:
