@@ -33,7 +33,7 @@ from libp2p.host.autonat.autonat import AUTONAT_PROTOCOL_ID, AutoNATService
 from libp2p.host.autonat.pb.autonat_pb2 import Message
 from libp2p.peer.id import ID
 
-from .relay import is_relayed
+from .relay import direct_peers_speaking
 
 log = logging.getLogger("swapmeet.node.host")
 
@@ -109,19 +109,7 @@ class Reachability:
         self.status = "unknown"
 
     def _servers(self) -> list[ID]:
-        network = self._host.get_network()
-        store = self._host.get_peerstore()
-        out = []
-        for peer in self._host.get_connected_peers():
-            conns = network.get_connections(peer)
-            if not conns or all(is_relayed(c) for c in conns):
-                continue
-            try:
-                protocols = {str(p) for p in store.get_protocols(peer)}
-            except Exception:
-                continue
-            if AUTONAT_PROTOCOL_ID in protocols:
-                out.append(peer)
+        out = direct_peers_speaking(self._host, str(AUTONAT_PROTOCOL_ID))
         # Peers that have not answered yet first, so that a new peer's view counts soon.
         out.sort(key=lambda p: p in self.answers)
         return out[:SERVERS]

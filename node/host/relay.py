@@ -280,6 +280,24 @@ class RelayService:
                     log.debug("relay: resetting a bridged stream failed", exc_info=True)
 
 
+def direct_peers_speaking(host: IHost, protocol: str) -> list[ID]:
+    """Connected peers that have a direct (not relayed) connection and said they speak ``protocol``."""
+    network = host.get_network()
+    store = host.get_peerstore()
+    out = []
+    for peer in host.get_connected_peers():
+        conns = network.get_connections(peer)
+        if not conns or all(is_relayed(c) for c in conns):
+            continue
+        try:
+            protocols = {str(p) for p in store.get_protocols(peer)}
+        except Exception:  # the peerstore forgot the peer meanwhile
+            continue
+        if protocol in protocols:
+            out.append(peer)
+    return out
+
+
 def is_relayed_stream(stream: INetStream) -> bool:
     """Whether a stream runs over a relayed connection."""
     conn = getattr(stream, "swarm_conn", None)
@@ -353,23 +371,12 @@ class RelayClient:
 
     def _candidates(self) -> list[ID]:
         """Connected peers, over direct connections, that offer HOP."""
-        network = self._host.get_network()
-        store = self._host.get_peerstore()
         now = time.monotonic()
-        out = []
-        for peer in self._host.get_connected_peers():
-            if peer in self.held or self._failed.get(peer, 0.0) > now:
-                continue
-            conns = network.get_connections(peer)
-            if not conns or all(is_relayed(c) for c in conns):
-                continue
-            try:
-                protocols = {str(p) for p in store.get_protocols(peer)}
-            except Exception:
-                continue
-            if HOP in protocols:
-                out.append(peer)
-        return out
+        return [
+            peer
+            for peer in direct_peers_speaking(self._host, HOP)
+            if peer not in self.held and self._failed.get(peer, 0.0) <= now
+        ]
 
     async def keep(self, interval: float, on_change: Callable[[], None], needed: Callable[[], bool]) -> None:
         """Hold reservations on ``want`` relays while ``needed()``: refresh them, replace the ones whose relay
