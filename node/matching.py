@@ -29,7 +29,6 @@ import trio
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.matching import book as mbook
 from swapmeet.protocol.matching import graph as wg
-from swapmeet.protocol.matching.solve import Solution, solve
 from swapmeet.protocol.objects import Leg
 from swapmeet.protocol.settlement import ExchangeState
 
@@ -37,6 +36,8 @@ from .book import OfferBook
 from .contract import Conflict, Trade
 
 if TYPE_CHECKING:
+    from swapmeet.protocol.matching.solve import Solution
+
     from .trading import Trading
 
 MAX_PARTIES = 8  # the settlement's limit (PROTOCOL.md 7): a ring has at most this many listings
@@ -107,6 +108,10 @@ class Matching:
                 graph = await trio.to_thread.run_sync(mbook.want_graph, usable)
             except wg.GraphTooLarge as err:
                 raise Conflict(f"the book is too large to match: {err}") from None
+            # Imported here: OR-tools takes about 0.35 s to import, which every node start paid for a
+            # command most nodes never run.
+            from swapmeet.protocol.matching.solve import solve
+
             solution = await trio.to_thread.run_sync(partial(solve, graph.graph, max_parties, budget_s=budget_s))
             rings = [mbook.ring_legs(graph, r) for r in solution.rings]
             mine = [legs for legs in rings if any(leg.giver == self.me for leg in legs)]
