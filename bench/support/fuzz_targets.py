@@ -46,6 +46,7 @@ from typing import Any
 
 from swapmeet.ledger.errors import ExportFileError
 from swapmeet.ledger.export_file import ExportReader, write_export
+from swapmeet.node.ingest import BOOK_KINDS  # what the node's book topics and book sync accept
 from swapmeet.protocol import batch, boundary, build, cbor, evidence
 from swapmeet.protocol import replication as wire
 from swapmeet.protocol.booksync import frames
@@ -76,7 +77,6 @@ ALICE = Identity(b"\x01" * 32)
 BOB = Identity(b"\x02" * 32)
 CAROL = Identity(b"\x03" * 32)
 ZERO_ID = bytes(32)
-BOOK_KINDS = (KIND_LISTING, KIND_WITHDRAWAL, KIND_OFFER)  # node.ingest.BOOK_KINDS
 SETTLE_KINDS = (KIND_EXCHANGE, KIND_NOTICE)  # node.settlement.SETTLE_KINDS (the settle topic)
 DIRECT_KINDS = (KIND_OFFER, KIND_EXCHANGE, KIND_NOTICE)  # node.settlement.DIRECT_KINDS (the settle stream)
 VECTORS = Path(__file__).resolve().parents[2] / "tests" / "vectors"

@@ -39,6 +39,7 @@ from swapmeet.protocol.objects import LISTING_TYPES, Listing
 
 from .. import jsonview
 from ..contract import MarketAPI, TradingAPI, UnknownObject, parse_author, parse_id
+from ..matching import MAX_PARTIES
 from . import forms, views
 from .render import render
 
@@ -46,7 +47,6 @@ router = APIRouter()
 MARKET_LIMIT = 100
 CHAIN_LIMIT = 200
 FILTERS = ("q", "kind", "tag", "loc", "wants")
-MATCH_MAX_PARTIES = 8  # the settlement's limit
 MATCH_BUDGET_S = 5.0  # the solver's time on a page load: a person is waiting
 
 
@@ -388,11 +388,11 @@ async def ledger_page(request: Request, author: str | None = None) -> Response:
 
 def _max_parties(text: object) -> int:
     try:
-        value = int(str(text or MATCH_MAX_PARTIES))
+        value = int(str(text or MAX_PARTIES))
     except ValueError:
-        raise InvalidObject("max_parties", f"a number from 2 to {MATCH_MAX_PARTIES}, got {str(text)[:20]!r}") from None
-    if not 2 <= value <= MATCH_MAX_PARTIES:
-        raise InvalidObject("max_parties", f"a number from 2 to {MATCH_MAX_PARTIES}, got {value}")
+        raise InvalidObject("max_parties", f"a number from 2 to {MAX_PARTIES}, got {str(text)[:20]!r}") from None
+    if not 2 <= value <= MAX_PARTIES:
+        raise InvalidObject("max_parties", f"a number from 2 to {MAX_PARTIES}, got {value}")
     return value
 
 
@@ -411,7 +411,7 @@ async def matches_page(
         title="Matches",
         found=found,
         max_parties=parties,
-        choices=range(2, MATCH_MAX_PARTIES + 1),
+        choices=range(2, MAX_PARTIES + 1),
         proposed=proposed,
         refused=refused,
     )
