@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import trio
 from libp2p.host.ping import ID as PING_PROTOCOL
-from swapmeet.node.host import LivenessSettings, P2PHost
+from swapmeet.node.host import LivenessSettings, P2PHost, open_host, topic
 
-from tests.p2p_helpers import line
+from tests.p2p_helpers import LOOPBACK, accept_all, line, seed
 
 NET = "liveness"
 FAST = LivenessSettings(interval=0.3, deadline=1.0, redial_max_backoff=0.5, dial_timeout=2.0)
@@ -53,3 +53,30 @@ async def test_s65_library_fact_without_liveness_a_silent_peer_stays_connected()
         await trio.sleep(3.0)
         assert a.liveness is None
         assert a.is_connected(b.peer_id)
+
+
+async def test_s65_a_peer_back_on_a_new_connection_keeps_it() -> None:
+    """b goes away and comes back (same key, new port) before a's next ping: the ping on the dead
+    connection fails, and a must not take that for silence of the new, healthy connection.
+
+    Before the fix a closed every connection of the peer, the new one included, and the pubsub
+    mesh with the returning peer was torn down (the test_dishonest flake)."""
+    # Pings 2.4-3 s apart: b leaves right after the first one and is back long before the second.
+    slow = LivenessSettings(interval=3.0, deadline=1.0, redial_max_backoff=0.5, dial_timeout=2.0)
+    settle = topic(NET, "settle")
+    async with open_host(seed("back-a"), LOOPBACK, net=NET, gossip_topics=["settle"], liveness=slow) as a:
+        await a.subscribe(settle, accept_all)
+        async with open_host(seed("back-b"), LOOPBACK, net=NET, gossip_topics=["settle"], liveness=None) as b:
+            await b.connect(a.listen_addrs()[0])
+            with trio.fail_after(10):
+                while a.liveness is None or b.peer_id not in a.liveness._watched:  # a pings b from now on
+                    await trio.sleep(0.05)
+                await trio.sleep(slow.interval + 0.1)  # one ping on the first connection
+        async with open_host(seed("back-b"), LOOPBACK, net=NET, gossip_topics=["settle"], liveness=None) as again:
+            await again.subscribe(settle, accept_all)
+            await again.connect(a.listen_addrs()[0])
+            await again.wait_for_mesh(settle, [a.peer_id], timeout=10)
+            await trio.sleep(slow.interval + slow.deadline)  # past a's next ping
+            assert a.liveness is not None and a.liveness.closed_silent == 0
+            assert a.is_connected(again.peer_id)
+            assert again.mesh_peers(settle) == [a.peer_id]

@@ -119,30 +119,48 @@ class Liveness:
                         if stream is None:
                             stream = await self.host.new_stream(pid, [PING_PROTOCOL])
                         await perform_ping_roundtrip(stream)
+                    continue
                 except trio.TooSlowError:
-                    await self._dead(peer, pid, addrs, nursery, f"no pong within {self.settings.deadline:g} s")
-                    return
-                except Exception as exc:  # the stream broke: the connection may have closed meanwhile
-                    if stream is not None:
-                        with suppress(Exception):
-                            await stream.reset()
-                    stream = None
-                    if self.p2p.is_connected(peer):
-                        await self._dead(peer, pid, addrs, nursery, f"ping failed: {exc!r}")
-                    return
+                    why = f"no pong within {self.settings.deadline:g} s"
+                except Exception as exc:  # the stream broke: its connection may have closed meanwhile
+                    why = f"ping failed: {exc!r}"
+                # The ping stream runs on one connection. The peer may have left and come back on a
+                # new one meanwhile (same PeerID, new port): the failure is about the old connection
+                # only, and the new one must not be closed for it (docs/LIBP2P.md §65).
+                suspects = self._connections_under(pid, stream)
+                if stream is not None:
+                    with suppress(Exception), trio.move_on_after(1.0):
+                        await stream.reset()
+                stream = None
+                if suspects:
+                    await self._dead(peer, pid, suspects, addrs, nursery, why)
         finally:
             self._watched.discard(peer)
             if stream is not None:
                 with suppress(Exception), trio.move_on_after(1.0):
                     await stream.reset()
 
-    async def _dead(self, peer: str, pid: ID, addrs: list[str], nursery: trio.Nursery, why: str) -> None:
+    def _connections_under(self, pid: ID, stream: Any) -> list[INetConn]:
+        """The open connections a failed ping condemns: the one its stream ran on, or, when the stream
+        could not even be opened, every connection of the peer."""
+        conns = self.host.get_network().get_connections(pid)
+        open_conns = [c for c in conns if not getattr(c.muxed_conn, "is_closed", False)]
+        if stream is None:
+            return open_conns
+        return [c for c in open_conns if c.muxed_conn is stream.muxed_conn]
+
+    async def _dead(
+        self, peer: str, pid: ID, conns: list[INetConn], addrs: list[str], nursery: trio.Nursery, why: str
+    ) -> None:
         self.closed_silent += 1
-        log.info("connection to %s is silent (%s): closing it and redialling", peer, why)
-        for conn in self.host.get_network().get_connections(pid):
+        for conn in conns:
             hard_close(conn)
             with suppress(Exception), trio.move_on_after(1.0):
                 await conn.close()
+        if self.p2p.is_connected(peer):  # another connection to the peer remains: the watch goes on with it
+            log.info("a connection to %s is silent (%s): closed it, another remains", peer, why)
+            return
+        log.info("connection to %s is silent (%s): closing it and redialling", peer, why)
         dialable = [a if "/p2p/" in a else f"{a}/p2p/{peer}" for a in addrs if "/tcp/" in a and "/0.0.0.0/" not in a]
         if dialable and peer not in self._redialling:
             nursery.start_soon(self._redial, peer, dialable)
