@@ -1,0 +1,350 @@
+"""Benchmark of 10, 20 and 40 real swapmeet nodes on an emulated WAN: latency, cost and catch-up against size.
+
+Every node is a ``swapmeet node run`` process in a network namespace of its own, joined to the
+others by the userspace WAN of ``tests/wanlink.py`` (this kernel has no ``tc netem``): every link
+has a one-way delay drawn once in 20-80 ms and loses 0.5 % of the packets, addresses from
+198.19.0.0/24 (the benchmarking range). Each node holds the same pre-built book (1k listings, 500
+with ``--quick``) and dials node 0 and up to two random earlier nodes, as in ``bench/swarm.py``,
+whose measurement helpers this script uses (its log tailer, time-to-all sampling, CPU and RSS
+readers). For each size:
+
+- ``time-to-all`` p50/p95: a listing published at a random node until every other node logged it
+  stored (read from the logs as they grow, nothing polled meanwhile), and the ``fraction delivered``
+  within ARRIVAL_TIMEOUT_S;
+- ``duplicates per node``: verified objects a node received by gossip that it already held
+  (``gossip_in - gossip_new`` of its ``/v1/activity`` over the publishing phase), per published object;
+- ``CPU`` and ``bytes per node per published object``: the nodes' CPU (``/proc``) and the bytes each
+  node's WAN interface sent and received (counted by the forwarder) over the publishing phase,
+  less the idle rate measured just before, per node and per object;
+- ``idle CPU`` (share of a core) and ``bytes/s`` per node, and ``RSS`` per node, with nothing published;
+- ``catch-up``: a newcomer with an empty book dials one random node after the book exists; seconds
+  from its launch (and from its host being up) until it holds the whole book.
+
+``--partition``: the issue's 20-node partition instead (two halves of 10 cut for 60 s, 20 s with
+``--quick``, while both halves publish, withdraw and trade): after the heal, seconds until every
+node holds the same live book and every chain holds the same entries, and whether anything
+acknowledged was lost. ``--plot`` draws the size figures into ``docs/scale-latency.png`` and
+``docs/scale-cost.png`` (matplotlib: ``pip install -e '.[bench]' -c constraints.txt``).
+
+Run as root (network namespaces): ``python bench/scale.py [--quick] [--sizes 10,20,40] [--plot]``.
+Every process and namespace the bench made is removed on exit (also on Ctrl-C and SIGTERM). The
+last line printed is a JSON object of all figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.wanlink
+
+from support.benchkit import loadavg, pct, run_bench
+from support.books import build_book, prepare_homes
+from swarm import ARRIVAL_TIMEOUT_S, EVENTS, NodePeer, Tailer, cpu_s, measure_latency, poll, rss_mb, say, stamp
+from swapmeet.cli.client import ApiClient
+from swapmeet.cli.localswarm import SwarmError
+from swapmeet.node.cookie import read_cookie
+from swapmeet.node.home import Home
+from swapmeet.node.identity_store import create_identity, load_identity
+
+from tests.netlab import LabNode, lab_unavailable
+from tests.wanlink import InNs, WanLab
+
+HERE = Path(__file__).resolve().parent
+DOCS = HERE.parent / "docs"
+PORT = 4001
+DELAY_MS = (20.0, 80.0)
+LOSS = 0.005
+UP_TIMEOUT = 180.0
+T0 = time.monotonic()
+
+
+class Sites:
+    """What ``swarm.NodePeer`` asks of its swarm (peer id, pid, home), for the nodes of a WanLab."""
+
+    def __init__(self, lab: WanLab) -> None:
+        self.lab = lab
+        self.by_idx: dict[int, LabNode] = {}
+
+    def peer_id(self, i: int) -> str:
+        return self.by_idx[i].peer_id
+
+    def pid(self, i: int) -> int | None:
+        proc = self.by_idx[i].process
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def home(self, i: int) -> Home:
+        return Home(self.by_idx[i].home)
+
+
+class WanPeer(NodePeer):
+    """A node of the WAN lab: its local API is reached from inside its namespace."""
+
+    def __init__(self, sites: Sites, idx: int) -> None:
+        super().__init__(sites, idx)  # type: ignore[arg-type]
+        self.ns = sites.by_idx[idx].ns
+
+    def client(self) -> ApiClient:
+        if self._client is None:
+            home = self.swarm.home(self.idx)
+            cookie = read_cookie(home)
+            if cookie is None:
+                raise SwarmError(f"{self.name} has no API cookie")
+            self._client = InNs(ApiClient(home, cookie, timeout=30.0), self.ns)  # type: ignore[assignment]
+        return self._client  # type: ignore[return-value]
+
+    def activity(self) -> tuple[int, int]:
+        """(gossip_in, gossip_new) over the last hour."""
+        rows = self.client().activity()
+        return sum(r["gossip_in"] for r in rows), sum(r["gossip_new"] for r in rows)
+
+
+def addr(lab: WanLab, node: LabNode) -> str:
+    return f"/ip4/{node.ip}/tcp/{PORT}/p2p/{node.peer_id}"
+
+
+def launch(
+    lab: WanLab, sites: Sites, i: int, home: Path, bootstrap: Sequence[LabNode], extra: Sequence[str] = ()
+) -> LabNode:
+    """Start node ``i`` on site ``i`` with an existing ``home``; not waited for."""
+    site = lab.sites[i]
+    node = LabNode(
+        name=f"node{i}",
+        ns=site.ns,
+        ip=site.ip,
+        home=home,
+        log_path=lab.base_dir / f"node{i}.log",
+        peer_id=load_identity(Home(home)).peer_id,
+    )
+    node.args = ["--listen", f"/ip4/{site.ip}/tcp/{PORT}", "--net", lab.net, "--no-mdns", "--no-dht"]
+    node.args += [a for b in bootstrap for a in ("--bootstrap", addr(lab, b))]
+    node.args += list(extra)
+    lab.nodes[node.name] = node
+    sites.by_idx[i] = node
+    lab.start(node, wait=False)
+    return node
+
+
+def wait_api(peers: Sequence[WanPeer], timeout: float = UP_TIMEOUT) -> None:
+    def up() -> bool:
+        return all(p.client().status() is not None for p in peers)
+
+    if not poll(up, timeout, interval=0.3):
+        raise RuntimeError(f"nodes did not answer within {timeout:g}s: {[p.name for p in peers]}")
+
+
+def start_swarm(lab: WanLab, sites: Sites, base: Path, n: int, tailer: Tailer, rng: random.Random) -> list[WanPeer]:
+    """Nodes 0..n-1 in doubling waves; each dials node 0 and up to two random earlier nodes."""
+    peers: list[WanPeer] = []
+    started: list[LabNode] = []
+    wave = 1
+    while len(started) < n:
+        batch = []
+        for i in range(len(started), min(n, len(started) + wave)):
+            earlier = list(range(1, len(started)))
+            targets = [0, *rng.sample(earlier, min(2, len(earlier)))] if i else []
+            node = launch(lab, sites, i, base / f"node{i}", [started[j] for j in targets])
+            peer = WanPeer(sites, i)
+            tailer.watch(node.log_path, peer)
+            batch.append(peer)
+        wait_api(batch)
+        started.extend(sites.by_idx[p.idx] for p in batch)
+        peers.extend(batch)
+        wave *= 2
+    if not poll(lambda: all(p.client().status()["peers"] >= 1 for p in peers), 60, interval=0.5):
+        raise RuntimeError("some nodes have no peer")
+    return peers
+
+
+def _wan_bytes(lab: WanLab, idxs: Sequence[int]) -> list[int]:
+    stats = lab.wan.stats()  # type: ignore[union-attr]
+    return [stats[i]["tx_bytes"] + stats[i]["rx_bytes"] for i in idxs]
+
+
+def measure_size(n: int, args: argparse.Namespace, tmp: Path, book: Path, tailer: Tailer) -> dict[str, Any]:
+    rng = random.Random(args.seed + n)
+    quick = args.quick
+    base = tmp / f"n{n}"
+    base.mkdir()
+    prepare_homes(base, n, book)
+    create_identity(Home(base / f"node{n}"), None)  # the newcomer: an identity, no book
+    out: dict[str, Any] = {"nodes": n}
+    with WanLab(
+        net=f"scale-{os.getpid()}-{n}", sites=n + 1, base_dir=base, delay_ms=DELAY_MS, loss=LOSS, seed=args.seed
+    ) as lab:
+        sites = Sites(lab)
+        t = time.monotonic()
+        peers = start_swarm(lab, sites, base, n, tailer, rng)
+        out["start_s"] = round(time.monotonic() - t, 1)
+        say(f"{stamp()} {n} nodes up on the WAN in {out['start_s']} s")
+        time.sleep(3.0)  # a few heartbeats: meshes form, first syncs end
+        idxs = [p.idx for p in peers]
+
+        # ------------------------------------------------------------ idle
+        idle_s = 4.0 if quick else 10.0
+        cpu0, b0, t0 = [cpu_s(p.pid) for p in peers], _wan_bytes(lab, idxs), time.monotonic()
+        time.sleep(idle_s)
+        wall = time.monotonic() - t0
+        idle_cpu = [(cpu_s(p.pid) - c) / wall for p, c in zip(peers, cpu0, strict=True)]
+        idle_bps = [(b - a) / wall for a, b in zip(b0, _wan_bytes(lab, idxs), strict=True)]
+        rss = [rss_mb(p.pid) for p in peers]
+        out["idle_cpu_share_per_node"] = round(statistics.mean(idle_cpu), 4)
+        out["idle_bytes_per_s_per_node"] = round(statistics.mean(idle_bps), 1)
+        out["rss_mb_per_node"] = {"median": round(statistics.median(rss), 1), "max": round(max(rss), 1)}
+
+        # ------------------------------------------------------------ publishing
+        count = args.samples or (10 if quick else 30)
+        act0 = [p.activity() for p in peers]
+        cpu0, b0, t0 = [cpu_s(p.pid) for p in peers], _wan_bytes(lab, idxs), time.monotonic()
+        lat = measure_latency([(peers, lambda p, k: p.publish(k))], count, rng)[0]
+        time.sleep(2.0)  # the last one's stragglers
+        wall = time.monotonic() - t0
+        cpu = [cpu_s(p.pid) - c - i * wall for p, c, i in zip(peers, cpu0, idle_cpu, strict=True)]
+        sent = [b - a - i * wall for a, b, i in zip(b0, _wan_bytes(lab, idxs), idle_bps, strict=True)]
+        act1 = [p.activity() for p in peers]
+        dups = [(b[0] - a[0]) - (b[1] - a[1]) for a, b in zip(act0, act1, strict=True)]
+        s = lat.summary()
+        pairs = count * (n - 1)
+        out["time_to_all"] = {k: s[k] for k in ("n", "missing", "p50_ms", "p95_ms", "max_ms", "first_peer_p50_ms")}
+        out["fraction_delivered"] = round(1 - lat.missing / pairs, 4)
+        out["duplicates_per_node_per_object"] = round(statistics.mean(dups) / count, 3)
+        out["cpu_ms_per_node_per_object"] = round(statistics.mean(cpu) / count * 1000, 2)
+        out["bytes_per_node_per_object"] = round(statistics.mean(sent) / count, 1)
+        say(
+            f"{stamp()} n={n}: time-to-all p50 {s['p50_ms']} ms, p95 {s['p95_ms']} ms over {s['n']}"
+            f" (missing {lat.missing} of {pairs}); dup/node/object {out['duplicates_per_node_per_object']};"
+            f" CPU {out['cpu_ms_per_node_per_object']} ms and {out['bytes_per_node_per_object']:.0f} B per node"
+            f" per object; idle {out['idle_cpu_share_per_node'] * 100:.1f} % of a core, "
+            f"{out['idle_bytes_per_s_per_node']:.0f} B/s, RSS {out['rss_mb_per_node']['median']} MB per node"
+        )
+
+        # ------------------------------------------------------------ newcomer
+        target = peers[0].book_size()
+        t_launch = time.monotonic()
+        node = launch(lab, sites, n, base / f"node{n}", [sites.by_idx[rng.randrange(n)]])
+        new = WanPeer(sites, n)
+        tailer.watch(node.log_path, new)
+        wait_api([new])
+        done = poll(lambda: new.book_size() >= target, 120, interval=0.2)
+        t_done = time.monotonic()
+        up = new.grep(r"listening on /")
+        out["newcomer"] = {
+            "book": target,
+            "complete": done,
+            "time_from_launch_s": round(t_done - t_launch, 2),
+            "time_from_host_up_s": round(t_done - up[0][0], 2) if up else None,
+        }
+        say(
+            f"{stamp()} n={n}: newcomer holds the book of {target} {out['newcomer']['time_from_launch_s']} s"
+            f" after launch ({out['newcomer']['time_from_host_up_s']} s after its host was up)"
+        )
+        with EVENTS:
+            out["trouble"] = [line for p in peers for line in p.trouble][:5]
+    return out
+
+
+def plot(results: list[dict[str, Any]], where: Path) -> list[str]:
+    """Two PNGs: latency and delivery, and per-node cost, against the number of nodes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = [r["nodes"] for r in results]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(ns, [r["time_to_all"]["p50_ms"] for r in results], "o-", label="p50")
+    ax1.plot(ns, [r["time_to_all"]["p95_ms"] for r in results], "s-", label="p95")
+    ax1.set(xlabel="nodes", ylabel="time-to-all (ms)", title="A listing reaches every node", ylim=(0, None))
+    ax1.legend()
+    ax2.plot(ns, [r["newcomer"]["time_from_launch_s"] for r in results], "o-", label="newcomer catch-up (s)")
+    ax2.plot(ns, [r["duplicates_per_node_per_object"] for r in results], "s-", label="duplicates / node / object")
+    ax2.plot(ns, [100 * r["fraction_delivered"] for r in results], "^-", label="delivered (%)")
+    ax2.set(xlabel="nodes", title="Catch-up, duplicates, delivery", ylim=(0, None))
+    ax2.legend()
+    fig.suptitle("swapmeet on an emulated WAN (20-80 ms one-way, 0.5 % loss), bench/scale.py")
+    fig.tight_layout()
+    paths = [where / "scale-latency.png", where / "scale-cost.png"]
+    fig.savefig(paths[0], dpi=90)
+    plt.close(fig)
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
+    series = [
+        ("CPU ms / node / object", [r["cpu_ms_per_node_per_object"] for r in results]),
+        ("kB / node / object", [r["bytes_per_node_per_object"] / 1000 for r in results]),
+        ("idle CPU % of a core / node", [100 * r["idle_cpu_share_per_node"] for r in results]),
+        ("RSS MB / node (median)", [r["rss_mb_per_node"]["median"] for r in results]),
+    ]
+    for ax, (label, ys) in zip(axes, series, strict=True):
+        ax.plot(ns, ys, "o-")
+        ax.set(xlabel="nodes", title=label, ylim=(0, None))
+    fig.suptitle("Per-node cost against swarm size (bench/scale.py)")
+    fig.tight_layout()
+    fig.savefig(paths[1], dpi=90)
+    plt.close(fig)
+    return [str(p) for p in paths]
+
+
+def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -> dict[str, Any]:
+    reason = lab_unavailable()
+    if reason is not None:
+        raise SystemExit(f"bench/scale.py needs network namespaces: {reason}")
+    sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else ([10, 20] if args.quick else [10, 20, 40])
+    book_n = args.book or (500 if args.quick else 1000)
+    f: dict[str, Any] = {
+        "quick": args.quick,
+        "sizes": sizes,
+        "book": book_n,
+        "wan": {"delay_ms": list(DELAY_MS), "loss": LOSS},
+        "cores": len(os.sched_getaffinity(0)),
+        "loadavg_start": loadavg(),
+    }
+    say(
+        f"{stamp()} scale bench: sizes {sizes}, book {book_n}, WAN 20-80 ms one-way, 0.5 % loss, load {f['loadavg_start']}"
+    )
+    build_book(tmp / "book.sqlite", book_n)
+    tailer = Tailer()
+    tailer.start()
+    cleanup.append(tailer.stop)
+    if args.partition:
+        from scale_partition import partition_run  # the --partition scenario
+
+        f["partition"] = partition_run(args, tmp, tailer)
+    else:
+        f["sizes_measured"] = [measure_size(n, args, tmp, tmp / "book.sqlite", tailer) for n in sizes]
+        if args.plot:
+            f["plots"] = plot(f["sizes_measured"], DOCS)
+            say(f"{stamp()} plots: {f['plots']}")
+    f["loadavg_end"] = loadavg()
+    return f
+
+
+def report(f: dict[str, Any]) -> None:
+    say(
+        f"wall {f['wall_s']} s, CPU {f['cpu_s']} s; load {f['loadavg_start']} -> {f['loadavg_end']} on {f['cores']} cores"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="sizes 10 and 20, fewer samples (under 180 s)")
+    parser.add_argument("--sizes", default="", help="comma-separated node counts (default 10,20,40; quick 10,20)")
+    parser.add_argument("--samples", type=int, default=0, help="listings timed per size (default 30, quick 10)")
+    parser.add_argument("--book", type=int, default=0, help="listings in the pre-built book (default 1000, quick 500)")
+    parser.add_argument("--partition", action="store_true", help="the 20-node partition scenario instead")
+    parser.add_argument("--plot", action="store_true", help="draw docs/scale-latency.png and docs/scale-cost.png")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="keep the homes and logs (their path is printed)")
+    args = parser.parse_args()
+    return run_bench(args, run, report, prefix="swapmeet-scale-bench-", started=T0, say=say)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
