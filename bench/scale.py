@@ -34,8 +34,6 @@ last line printed is a JSON object of all figures.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
 import random
 import statistics
@@ -47,14 +45,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.wanlink
 
-from support.benchkit import loadavg, pct, run_bench
+from support.benchkit import loadavg, run_bench
 from support.books import build_book, prepare_homes
-from swarm import ARRIVAL_TIMEOUT_S, EVENTS, NodePeer, Tailer, cpu_s, measure_latency, poll, rss_mb, say, stamp
 from swapmeet.cli.client import ApiClient
 from swapmeet.cli.localswarm import SwarmError
 from swapmeet.node.cookie import read_cookie
 from swapmeet.node.home import Home
 from swapmeet.node.identity_store import create_identity, load_identity
+from swarm import EVENTS, NodePeer, Tailer, cpu_s, measure_latency, poll, rss_mb, say, stamp
 
 from tests.netlab import LabNode, lab_unavailable
 from tests.wanlink import InNs, WanLab
@@ -307,7 +305,8 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -
         "loadavg_start": loadavg(),
     }
     say(
-        f"{stamp()} scale bench: sizes {sizes}, book {book_n}, WAN 20-80 ms one-way, 0.5 % loss, load {f['loadavg_start']}"
+        f"{stamp()} scale bench: sizes {sizes}, book {book_n}, WAN 20-80 ms one-way, 0.5 % loss,"
+        f" load {f['loadavg_start']}"
     )
     build_book(tmp / "book.sqlite", book_n)
     tailer = Tailer()
@@ -328,7 +327,8 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -
 
 def report(f: dict[str, Any]) -> None:
     say(
-        f"wall {f['wall_s']} s, CPU {f['cpu_s']} s; load {f['loadavg_start']} -> {f['loadavg_end']} on {f['cores']} cores"
+        f"wall {f['wall_s']} s, CPU {f['cpu_s']} s; load {f['loadavg_start']} -> {f['loadavg_end']}"
+        f" on {f['cores']} cores"
     )
 
 
