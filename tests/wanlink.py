@@ -6,7 +6,8 @@ which opens one TUN device per *site* (``/dev/net/tun``, ``TUNSETIFF`` with ``IF
 moves it into the site's namespace as ``wan0`` with the address ``198.19.0.<10+i>/24`` (the
 benchmarking range 198.18.0.0/15 only) and forwards the IPv4 packets the namespaces send between
 them. A packet from site *i* to site *j* is dropped when the pair is cut (a partition, or a site
-taken off the network) or with the link's loss probability, else written to *j*'s TUN after the
+taken off the network; also when the cut comes while the packet is on its way) or with the link's
+loss probability, else written to *j*'s TUN after the
 link's one-way delay (plus jitter; a link never reorders). Delays are drawn once per unordered
 pair, uniformly in ``delay_ms`` (so both directions of a link are equally slow). The forwarder is
 one thread: non-blocking reads in batches, a heap of due packets, ``epoll`` waits until the next
@@ -129,7 +130,7 @@ class Forwarder:
         self.by_ip = {bytes(map(int, site_ip(i).split("."))): i for i in range(self.n)}
         self.fds: list[int] = []
         self.last_due: dict[tuple[int, int], float] = {}
-        self.due: list[tuple[float, int, int, bytes]] = []
+        self.due: list[tuple[float, int, int, int, bytes]] = []  # (when, seq, from, to, packet)
         self.seq = 0
         keys = ("tx_pkts", "tx_bytes", "rx_pkts", "rx_bytes", "lost", "cut")
         self.counts = [dict.fromkeys(keys, 0) for _ in range(self.n)]
@@ -174,6 +175,9 @@ class Forwarder:
                 return {"ok": False, "error": f"unknown op {op!r}"}
         return {"ok": True}
 
+    def _cut(self, i: int, j: int) -> bool:
+        return i in self.off or j in self.off or bool(self.side[i] and self.side[j] and self.side[i] != self.side[j])
+
     def _take(self, i: int, now: float) -> None:
         fd = self.fds[i]
         for _ in range(READ_BATCH):
@@ -189,7 +193,7 @@ class Forwarder:
             c = self.counts[i]
             c["tx_pkts"] += 1
             c["tx_bytes"] += len(pkt)
-            if i in self.off or j in self.off or (self.side[i] and self.side[j] and self.side[i] != self.side[j]):
+            if self._cut(i, j):
                 c["cut"] += 1
                 continue
             if self.loss[i, j] and self.rng.random() < self.loss[i, j]:
@@ -199,11 +203,14 @@ class Forwarder:
             at = max(now + max(0.0, delay), self.last_due.get((i, j), 0.0))  # FIFO per link
             self.last_due[i, j] = at
             self.seq += 1
-            heapq.heappush(self.due, (at, self.seq, j, pkt))
+            heapq.heappush(self.due, (at, self.seq, i, j, pkt))
 
     def _deliver(self, now: float) -> None:
         while self.due and self.due[0][0] <= now:
-            _, _, j, pkt = heapq.heappop(self.due)
+            _, _, i, j, pkt = heapq.heappop(self.due)
+            if self._cut(i, j):  # cut while on its way: lost as on a cut cable
+                self.counts[i]["cut"] += 1
+                continue
             with contextlib.suppress(BlockingIOError, OSError):
                 os.write(self.fds[j], pkt)
                 c = self.counts[j]

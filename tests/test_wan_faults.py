@@ -1,0 +1,186 @@
+"""Trades over a bad WAN end alike on both sides, and both chains audit clean (issue 16's fault tests).
+
+Three real ``swapmeet node run`` processes, each in a network namespace of its own, joined by the
+userspace WAN of ``tests/wanlink.py`` (this kernel has no ``tc netem``): links of 20-80 ms one
+way, no loss unless a test sets it. Node 0 makes the listings; node 1 and node 2 take them.
+
+- A taker loses its network in the middle of a settlement: the WAN takes it off right after the
+  maker accepted (the maker's proposal is on its way and is lost with everything else) for
+  ``OFFLINE_S`` seconds. 20 s is enough for the point: it outlives TCP's first six
+  retransmissions (0.2 + 0.4 + ... + 6.4 s = 12.6 s; the seventh comes about 25 s after the
+  cut) and the liveness deadline (a ping every 4 s answered within 5 s: at most 9 s, then the
+  connection is closed and redialled, docs/LIBP2P.md §65), so the trade resumes over a new
+  connection, not over the old one's retransmissions. A minute only adds waiting.
+- A link of 300 ms one way that loses 5 % of its packets, both ways, between the maker and the
+  other taker: a whole trade from offer to both chains.
+
+Either way the exchange must end complete on both sides (on both chains, once) or lapsed on
+both -- never complete on one side only -- and both parties' chains must audit clean. Every wait
+is bounded; every process and namespace is removed in a ``finally``. Skipped, with the reason,
+where namespaces cannot be made.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from swapmeet.cli.client import ApiClient
+from swapmeet.node.home import Home
+from swapmeet.protocol.errors import SwapmeetError
+
+from tests.netlab import LabError, LabNode, lab_unavailable
+from tests.wanlink import InNs, WanLab
+
+pytestmark = pytest.mark.slow
+
+MAKER, TAKER, SLOW_TAKER = 0, 1, 2
+OFFLINE_S = 20.0
+WAIT_S = 30.0  # a listing's gossip, an offer's way, over the WAN on a busy 2-core machine
+SETTLE_S = 60.0  # after the network returns: liveness redial, resume (at once, then every 15 s), repair
+DEADLINE_S = 600  # the signing deadline: long, so the outcome is decided by the network, not the clock
+BAD_DELAY_MS = 300.0
+BAD_LOSS = 0.05
+
+
+class Nodes:
+    """The three nodes of the module's lab, their API clients reached inside their namespaces."""
+
+    def __init__(self, lab: WanLab, nodes: list[LabNode]) -> None:
+        self.lab = lab
+        self.nodes = nodes
+
+    def api(self, i: int) -> ApiClient:
+        client: Any = InNs(ApiClient.for_home(self.home(i), timeout=30.0), self.nodes[i].ns)
+        return client  # type: ignore[no-any-return]
+
+    def home(self, i: int) -> Home:
+        return Home(self.nodes[i].home)
+
+    def peer_id(self, i: int) -> str:
+        return self.nodes[i].peer_id
+
+    def cli_json(self, i: int, *args: str) -> Any:
+        return json.loads(self.lab.cli(self.nodes[i], *args, "--json").stdout)
+
+    def wait(self, pred: Callable[[], Any], timeout: float, what: str) -> Any:
+        """Poll ``pred`` until truthy; an error answer from a node (e.g. "unknown object") counts as "not yet"."""
+
+        def attempt() -> Any:
+            try:
+                return pred()
+            except SwapmeetError as exc:
+                raise LabError(str(exc)) from None
+
+        return self.lab.wait_until(attempt, timeout, what=what, interval=0.3)
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
+    reason = lab_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    base = tmp_path_factory.mktemp("wanfaults")
+    net = f"wanfaults-{secrets.token_hex(3)}"
+    with WanLab(net=net, sites=3, base_dir=base, delay_ms=(20, 80), seed=3) as lab:
+        first = lab.node("n0", lab.sites[0], args=["--no-dht"])
+        with ThreadPoolExecutor(2) as pool:
+            rest = list(
+                pool.map(
+                    lambda i: lab.node(f"n{i}", lab.sites[i], bootstrap=[first.addr or ""], args=["--no-dht"]),
+                    (1, 2),
+                )
+            )
+        ns = Nodes(lab, [first, *rest])
+        ns.wait(lambda: all(ns.api(i).status()["peers"] >= 1 for i in range(3)), 60, "every node connected")
+        yield ns
+
+
+def trade_at(nodes: Nodes, i: int, exchange_id: str) -> dict[str, Any] | None:
+    return next((t for t in nodes.api(i).trades() if t["id"] == exchange_id), None)
+
+
+def offer_and_accept(nodes: Nodes, taker: int) -> tuple[str, dict[str, Any]]:
+    """Node 0 lists, ``taker`` offers, node 0 accepts: (listing id, the trade as the maker's accept returned it)."""
+    listing = nodes.api(MAKER).publish({"title": f"Lot {secrets.token_hex(3)}", "have": ["1 x bike"]})
+    nodes.wait(lambda: nodes.api(taker).get(listing["id"]), WAIT_S, "the listing at the taker")
+    offer = nodes.api(taker).make_offer({"listing": listing["id"], "give": ["2 kg x apples"]})
+    offer_id = offer["id"]
+    nodes.wait(
+        lambda: any(o["id"] == offer_id for o in nodes.api(MAKER).offers("incoming")), WAIT_S, "the offer at the maker"
+    )
+    return listing["id"], nodes.api(MAKER).accept(offer_id, deadline_in_s=DEADLINE_S)
+
+
+def ended_alike(nodes: Nodes, parties: list[int], exchange_id: str) -> str:
+    """Wait until every party's trade is final and the same; its state ("complete" or "lapsed")."""
+
+    def final() -> str | None:
+        rows = [trade_at(nodes, i, exchange_id) for i in parties]
+        states = {(r["state"], r["appended"]) if r else None for r in rows}
+        if states == {("complete", True)}:
+            return "complete"
+        if states == {("lapsed", False)}:
+            return "lapsed"
+        if any(r and r["state"] == "complete" for r in rows) and any(r and r["state"] == "lapsed" for r in rows):
+            raise AssertionError(f"exchange {exchange_id[:12]} is complete on one side only: {rows}")
+        return None
+
+    result: str = nodes.wait(final, SETTLE_S, f"exchange {exchange_id[:12]} final and alike at {parties}")
+    return result
+
+
+def check_chains_and_audits(nodes: Nodes, parties: list[int], exchange_id: str, outcome: str) -> None:
+    for i in parties:
+        own = [e["payload_id"] for e in nodes.cli_json(i, "ledger", "show", nodes.peer_id(i))["entries"]]
+        assert own.count(exchange_id) == (1 if outcome == "complete" else 0), (i, outcome)
+        done = nodes.lab.cli(nodes.nodes[i], "audit", "--json", "--workers", "1", check=False)
+        report = json.loads(done.stdout)
+        assert done.returncode == 0 and report["findings"] == [], (i, report["findings"])
+
+
+def test_a_taker_offline_mid_settlement_ends_alike_on_both_sides(nodes: Nodes) -> None:
+    wan = nodes.lab.wan
+    assert wan is not None
+    _, trade = offer_and_accept(nodes, TAKER)
+    wan.isolate(TAKER)  # the maker's proposal is on its way: lost with the rest
+    cut_at = time.monotonic()
+    try:
+        xid = trade["id"]
+        assert trade["state"] == "pending", trade  # it cannot complete without the taker's signature
+        time.sleep(OFFLINE_S / 2)
+        row = trade_at(nodes, MAKER, xid)
+        assert row is not None and row["state"] == "pending", row
+        seen = trade_at(nodes, TAKER, xid)  # its local API still answers: only its WAN is gone
+        at_taker = "nothing" if seen is None else seen["detail"]
+        time.sleep(max(0.0, OFFLINE_S - (time.monotonic() - cut_at)))
+    finally:
+        wan.isolate(TAKER, off=False)
+    back = time.monotonic()
+    outcome = ended_alike(nodes, [MAKER, TAKER], xid)
+    took = time.monotonic() - back
+    print(f"\n{OFFLINE_S:g} s offline mid-settlement (the taker held {at_taker}): {outcome} on both {took:.1f} s after")
+    check_chains_and_audits(nodes, [MAKER, TAKER], xid, outcome)
+
+
+def test_a_trade_over_a_slow_lossy_link_ends_alike_on_both_sides(nodes: Nodes) -> None:
+    wan = nodes.lab.wan
+    assert wan is not None
+    wan.set_link(MAKER, SLOW_TAKER, delay_ms=BAD_DELAY_MS, loss=BAD_LOSS)
+    try:
+        t0 = time.monotonic()
+        _, trade = offer_and_accept(nodes, SLOW_TAKER)
+        outcome = ended_alike(nodes, [MAKER, SLOW_TAKER], trade["id"])
+        print(
+            f"\n{BAD_DELAY_MS:g} ms one way, {BAD_LOSS:.0%} loss: {outcome} {time.monotonic() - t0:.1f} s from listing"
+        )
+        lost = wan.stats()[MAKER]["lost"] + wan.stats()[SLOW_TAKER]["lost"]
+        assert lost > 0  # the link did lose packets
+        check_chains_and_audits(nodes, [MAKER, SLOW_TAKER], trade["id"], outcome)
+    finally:
+        wan.set_link(MAKER, SLOW_TAKER, delay_ms=50.0, loss=0.0)
