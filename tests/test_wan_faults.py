@@ -25,17 +25,16 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from swapmeet.cli.client import ApiClient
 from swapmeet.node.home import Home
-from swapmeet.protocol.errors import SwapmeetError
 
-from tests.netlab import LabError, LabNode, lab_unavailable
-from tests.wanlink import InNs, WanLab
+from tests.netlab import LabNode, lab_unavailable
+from tests.wanlink import InNs, WanLab, offer_and_accept, outcome, trade_row, wait
 
 pytestmark = pytest.mark.slow
 
@@ -68,17 +67,6 @@ class Nodes:
     def cli_json(self, i: int, *args: str) -> Any:
         return json.loads(self.lab.cli(self.nodes[i], *args, "--json").stdout)
 
-    def wait(self, pred: Callable[[], Any], timeout: float, what: str) -> Any:
-        """Poll ``pred`` until truthy; an error answer from a node (e.g. "unknown object") counts as "not yet"."""
-
-        def attempt() -> Any:
-            try:
-                return pred()
-            except SwapmeetError as exc:
-                raise LabError(str(exc)) from None
-
-        return self.lab.wait_until(attempt, timeout, what=what, interval=0.3)
-
 
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
@@ -97,48 +85,23 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
                 )
             )
         ns = Nodes(lab, [first, *rest])
-        ns.wait(lambda: all(ns.api(i).status()["peers"] >= 1 for i in range(3)), 60, "every node connected")
+        wait(lambda: all(ns.api(i).status()["peers"] >= 1 for i in range(3)), 60, "every node connected")
         yield ns
-
-
-def trade_at(nodes: Nodes, i: int, exchange_id: str) -> dict[str, Any] | None:
-    return next((t for t in nodes.api(i).trades() if t["id"] == exchange_id), None)
-
-
-def offer_and_accept(nodes: Nodes, taker: int) -> tuple[str, dict[str, Any]]:
-    """Node 0 lists, ``taker`` offers, node 0 accepts: (listing id, the trade as the maker's accept returned it)."""
-    listing = nodes.api(MAKER).publish({"title": f"Lot {secrets.token_hex(3)}", "have": ["1 x bike"]})
-    nodes.wait(lambda: nodes.api(taker).get(listing["id"]), WAIT_S, "the listing at the taker")
-    offer = nodes.api(taker).make_offer({"listing": listing["id"], "give": ["2 kg x apples"]})
-    offer_id = offer["id"]
-    nodes.wait(
-        lambda: any(o["id"] == offer_id for o in nodes.api(MAKER).offers("incoming")), WAIT_S, "the offer at the maker"
-    )
-    return listing["id"], nodes.api(MAKER).accept(offer_id, deadline_in_s=DEADLINE_S)
 
 
 def ended_alike(nodes: Nodes, parties: list[int], exchange_id: str) -> str:
     """Wait until every party's trade is final and the same; its state ("complete" or "lapsed")."""
 
     def final() -> str | None:
-        rows = [trade_at(nodes, i, exchange_id) for i in parties]
-        states = {(r["state"], r["appended"]) if r else None for r in rows}
-        if states == {("complete", True)}:
-            return "complete"
-        if states == {("lapsed", False)}:
-            return "lapsed"
-        if any(r and r["state"] == "complete" for r in rows) and any(r and r["state"] == "lapsed" for r in rows):
-            raise AssertionError(f"exchange {exchange_id[:12]} is complete on one side only: {rows}")
-        return None
+        return outcome([trade_row(nodes.api(i), exchange_id) for i in parties])
 
-    result: str = nodes.wait(final, SETTLE_S, f"exchange {exchange_id[:12]} final and alike at {parties}")
-    return result
+    return wait(final, SETTLE_S, f"exchange {exchange_id[:12]} final and alike at {parties}")
 
 
-def check_chains_and_audits(nodes: Nodes, parties: list[int], exchange_id: str, outcome: str) -> None:
+def check_chains_and_audits(nodes: Nodes, parties: list[int], exchange_id: str, ended: str) -> None:
     for i in parties:
         own = [e["payload_id"] for e in nodes.cli_json(i, "ledger", "show", nodes.peer_id(i))["entries"]]
-        assert own.count(exchange_id) == (1 if outcome == "complete" else 0), (i, outcome)
+        assert own.count(exchange_id) == (1 if ended == "complete" else 0), (i, ended)
         done = nodes.lab.cli(nodes.nodes[i], "audit", "--json", "--workers", "1", check=False)
         report = json.loads(done.stdout)
         assert done.returncode == 0 and report["findings"] == [], (i, report["findings"])
@@ -147,40 +110,41 @@ def check_chains_and_audits(nodes: Nodes, parties: list[int], exchange_id: str, 
 def test_a_taker_offline_mid_settlement_ends_alike_on_both_sides(nodes: Nodes) -> None:
     wan = nodes.lab.wan
     assert wan is not None
-    _, trade = offer_and_accept(nodes, TAKER)
+    _, trade = offer_and_accept(nodes.api(MAKER), nodes.api(TAKER), timeout=WAIT_S, deadline_s=DEADLINE_S)
     wan.isolate(TAKER)  # the maker's proposal is on its way: lost with the rest
     cut_at = time.monotonic()
     try:
         xid = trade["id"]
         assert trade["state"] == "pending", trade  # it cannot complete without the taker's signature
         time.sleep(OFFLINE_S / 2)
-        row = trade_at(nodes, MAKER, xid)
+        row = trade_row(nodes.api(MAKER), xid)
         assert row is not None and row["state"] == "pending", row
-        seen = trade_at(nodes, TAKER, xid)  # its local API still answers: only its WAN is gone
+        seen = trade_row(nodes.api(TAKER), xid)  # its local API still answers: only its WAN is gone
         at_taker = "nothing" if seen is None else seen["detail"]
         time.sleep(max(0.0, OFFLINE_S - (time.monotonic() - cut_at)))
     finally:
         wan.isolate(TAKER, off=False)
     back = time.monotonic()
-    outcome = ended_alike(nodes, [MAKER, TAKER], xid)
+    ended = ended_alike(nodes, [MAKER, TAKER], xid)
     took = time.monotonic() - back
-    print(f"\n{OFFLINE_S:g} s offline mid-settlement (the taker held {at_taker}): {outcome} on both {took:.1f} s after")
-    check_chains_and_audits(nodes, [MAKER, TAKER], xid, outcome)
+    print(f"\n{OFFLINE_S:g} s offline mid-settlement (the taker held {at_taker}): {ended} on both {took:.1f} s after")
+    check_chains_and_audits(nodes, [MAKER, TAKER], xid, ended)
 
 
 def test_a_trade_over_a_slow_lossy_link_ends_alike_on_both_sides(nodes: Nodes) -> None:
     wan = nodes.lab.wan
     assert wan is not None
+    was = wan.delays_ms()[MAKER][SLOW_TAKER]
     wan.set_link(MAKER, SLOW_TAKER, delay_ms=BAD_DELAY_MS, loss=BAD_LOSS)
     try:
         t0 = time.monotonic()
-        _, trade = offer_and_accept(nodes, SLOW_TAKER)
-        outcome = ended_alike(nodes, [MAKER, SLOW_TAKER], trade["id"])
+        _, trade = offer_and_accept(nodes.api(MAKER), nodes.api(SLOW_TAKER), timeout=WAIT_S, deadline_s=DEADLINE_S)
+        ended = ended_alike(nodes, [MAKER, SLOW_TAKER], trade["id"])
         print(
-            f"\n{BAD_DELAY_MS:g} ms one way, {BAD_LOSS:.0%} loss: {outcome} {time.monotonic() - t0:.1f} s from listing"
+            f"\n{BAD_DELAY_MS:g} ms one way, {BAD_LOSS:.0%} loss: {ended}, {time.monotonic() - t0:.1f} s from listing"
         )
         lost = wan.stats()[MAKER]["lost"] + wan.stats()[SLOW_TAKER]["lost"]
         assert lost > 0  # the link did lose packets
-        check_chains_and_audits(nodes, [MAKER, SLOW_TAKER], trade["id"], outcome)
+        check_chains_and_audits(nodes, [MAKER, SLOW_TAKER], trade["id"], ended)
     finally:
-        wan.set_link(MAKER, SLOW_TAKER, delay_ms=50.0, loss=0.0)
+        wan.set_link(MAKER, SLOW_TAKER, delay_ms=was, loss=0.0)

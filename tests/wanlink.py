@@ -19,7 +19,9 @@ Commands go to the forwarder's stdin as JSON lines, answers come back on its std
 (``lab.node(name, lab.sites[i])``) and whose ``close`` also stops the forwarder; its namespaces go
 with the lab. :func:`netns` runs a block of the calling thread inside a namespace (sockets made
 there stay there): the bench and the tests reach each node's local API (127.0.0.1 of its
-namespace) that way, without a CLI process per call.
+namespace) that way, without a CLI process per call. :func:`offer_and_accept`, :func:`trade_row`,
+:func:`outcome` and :func:`wait` are the trading steps ``tests/test_wan_faults.py`` and
+``bench/scale.py --partition`` share.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import heapq
 import json
 import os
 import random
+import secrets
 import selectors
 import signal
 import struct
@@ -38,14 +41,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 if __package__ in (None, ""):  # run as a script: the forwarder process
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from swapmeet.protocol.errors import SwapmeetError
+
 from tests.netlab import CMD_TIMEOUT, Lab, LabError, LabHome, _run
+
+T = TypeVar("T")
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
@@ -353,6 +360,54 @@ class Wan:
                 self.proc.wait(5.0)
         with contextlib.suppress(OSError):
             self.proc.stdout.close()  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- trading over the WAN (tests and bench)
+
+
+def wait(pred: Callable[[], T | None], timeout: float, what: str, interval: float = 0.3) -> T:
+    """Poll ``pred`` until truthy; an error answer from a node ("unknown object", "not running") is "not yet"."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = pred()
+        except (SwapmeetError, OSError) as exc:
+            value, last = None, exc
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise LabError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r:.300})")
+        time.sleep(interval)
+
+
+def trade_row(api: Any, exchange_id: str) -> dict[str, Any] | None:
+    """The exchange as ``api``'s node lists it, or None."""
+    return next((t for t in api.trades() if t["id"] == exchange_id), None)
+
+
+def offer_and_accept(maker: Any, taker: Any, *, timeout: float, deadline_s: int) -> tuple[str, dict[str, Any]]:
+    """``maker`` lists, ``taker`` offers for it, ``maker`` accepts (API clients): (listing id, the accept's trade)."""
+    listing = maker.publish({"title": f"Lot {secrets.token_hex(3)}", "have": ["1 x bike"]})
+    wait(lambda: taker.get(listing["id"]), timeout, "the listing at the taker")
+    offer_id = taker.make_offer({"listing": listing["id"], "give": ["2 kg x apples"]})["id"]
+    wait(lambda: any(o["id"] == offer_id for o in maker.offers("incoming")), timeout, "the offer at the maker")
+    return listing["id"], maker.accept(offer_id, deadline_in_s=deadline_s)
+
+
+def outcome(rows: Sequence[dict[str, Any] | None]) -> str | None:
+    """ "complete" when every party's row is complete and on its chain, "lapsed" when every one lapsed, else None.
+
+    Complete on one side and lapsed on another is the failure these labs look for: AssertionError.
+    """
+    states = {(r["state"], r["appended"]) if r else None for r in rows}
+    if states == {("complete", True)}:
+        return "complete"
+    if states == {("lapsed", False)}:
+        return "lapsed"
+    if any(r and r["state"] == "complete" for r in rows) and any(r and r["state"] == "lapsed" for r in rows):
+        raise AssertionError(f"an exchange is complete on one side only: {rows}")
+    return None
 
 
 class WanLab(Lab):
