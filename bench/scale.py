@@ -34,6 +34,8 @@ last line printed is a JSON object of all figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import random
 import statistics
@@ -52,10 +54,12 @@ from swapmeet.cli.localswarm import SwarmError
 from swapmeet.node.cookie import read_cookie
 from swapmeet.node.home import Home
 from swapmeet.node.identity_store import create_identity, load_identity
+from swapmeet.protocol.identity import public_key_from_peer_id
 from swarm import EVENTS, NodePeer, Tailer, cpu_s, measure_latency, poll, rss_mb, say, stamp
 
 from tests.netlab import LabNode, lab_unavailable
-from tests.wanlink import InNs, WanLab
+from tests.raw_peers import db_payloads
+from tests.wanlink import InNs, WanLab, offer_and_accept, outcome, trade_row, wait
 
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs"
@@ -140,17 +144,33 @@ def wait_api(peers: Sequence[WanPeer], timeout: float = UP_TIMEOUT) -> None:
         raise RuntimeError(f"nodes did not answer within {timeout:g}s: {[p.name for p in peers]}")
 
 
-def start_swarm(lab: WanLab, sites: Sites, base: Path, n: int, tailer: Tailer, rng: random.Random) -> list[WanPeer]:
-    """Nodes 0..n-1 in doubling waves; each dials node 0 and up to two random earlier nodes."""
+def dial_earlier(rng: random.Random) -> Callable[[int], list[int]]:
+    """As bench/swarm.py: node i dials node 0 and up to two random earlier nodes."""
+
+    def pick(i: int) -> list[int]:
+        earlier = list(range(1, i))
+        return [0, *rng.sample(earlier, min(2, len(earlier)))] if i else []
+
+    return pick
+
+
+def start_swarm(
+    lab: WanLab,
+    sites: Sites,
+    base: Path,
+    n: int,
+    tailer: Tailer,
+    dials: Callable[[int], list[int]],
+    extra: Sequence[str] = (),
+) -> list[WanPeer]:
+    """Nodes 0..n-1 in doubling waves, node i dialling ``dials(i)`` (earlier nodes only)."""
     peers: list[WanPeer] = []
     started: list[LabNode] = []
     wave = 1
     while len(started) < n:
         batch = []
         for i in range(len(started), min(n, len(started) + wave)):
-            earlier = list(range(1, len(started)))
-            targets = [0, *rng.sample(earlier, min(2, len(earlier)))] if i else []
-            node = launch(lab, sites, i, base / f"node{i}", [started[j] for j in targets])
+            node = launch(lab, sites, i, base / f"node{i}", [started[j] for j in dials(i)], extra)
             peer = WanPeer(sites, i)
             tailer.watch(node.log_path, peer)
             batch.append(peer)
@@ -181,7 +201,7 @@ def measure_size(n: int, args: argparse.Namespace, tmp: Path, book: Path, tailer
     ) as lab:
         sites = Sites(lab)
         t = time.monotonic()
-        peers = start_swarm(lab, sites, base, n, tailer, rng)
+        peers = start_swarm(lab, sites, base, n, tailer, dial_earlier(rng))
         out["start_s"] = round(time.monotonic() - t, 1)
         say(f"{stamp()} {n} nodes up on the WAN in {out['start_s']} s")
         time.sleep(3.0)  # a few heartbeats: meshes form, first syncs end
@@ -250,6 +270,133 @@ def measure_size(n: int, args: argparse.Namespace, tmp: Path, book: Path, tailer
     return out
 
 
+# --------------------------------------------------------------------------- --partition
+
+HALF = 10
+TRADE_DEADLINE_S = 600
+PARTITION_WAIT_S = 60.0
+HEAL_TIMEOUT_S = 180.0
+
+
+def dial_within_halves(rng: random.Random) -> Callable[[int], list[int]]:
+    """Each half a connected swarm of its own (its first node and up to two random earlier nodes of the
+    half), and a few links across: node HALF dials node 0, every third node of the second half one
+    random node of the first."""
+
+    def pick(i: int) -> list[int]:
+        first = 0 if i < HALF else HALF
+        earlier = list(range(first + 1, i))
+        inside = [first, *rng.sample(earlier, min(2, len(earlier)))] if i != first else []
+        across = [0] if i == HALF else ([rng.randrange(HALF)] if i > HALF and i % 3 == 0 else [])
+        return inside + across
+
+    return pick
+
+
+def _live(p: WanPeer) -> set[str]:
+    return {x["id"] for x in p.client().listings(limit=1000)}
+
+
+def _chains(peers: Sequence[WanPeer], authors: Sequence[WanPeer]) -> list[dict[str, frozenset[bytes]]]:
+    """Per node: each trading author's chain as the node holds it (payload ids, read-only from its ledger file)."""
+    keys = {a.short: public_key_from_peer_id(a.swarm.peer_id(a.idx)) for a in authors}
+    return [{a: frozenset(db_payloads(p.swarm.home(p.idx), k)) for a, k in keys.items()} for p in peers]
+
+
+def partition_run(args: argparse.Namespace, tmp: Path, tailer: Tailer) -> dict[str, Any]:
+    """Two halves of HALF nodes cut apart while both publish, withdraw and trade; the heal, measured."""
+    n = 2 * HALF
+    cut_s = args.cut_s or (20.0 if args.quick else 60.0)
+    rng = random.Random(args.seed)
+    base = tmp / "partition"
+    base.mkdir()
+    for i in range(n):
+        create_identity(Home(base / f"node{i}"), None)
+    out: dict[str, Any] = {"nodes": n, "cut_s": cut_s}
+    with WanLab(
+        net=f"scale-part-{os.getpid()}", sites=n, base_dir=base, delay_ms=DELAY_MS, loss=LOSS, seed=args.seed
+    ) as lab:
+        sites = Sites(lab)
+        # --archive: every node keeps every chain it hears of, so "the same chains everywhere" is checkable.
+        peers = start_swarm(lab, sites, base, n, tailer, dial_within_halves(rng), extra=["--archive"])
+        wan = lab.wan
+        assert wan is not None
+        halves = [peers[:HALF], peers[HALF:]]
+        say(f"{stamp()} partition: {n} nodes up; halves of {HALF}")
+        time.sleep(3.0)
+        first = {p.idx: p.publish(p.idx)["id"] for p in peers}
+        expected = set(first.values())
+        if not poll(lambda: all(_live(p) == expected for p in peers), PARTITION_WAIT_S, interval=0.5):
+            raise RuntimeError("the first listings did not reach every node")
+
+        wan.partition(range(HALF), range(HALF, n))
+        cut_at = time.monotonic()
+        say(f"{stamp()} cut for {cut_s:g} s; both halves publish, withdraw and trade")
+        trades: list[tuple[str, WanPeer, WanPeer]] = []
+        for h, half in enumerate(halves):
+            gone = half[1]
+            gone.client().withdraw(first[gone.idx])
+            expected.discard(first[gone.idx])
+            for k in range(5):
+                expected.add(rng.choice(half).publish(1000 * (h + 1) + k)["id"])
+            maker, taker = half[2], half[3]
+            listing, trade = offer_and_accept(
+                maker.client(), taker.client(), timeout=PARTITION_WAIT_S, deadline_s=TRADE_DEADLINE_S
+            )
+            expected.add(listing)
+            trades.append((trade["id"], maker, taker))
+        for xid, maker, taker in trades:
+            ended = wait(
+                lambda x=xid, m=maker, t=taker: outcome([trade_row(m.client(), x), trade_row(t.client(), x)]),
+                PARTITION_WAIT_S,
+                f"trade {xid[:12]} to end inside its half",
+            )
+            if ended != "complete":
+                raise RuntimeError(f"a trade inside a half ended {ended}")
+        traders = [p for _, m, t in trades for p in (m, t)]
+        out["work_during_cut_s"] = round(time.monotonic() - cut_at, 1)
+        time.sleep(max(0.0, cut_s - (time.monotonic() - cut_at)))
+
+        wan.heal()
+        healed = time.monotonic()
+        books_at: float | None = None
+        chains_at: float | None = None
+        deadline = healed + HEAL_TIMEOUT_S
+        while time.monotonic() < deadline and (books_at is None or chains_at is None):
+            with contextlib.suppress(Exception):
+                if books_at is None and all(_live(p) == expected for p in peers):
+                    books_at = time.monotonic()
+            with contextlib.suppress(Exception):
+                held = _chains(peers, traders)
+                if chains_at is None and all(h == held[0] for h in held) and all(held[0].values()):
+                    chains_at = time.monotonic()
+            time.sleep(0.3)
+        books = [_live(p) for p in peers]
+        held = _chains(peers, traders)
+        own = {a.short: held[a.idx][a.short] for a in traders}
+        out["books_agree_s"] = round(books_at - healed, 1) if books_at else None
+        out["chains_agree_s"] = round(chains_at - healed, 1) if chains_at else None
+        out["heal_s"] = round(max(books_at, chains_at) - healed, 1) if books_at and chains_at else None
+        out["acknowledged_missing"] = sum(len(expected - b) for b in books)
+        out["withdrawn_still_live"] = sum(len(b - expected) for b in books)
+        out["trades_on_every_chain_copy"] = all(
+            bytes.fromhex(xid) in h[m.short] and bytes.fromhex(xid) in h[t.short] for h in held for xid, m, t in trades
+        )
+        out["own_chain_lengths"] = {k: len(v) for k, v in own.items()}
+        out["audits_clean"] = all(_audit_clean(lab, sites.by_idx[p.idx]) for p in traders)
+        say(
+            f"{stamp()} healed: books agree {out['books_agree_s']} s and chains {out['chains_agree_s']} s after the"
+            f" link returned (cut {cut_s:g} s); acknowledged missing {out['acknowledged_missing']},"
+            f" withdrawn still live {out['withdrawn_still_live']}, audits clean {out['audits_clean']}"
+        )
+    return out
+
+
+def _audit_clean(lab: WanLab, node: LabNode) -> bool:
+    done = lab.cli(node, "audit", "--json", "--workers", "1", check=False)
+    return done.returncode == 0 and json.loads(done.stdout)["findings"] == []
+
+
 def plot(results: list[dict[str, Any]], where: Path) -> list[str]:
     """Two PNGs: latency and delivery, and per-node cost, against the number of nodes."""
     import matplotlib
@@ -313,8 +460,6 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -
     tailer.start()
     cleanup.append(tailer.stop)
     if args.partition:
-        from scale_partition import partition_run  # the --partition scenario
-
         f["partition"] = partition_run(args, tmp, tailer)
     else:
         f["sizes_measured"] = [measure_size(n, args, tmp, tmp / "book.sqlite", tailer) for n in sizes]
@@ -339,6 +484,7 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=0, help="listings timed per size (default 30, quick 10)")
     parser.add_argument("--book", type=int, default=0, help="listings in the pre-built book (default 1000, quick 500)")
     parser.add_argument("--partition", action="store_true", help="the 20-node partition scenario instead")
+    parser.add_argument("--cut-s", type=float, default=0.0, help="--partition: seconds cut (default 60, quick 20)")
     parser.add_argument("--plot", action="store_true", help="draw docs/scale-latency.png and docs/scale-cost.png")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the homes and logs (their path is printed)")
