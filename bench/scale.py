@@ -164,13 +164,16 @@ def start_swarm(
     extra: Sequence[str] = (),
 ) -> list[WanPeer]:
     """Nodes 0..n-1 in doubling waves, node i dialling ``dials(i)`` (earlier nodes only)."""
+    graph = {i: dials(i) for i in range(n)}
     peers: list[WanPeer] = []
     started: list[LabNode] = []
     wave = 1
     while len(started) < n:
         batch = []
         for i in range(len(started), min(n, len(started) + wave)):
-            node = launch(lab, sites, i, base / f"node{i}", [started[j] for j in dials(i)], extra)
+            if any(j >= len(started) for j in graph[i]):
+                break  # it dials a node of this wave: it goes with the next one
+            node = launch(lab, sites, i, base / f"node{i}", [started[j] for j in graph[i]], extra)
             peer = WanPeer(sites, i)
             tailer.watch(node.log_path, peer)
             batch.append(peer)
