@@ -186,9 +186,10 @@ def start_swarm(
     return peers
 
 
-def _wan_bytes(lab: WanLab, idxs: Sequence[int]) -> list[int]:
+def _wan_bytes(lab: WanLab, idxs: Sequence[int], kinds: Sequence[str] = ("tx_bytes", "rx_bytes")) -> list[int]:
+    """IP bytes each site's interface sent and/or received, as the forwarder counted them."""
     stats = lab.wan.stats()  # type: ignore[union-attr]
-    return [stats[i]["tx_bytes"] + stats[i]["rx_bytes"] for i in idxs]
+    return [sum(stats[i][k] for k in kinds) for i in idxs]
 
 
 def measure_size(n: int, args: argparse.Namespace, tmp: Path, book: Path, tailer: Tailer) -> dict[str, Any]:
@@ -226,11 +227,13 @@ def measure_size(n: int, args: argparse.Namespace, tmp: Path, book: Path, tailer
         count = args.samples or (10 if quick else 30)
         act0 = [p.activity() for p in peers]
         cpu0, b0, t0 = [cpu_s(p.pid) for p in peers], _wan_bytes(lab, idxs), time.monotonic()
+        rx0 = _wan_bytes(lab, idxs, ("rx_bytes",))
         lat = measure_latency([(peers, lambda p, k: p.publish(k))], count, rng)[0]
         time.sleep(2.0)  # the last one's stragglers
         wall = time.monotonic() - t0
         cpu = [cpu_s(p.pid) - c - i * wall for p, c, i in zip(peers, cpu0, idle_cpu, strict=True)]
         sent = [b - a - i * wall for a, b, i in zip(b0, _wan_bytes(lab, idxs), idle_bps, strict=True)]
+        rx = [b - a - i * wall / 2 for a, b, i in zip(rx0, _wan_bytes(lab, idxs, ("rx_bytes",)), idle_bps, strict=True)]
         act1 = [p.activity() for p in peers]
         dups = [(b[0] - a[0]) - (b[1] - a[1]) for a, b in zip(act0, act1, strict=True)]
         s = lat.summary()
@@ -240,6 +243,7 @@ def measure_size(n: int, args: argparse.Namespace, tmp: Path, book: Path, tailer
         out["duplicates_per_node_per_object"] = round(statistics.mean(dups) / count, 3)
         out["cpu_ms_per_node_per_object"] = round(statistics.mean(cpu) / count * 1000, 2)
         out["bytes_per_node_per_object"] = round(statistics.mean(sent) / count, 1)
+        out["received_bytes_per_node_per_object"] = round(statistics.mean(rx) / count, 1)
         say(
             f"{stamp()} n={n}: time-to-all p50 {s['p50_ms']} ms, p95 {s['p95_ms']} ms over {s['n']}"
             f" (missing {lat.missing} of {pairs}); dup/node/object {out['duplicates_per_node_per_object']};"
@@ -413,11 +417,20 @@ def plot(results: list[dict[str, Any]], where: Path) -> list[str]:
     ax1.plot(ns, [r["time_to_all"]["p95_ms"] for r in results], "s-", label="p95")
     ax1.set(xlabel="nodes", ylabel="time-to-all (ms)", title="A listing reaches every node", ylim=(0, None))
     ax1.legend()
-    ax2.plot(ns, [r["newcomer"]["time_from_launch_s"] for r in results], "o-", label="newcomer catch-up (s)")
-    ax2.plot(ns, [r["duplicates_per_node_per_object"] for r in results], "s-", label="duplicates / node / object")
-    ax2.plot(ns, [100 * r["fraction_delivered"] for r in results], "^-", label="delivered (%)")
-    ax2.set(xlabel="nodes", title="Catch-up, duplicates, delivery", ylim=(0, None))
+    ax2.plot(ns, [r["newcomer"]["time_from_launch_s"] for r in results], "o-", label="from its launch")
+    ax2.plot(ns, [r["newcomer"]["time_from_host_up_s"] for r in results], "s-", label="from its host up")
+    ax2.set(xlabel="nodes", ylabel="s", title=f"A newcomer holds the book ({results[0]['newcomer']['book']})")
+    ax2.set_ylim(bottom=0)
     ax2.legend()
+    delivered = min(r["fraction_delivered"] for r in results)
+    dups = max(r["duplicates_per_node_per_object"] for r in results)
+    ax1.text(
+        0.02,
+        0.02,
+        f"delivered: {delivered:.1%} at every size; duplicates/node/object <= {dups:g}",
+        transform=ax1.transAxes,
+        fontsize=8,
+    )
     fig.suptitle("swapmeet on an emulated WAN (20-80 ms one-way, 0.5 % loss), bench/scale.py")
     fig.tight_layout()
     paths = [where / "scale-latency.png", where / "scale-cost.png"]
@@ -426,7 +439,7 @@ def plot(results: list[dict[str, Any]], where: Path) -> list[str]:
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
     series = [
         ("CPU ms / node / object", [r["cpu_ms_per_node_per_object"] for r in results]),
-        ("kB / node / object", [r["bytes_per_node_per_object"] / 1000 for r in results]),
+        ("kB / node / object (sent + received)", [r["bytes_per_node_per_object"] / 1000 for r in results]),
         ("idle CPU % of a core / node", [100 * r["idle_cpu_share_per_node"] for r in results]),
         ("RSS MB / node (median)", [r["rss_mb_per_node"]["median"] for r in results]),
     ]
