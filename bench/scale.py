@@ -21,9 +21,11 @@ readers). For each size:
   from its launch (and from its host being up) until it holds the whole book.
 
 ``--partition``: the issue's 20-node partition instead (two halves of 10 cut for 60 s, 20 s with
-``--quick``, while both halves publish, withdraw and trade): after the heal, seconds until every
-node holds the same live book and every chain holds the same entries, and whether anything
-acknowledged was lost. ``--plot`` draws the size figures into ``docs/scale-latency.png`` and
+``--quick``, while both halves publish, withdraw and trade; every node with ``--archive`` so that
+every node must end with every chain): after the heal, seconds until every node holds exactly the
+live book (everything acknowledged, nothing withdrawn) and the same copy of every trading party's
+chain (read-only from each node's ledger file), whether anything acknowledged was lost, and the
+parties' audits. ``--plot`` draws the size figures into ``docs/scale-latency.png`` and
 ``docs/scale-cost.png`` (matplotlib: ``pip install -e '.[bench]' -c constraints.txt``).
 
 Run as root (network namespaces): ``python bench/scale.py [--quick] [--sizes 10,20,40] [--plot]``.
@@ -471,13 +473,14 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -
         f"{stamp()} scale bench: sizes {sizes}, book {book_n}, WAN 20-80 ms one-way, 0.5 % loss,"
         f" load {f['loadavg_start']}"
     )
-    build_book(tmp / "book.sqlite", book_n)
     tailer = Tailer()
     tailer.start()
     cleanup.append(tailer.stop)
     if args.partition:
+        f["book"] = 0  # the partition's nodes start with empty books
         f["partition"] = partition_run(args, tmp, tailer)
     else:
+        build_book(tmp / "book.sqlite", book_n)
         f["sizes_measured"] = [measure_size(n, args, tmp, tmp / "book.sqlite", tailer) for n in sizes]
         if args.plot:
             f["plots"] = plot(f["sizes_measured"], DOCS)
