@@ -25,7 +25,8 @@ readers). For each size:
 every node must end with every chain): after the heal, seconds until every node holds exactly the
 live book (everything acknowledged, nothing withdrawn) and the same copy of every trading party's
 chain (read-only from each node's ledger file), whether anything acknowledged was lost, and the
-parties' audits. ``--plot`` draws the size figures into ``docs/scale-latency.png`` and
+parties' audits; ``heal_over_goal`` is the heal time over the issue's 30 s. Without ``--partition``,
+``ratios_to_smallest`` compares each size with the smallest one of the same run. ``--plot`` draws the size figures into ``docs/scale-latency.png`` and
 ``docs/scale-cost.png`` (matplotlib: ``pip install -e '.[bench]' -c constraints.txt``).
 
 Run as root (network namespaces): ``python bench/scale.py [--quick] [--sizes 10,20,40] [--plot]``.
@@ -285,6 +286,7 @@ HALF = 10
 TRADE_DEADLINE_S = 600
 PARTITION_WAIT_S = 60.0
 HEAL_TIMEOUT_S = 180.0
+HEAL_GOAL_S = 30.0  # the issue's goal: the same book and chains everywhere within 30 s of the heal
 
 
 def dial_within_halves(rng: random.Random) -> Callable[[int], list[int]]:
@@ -386,6 +388,7 @@ def partition_run(args: argparse.Namespace, tmp: Path, tailer: Tailer) -> dict[s
         out["books_agree_s"] = round(books_at - healed, 1) if books_at else None
         out["chains_agree_s"] = round(chains_at - healed, 1) if chains_at else None
         out["heal_s"] = round(max(books_at, chains_at) - healed, 1) if books_at and chains_at else None
+        out["heal_over_goal"] = round(out["heal_s"] / HEAL_GOAL_S, 2) if out["heal_s"] is not None else None
         out["acknowledged_missing"] = sum(len(expected - b) for b in books)
         out["withdrawn_still_live"] = sum(len(b - expected) for b in books)
         out["trades_on_every_chain_copy"] = all(
@@ -455,6 +458,25 @@ def plot(results: list[dict[str, Any]], where: Path) -> list[str]:
     return [str(p) for p in paths]
 
 
+def ratios(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Each size's figures over the smallest size's, measured in the same run (the baseline)."""
+
+    def over(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 2) if a is not None and b else None
+
+    base = rows[0]
+    out = {}
+    for r in rows[1:]:
+        out[str(r["nodes"])] = {
+            "time_to_all_p95": over(r["time_to_all"]["p95_ms"], base["time_to_all"]["p95_ms"]),
+            "cpu_per_node_per_object": over(r["cpu_ms_per_node_per_object"], base["cpu_ms_per_node_per_object"]),
+            "bytes_per_node_per_object": over(r["bytes_per_node_per_object"], base["bytes_per_node_per_object"]),
+            "idle_cpu_per_node": over(r["idle_cpu_share_per_node"], base["idle_cpu_share_per_node"]),
+            "newcomer_catch_up": over(r["newcomer"]["time_from_launch_s"], base["newcomer"]["time_from_launch_s"]),
+        }
+    return out
+
+
 def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -> dict[str, Any]:
     reason = lab_unavailable()
     if reason is not None:
@@ -481,7 +503,9 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -
         f["partition"] = partition_run(args, tmp, tailer)
     else:
         build_book(tmp / "book.sqlite", book_n)
-        f["sizes_measured"] = [measure_size(n, args, tmp, tmp / "book.sqlite", tailer) for n in sizes]
+        f["sizes_measured"] = rows = [measure_size(n, args, tmp, tmp / "book.sqlite", tailer) for n in sizes]
+        f["ratios_to_smallest"] = ratios(rows)
+        say(f"{stamp()} against {rows[0]['nodes']} nodes in the same run: {f['ratios_to_smallest']}")
         if args.plot:
             f["plots"] = plot(f["sizes_measured"], DOCS)
             say(f"{stamp()} plots: {f['plots']}")
