@@ -27,7 +27,8 @@ live book (everything acknowledged, nothing withdrawn) and the same copy of ever
 chain (read-only from each node's ledger file), whether anything acknowledged was lost, and the
 parties' audits; ``heal_over_goal`` is the heal time over the issue's 30 s. Without ``--partition``,
 ``ratios_to_smallest`` compares each size with the smallest one of the same run. ``--plot`` draws
-the size figures into ``docs/scale-latency.png`` and ``docs/scale-cost.png`` (matplotlib: ``pip install -e '.[bench]' -c constraints.txt``).
+the size figures into ``docs/scale-latency.png`` and ``docs/scale-cost.png`` (matplotlib:
+``pip install -e '.[bench]' -c constraints.txt``).
 
 Run as root (network namespaces): ``python bench/scale.py [--quick] [--sizes 10,20,40] [--plot]``.
 Every process and namespace the bench made is removed on exit (also on Ctrl-C and SIGTERM). The
