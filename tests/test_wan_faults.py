@@ -4,13 +4,15 @@ Three real ``swapmeet node run`` processes, each in a network namespace of its o
 userspace WAN of ``tests/wanlink.py`` (this kernel has no ``tc netem``): links of 20-80 ms one
 way, no loss unless a test sets it. Node 0 makes the listings; node 1 and node 2 take them.
 
-- A taker loses its network in the middle of a settlement: the WAN takes it off right after the
-  maker accepted (the maker's proposal is on its way and is lost with everything else) for
-  ``OFFLINE_S`` seconds. 20 s is enough for the point: it outlives TCP's first six
-  retransmissions (0.2 + 0.4 + ... + 6.4 s = 12.6 s; the seventh comes about 25 s after the
-  cut) and the liveness deadline (a ping every 4 s answered within 5 s: at most 9 s, then the
-  connection is closed and redialled, docs/LIBP2P.md §65), so the trade resumes over a new
-  connection, not over the old one's retransmissions. A minute only adds waiting.
+- A taker loses its network in the middle of a settlement for ``OFFLINE_S`` seconds: the WAN takes
+  it off right after the maker accepted (the maker's proposal on its way is lost with everything
+  else), or right after the taker signed (the exchange is complete on its side, and the completed
+  exchange on its way to the maker is lost: the sides disagree until they hear from each other).
+  20 s is enough for the point: it outlives TCP's first six retransmissions (0.2 + 0.4 + ... +
+  6.4 s = 12.6 s; the seventh comes about 25 s after the cut) and the liveness deadline (a ping
+  every 4 s answered within 5 s: at most 9 s, then the connection is closed and redialled,
+  docs/LIBP2P.md §65), so the trade resumes over a new connection, not over the old one's
+  retransmissions. A minute only adds waiting.
 - A link of 300 ms one way that loses 5 % of its packets, both ways, between the maker and the
   other taker: a whole trade from offer to both chains.
 
@@ -107,14 +109,24 @@ def check_chains_and_audits(nodes: Nodes, parties: list[int], exchange_id: str, 
         assert done.returncode == 0 and report["findings"] == [], (i, report["findings"])
 
 
-def test_a_taker_offline_mid_settlement_ends_alike_on_both_sides(nodes: Nodes) -> None:
+@pytest.mark.parametrize("in_flight", ["proposal", "signature"])
+def test_a_taker_offline_mid_settlement_ends_alike_on_both_sides(nodes: Nodes, in_flight: str) -> None:
+    """``proposal``: the taker goes off right after the maker accepted, the maker's proposal on its way.
+    ``signature``: right after the taker signed, which completes the exchange on its side (a 300 ms link for
+    this one, so the completed exchange is surely still on its way to the maker): the taker holds it
+    complete and on its chain, the maker pending, and neither hears of the other for the whole cut."""
     wan = nodes.lab.wan
     assert wan is not None
-    _, trade = offer_and_accept(nodes.api(MAKER), nodes.api(TAKER), timeout=WAIT_S, deadline_s=DEADLINE_S)
-    wan.isolate(TAKER)  # the maker's proposal is on its way: lost with the rest
-    cut_at = time.monotonic()
+    was = wan.delays_ms()[MAKER][TAKER]
+    if in_flight == "signature":
+        wan.set_link(MAKER, TAKER, delay_ms=BAD_DELAY_MS)
     try:
+        _, trade = offer_and_accept(nodes.api(MAKER), nodes.api(TAKER), timeout=WAIT_S, deadline_s=DEADLINE_S)
         xid = trade["id"]
+        if in_flight == "signature":
+            wait(lambda: (row := trade_row(nodes.api(TAKER), xid)) and row["detail"] != "awaiting", WAIT_S, "signed")
+        wan.isolate(TAKER)  # what is on its way is lost with the rest
+        cut_at = time.monotonic()
         assert trade["state"] == "pending", trade  # it cannot complete without the taker's signature
         time.sleep(OFFLINE_S / 2)
         row = trade_row(nodes.api(MAKER), xid)
@@ -124,10 +136,14 @@ def test_a_taker_offline_mid_settlement_ends_alike_on_both_sides(nodes: Nodes) -
         time.sleep(max(0.0, OFFLINE_S - (time.monotonic() - cut_at)))
     finally:
         wan.isolate(TAKER, off=False)
+        wan.set_link(MAKER, TAKER, delay_ms=was)
     back = time.monotonic()
     ended = ended_alike(nodes, [MAKER, TAKER], xid)
     took = time.monotonic() - back
-    print(f"\n{OFFLINE_S:g} s offline mid-settlement (the taker held {at_taker}): {ended} on both {took:.1f} s after")
+    print(
+        f"\n{OFFLINE_S:g} s offline, the {in_flight} on its way (the taker held {at_taker}):"
+        f" {ended} on both {took:.1f} s after"
+    )
     check_chains_and_audits(nodes, [MAKER, TAKER], xid, ended)
 
 
