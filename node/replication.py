@@ -64,6 +64,10 @@ SESSION_TIMEOUT = 60.0
 FRAME_TIMEOUT = 15.0
 RESYNC_S = 30.0
 MAX_SESSIONS = 3  # pull sessions at once: a peer that stalls costs only its own (each has deadlines)
+# Passing on what a full pull session brought (see Replication._pass_on): at most one announce message's
+# worth per session, at half the rate LedgerBudget holds every publisher to, so peers never refuse it.
+PASS_ON_RATE = 2.5
+PASS_ON_BURST = float(wire.MAX_ANNOUNCE)
 
 
 class LedgerBudget:
@@ -131,6 +135,7 @@ class Replication:
         self._pulling: set[str] = set()
         self._sessions: trio.Nursery | None = None
         self._slots = trio.CapacityLimiter(MAX_SESSIONS)
+        self._pass_on_pace = AuthorRateLimiter(rate=PASS_ON_RATE, burst=PASS_ON_BURST)
 
     def policy(self) -> Policy:
         return Policy(
@@ -162,7 +167,7 @@ class Replication:
         return entry
 
     async def announce(self, raws: list[bytes]) -> None:
-        """Gossip entries of our chain (at most MAX_ANNOUNCE per message)."""
+        """Gossip entries: ours, or others' passed on (at most MAX_ANNOUNCE per message)."""
         for i in range(0, len(raws), wire.MAX_ANNOUNCE):
             message = wire.encode_gossip(wire.Announce(tuple(raws[i : i + wire.MAX_ANNOUNCE])))
             try:
@@ -297,6 +302,7 @@ class Replication:
         for author, upto in wants or ():
             puller.want(author, upto)
         stored = 0
+        learned: list[bytes] = []  # entries of others this full session brought: passed on after it
         with trio.fail_after(SESSION_TIMEOUT):
             stream = await self.host.open_stream(peer, self.protocol, max_frame_size=wire.MAX_FRAME)
             async with stream:
@@ -309,6 +315,8 @@ class Replication:
                         await self.budgets.take_objects(peer, len(raws))
                         result = await self._ingest(raws, alert=False)
                         stored += result.accepted
+                        if result.accepted and wants is None:
+                            learned.extend(raws)
                         for author, seq in puller.on_ingested(result):
                             await self._alert(author, seq)
                 await stream.send(wire.encode_frame(wire.End()))
@@ -316,7 +324,25 @@ class Replication:
             log.info("ledger sync with %s: %s", peer[-8:], fault)
         self.activity.note("sync_sessions")
         self.activity.note("sync_objects", stored)
+        await self._pass_on(learned)
         return stored
+
+    async def _pass_on(self, raws: list[bytes]) -> None:
+        """Announce the newest entries of other authors that a full session brought (at most MAX_ANNOUNCE).
+
+        Ledger sync only pulls, and announces reach only the nodes connected when they were made: after
+        a partition heals, the nodes at the ends of the links across it pull the other side's new entries
+        when they reconnect, but the rest of their side would wait for a periodic resync with a random
+        peer (RESYNC_S each, about a minute for a half of ten nodes). Announced once more, the entries
+        reach every node at gossip speed; the message id is the content's, so two nodes passing on
+        the same entries cost one message. Entries that came by gossip are never passed on (gossip
+        already carried them), so nothing circulates. Within our own pace, or not at all (the periodic
+        resync still brings them).
+        """
+        mine = self.identity.public_key
+        theirs = [raw for raw in raws if wire.entry_position(raw)[0] != mine][-wire.MAX_ANNOUNCE :]
+        if theirs and self._pass_on_pace.allow(b"", time.monotonic(), cost=len(theirs)):
+            await self.announce(theirs)
 
     async def _serve(self, stream: FramedStream) -> None:
         """The responder: answer get-heads and get-range until the requester says end."""

@@ -412,3 +412,25 @@ def test_a_damaged_settlement_state_is_a_clear_error_and_is_kept(tmp_path: Path)
         load_state(Identity.generate(), state)
     assert str(state) in str(info.value) and "move the file aside" in str(info.value)
     assert "\n" not in str(info.value) and state.read_bytes() == b"garbage"  # never replaced behind the user's back
+
+
+async def test_entries_a_sync_session_brought_are_passed_on_by_gossip(tmp_path: Path) -> None:
+    """Ledger sync only pulls: after a partition heals, the node at the end of a link across pulls the other
+    side's new entries, and passes them on with one announce, so the rest of its side holds them within
+    a second instead of at a periodic resync with a random peer (issue 16: chains agree again within 30 s)."""
+    async with swarm(tmp_path, 3) as s:
+        puller, source, bystander = s.nodes
+        for node in s.nodes:
+            node.replication.archive = True  # everyone keeps every chain it hears of
+        topic = p2p.topic("main", wire.GOSSIP_TOPIC)
+        for node in s.nodes:
+            await until(lambda n=node: len(n.host.mesh_peers(topic)) == 2, "the ledger mesh")
+        await trio.sleep(1.0)  # the sessions every connection started are over
+        author, friend = Identity.generate(), Identity.generate()
+        now = int(time.time())
+        entry = build.make_entry(
+            author, seq=1, prev=ZERO_ID, time=now, payload=_signed_exchange(author, friend, "1 x kite")
+        )
+        assert source.replication.store.ingest([entry.raw]).accepted == 1  # held there only, never announced
+        assert await puller.replication.pull(source.host.peer_id) == 1  # a full session, as on a reconnect
+        await until(lambda: bystander.replication.store.head(author.public_key) is not None, "the entry", timeout=5.0)
