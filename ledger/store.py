@@ -93,7 +93,9 @@ class IngestResult:
     copies of entries already held (not an error, not a fork); ``forks`` lists
     (author, seq) of new fork entries stored as evidence; ``refused`` items were
     not stored, the first ``MAX_REFUSALS_KEPT`` of them described in
-    ``refusals``. ``heads`` is the new head seq of every chain that grew.
+    ``refusals``. ``heads`` is the new head seq of every chain that grew;
+    ``stored`` the batch positions of the accepted entries (verified and stored:
+    what may be passed on to peers).
     """
 
     accepted: int = 0
@@ -102,6 +104,7 @@ class IngestResult:
     refused: int = 0
     refusals: list[Refusal] = field(default_factory=list)
     heads: dict[bytes, int] = field(default_factory=dict)
+    stored: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -354,6 +357,7 @@ class LedgerStore:
                 return
             conn.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _row_of(entry))
             result.accepted += 1
+            result.stored.append(index)
             result.heads[entry.author] = entry.seq
         elif entry.seq <= head_seq:
             held = conn.execute(

@@ -315,8 +315,8 @@ class Replication:
                         await self.budgets.take_objects(peer, len(raws))
                         result = await self._ingest(raws, alert=False)
                         stored += result.accepted
-                        if result.accepted and wants is None:
-                            learned.extend(raws)
+                        if wants is None:  # only what was verified and stored goes on (never a refused item)
+                            learned.extend(raws[i] for i in result.stored)
                         for author, seq in puller.on_ingested(result):
                             await self._alert(author, seq)
                 await stream.send(wire.encode_frame(wire.End()))

@@ -171,6 +171,9 @@ def test_ingest_stores_the_valid_prefix_and_says_why_the_rest_was_refused(store:
     assert "missing seq 4..8" in result.refusals[-1].reason
     assert result.heads == {ALICE.public_key: 3, BOB.public_key: 3}
     assert not result.ok
+    # The positions of what was stored: the only items a node may pass on to its peers.
+    assert result.stored == [0, 1, 2, 8, 9, 10]
+    assert store.ingest(batch).stored == []  # held now: duplicates, not stored again
 
 
 def test_ingest_refuses_a_bad_link(store: LedgerStore) -> None:
