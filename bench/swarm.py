@@ -66,8 +66,8 @@ message rate (goal >= 10), reconcile bytes for books differing by 10 / full id
 list (goal < 5 %), idle RSS (goal < 150 MB with 10k listings). Why the first
 two are not met (a node *holds* an object only once SQLite has it, a worker
 thread's wake-up away; the throughput goal is out of reach on 2 cores and in
-the bursts shape capped by the per-author budget at nodes x 4 objects/s):
-docs/SCALING.md, "bench/swarm.py's two missed goals".
+the bursts shape capped, sustained, by the per-author budget at nodes x 4
+objects/s): docs/SCALING.md, "bench/swarm.py's two missed goals".
 
 Everything listens on 127.0.0.1 only, every wait is bounded, and every process
 the bench starts is stopped on exit (also on Ctrl-C, SIGTERM and errors). The
