@@ -123,10 +123,16 @@ class Liveness:
                     await self._dead(peer, pid, addrs, nursery, f"no pong within {self.settings.deadline:g} s")
                     return
                 except Exception as exc:  # the stream broke: the connection may have closed meanwhile
+                    conn = getattr(stream, "muxed_conn", None)
                     if stream is not None:
                         with suppress(Exception):
                             await stream.reset()
                     stream = None
+                    others = self.host.get_network().get_connections(pid)
+                    if conn is not None and others and all(c.muxed_conn is not conn for c in others):
+                        # Its connection closed and another carries on (a relayed one retired after a
+                        # hole punch, docs/LIBP2P.md §45): ping on that one instead.
+                        continue
                     if self.p2p.is_connected(peer):
                         await self._dead(peer, pid, addrs, nursery, f"ping failed: {exc!r}")
                     return
