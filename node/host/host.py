@@ -1077,6 +1077,7 @@ async def open_host(
     configure_logging(debug)
     on_violation, violators = _violation_channel()
     host, relay_client = _new_host_with_relay_client(seed, maddrs, max_connections, relay_reservations)
+    refusals = refusals or RefusalLog(log)
     router = _new_router(settings)
     per_publication = frozenset(topic(net, n) for n in resend_topics)
     pubsub = _new_pubsub(host, router, settings, per_publication, allowed)
@@ -1112,9 +1113,11 @@ async def open_host(
                         outbound_queue_size=settings.outbound_queue_size,
                         allowed_topics=allowed,
                         on_violation=on_violation,
-                        refusals=refusals or RefusalLog(log),
+                        refusals=refusals,
                         relay_client=relay_client,
-                        relay_service=RelayService(host, nursery, relay_limits or RelayLimits(), p2p_addrs.get),
+                        relay_service=RelayService(
+                            host, nursery, relay_limits or RelayLimits(), p2p_addrs.get, refusals
+                        ),
                     )
                     p2p_addrs.p2p = p2p
                     _start_relaying(p2p, host, nursery, relay_client, serve=relay_service, reserve=relay_reservations)
