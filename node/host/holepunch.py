@@ -62,6 +62,9 @@ RETRY_S = 5.0  # from the start of one session with a peer to the next
 ANSWERS_PER_MINUTE = 4  # sessions of one peer we answer a minute
 RELAY_GRACE_S = 5.0  # a relayed connection stays this long after the direct one is up
 _LOOK_S = 1.0
+DIRECT_FIRST_S = 5.0  # a relayed peer's own addresses are dialled again after this, then twice as long each time
+DIRECT_MAX_S = 300.0
+DIRECT_DIAL_S = 3.0
 NO_DIRECT = "no direct connection (a NAT that maps each destination to a new port?)"
 
 
@@ -104,6 +107,7 @@ class HolePuncher:
         self._answers: dict[ID, deque[float]] = {}
         self._answering: set[ID] = set()
         self._running: set[ID] = set()
+        self._direct_tries: dict[ID, tuple[float, float]] = {}  # peer -> (next try, monotonic; backoff)
         self.succeeded = 0
         self.failed = 0
         self._nursery: trio.Nursery | None = None
@@ -178,10 +182,57 @@ class HolePuncher:
                 for peer in self._candidates():
                     self._running.add(peer)
                     nursery.start_soon(self._initiate, peer)
+                for peer in self._due_direct():
+                    self._running.add(peer)
+                    nursery.start_soon(self._dial_direct, peer)
                 connected = set(self._host.get_connected_peers())
-                for gone in [p for p in self.punches if p not in connected]:
-                    del self.punches[gone]  # bounded by our connections; a new relayed connection starts afresh
+                for table in (self.punches, self._direct_tries):
+                    for gone in [p for p in table if p not in connected]:
+                        del table[gone]  # bounded by our connections; a new relayed connection starts afresh
                 await trio.sleep(_LOOK_S)
+
+    def _due_direct(self) -> list[ID]:
+        """Peers we reach only through a relay that has direct addresses to try again (their backoff is over)."""
+        now = time.monotonic()
+        network = self._host.get_network()
+        out = []
+        for peer in self._host.get_connected_peers():
+            conns = network.get_connections(peer)
+            if not conns or not all(is_relayed(c) for c in conns) or peer in self._running:
+                continue
+            due, _ = self._direct_tries.get(peer, (0.0, DIRECT_FIRST_S))
+            if due <= now and self._known_direct(peer):
+                out.append(peer)
+        return out
+
+    def _known_direct(self, peer: ID) -> list[multiaddr.Multiaddr]:
+        try:
+            known = list(self._host.get_peerstore().addrs(peer))
+        except Exception:
+            return []
+        return [a for a in known if _tcp_of(a) is not None][:MAX_ADDRS]
+
+    async def _dial_direct(self, peer: ID) -> None:
+        """Dial a relayed peer's own addresses (the spec's step 0): a peer that became reachable again
+        (a relay whose port was blocked a while) is connected directly without any punching."""
+        _, backoff = self._direct_tries.get(peer, (0.0, DIRECT_FIRST_S))
+        self._direct_tries[peer] = (time.monotonic() + backoff, min(DIRECT_MAX_S, 2 * backoff))
+        network = self._host.get_network()
+        try:
+            for addr in self._known_direct(peer):
+                with trio.move_on_after(DIRECT_DIAL_S):
+                    try:
+                        transport = network.transport_manager.transport_for_dialing(addr)  # type: ignore[attr-defined]
+                        raw = await transport.dial(addr)
+                        await self._host.upgrade_outbound_connection(raw, peer)
+                    except Exception as exc:
+                        log.debug("direct dial of relayed peer %s at %s failed: %s", peer, addr, exc)
+                if _direct(self._host, peer):
+                    log.info("reached %s directly at %s: leaving the relay", peer, addr)
+                    self._retire_later(peer)
+                    return
+        finally:
+            self._running.discard(peer)
 
     async def _initiate(self, peer: ID) -> None:
         punch = self.punches.setdefault(peer, Punch())
