@@ -151,3 +151,31 @@ async def test_when_a_relay_goes_away_the_peers_move_to_another_and_still_reach_
                     assert await s.receive() == b"still trading"
                 assert [c["relayed"] for c in a.connections(b.peer_id)] == [True]
                 assert r2.relay_status()["circuits_relayed"] == 1
+
+
+async def test_hole_punching_gives_up_and_says_so_and_answers_only_relayed_sessions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from swapmeet.node.host import holepunch
+
+    monkeypatch.setattr(holepunch, "RETRY_S", 0.0)  # sessions back to back: the bound, not the pacing, is tested
+    bound = holepunch.SESSIONS_PER_PEER
+    with trio.fail_after(LIMIT_S):
+        async with relay_and_two() as (r, a, b):
+            async with await a.open_stream(b.peer_id, ECHO) as s:
+                await s.send(b"over the relay")
+                assert await s.receive() == b"over the relay"
+            # B accepted the relayed connection, so B drives DCUtR; neither listens anywhere, so no
+            # dial can succeed: B stops after SESSIONS_PER_PEER sessions, and both say why.
+            await wait_for(lambda: str(b.hole_punch(a.peer_id)).startswith("failed: "), "B gives up", 15.0)
+            assert b.hole_puncher is not None and b.hole_puncher.punches[a._my_id].sessions == bound
+            await trio.sleep(1.2)  # no fourth session (B looks every second)
+            assert b.hole_puncher.punches[a._my_id].sessions == bound
+            assert b.relay_status()["hole_punches"] == {"direct": 0, "failed": 1}
+            assert str(a.hole_punch(b.peer_id)).startswith("failed: ")
+            assert [c["relayed"] for c in a.connections(b.peer_id)] == [True]
+            assert a.hole_punch(r.peer_id) is None  # reached directly: never punched
+            # A DCUtR session over a direct connection is refused (reset) before anything is read.
+            with pytest.raises(Exception):  # noqa: B017 - reset or end of stream, either way refused
+                stream = await r._host.new_stream(a._my_id, [holepunch.PROTOCOL])
+                await holepunch._read(stream)
