@@ -22,7 +22,10 @@ How one upgrade goes (the spec's roles; "B" accepted the relayed connection, "A"
    new session at most :data:`SESSIONS_PER_PEER` times per relayed connection, and A answers
    at most :data:`ANSWERS_PER_MINUTE` sessions of one peer a minute, one at a time, dialling at
    most :data:`MAX_ADDRS` of the addresses it was given (every peer-spendable thing bounded).
-4. Once a direct connection exists, the relayed ones to that peer are closed after
+4. A peer we reach only through relays is also dialled at its own addresses now and then
+   (the spec's step 0, with a backoff): one that was unreachable for a while is then
+   connected directly without any punching (docs/LIBP2P.md §47).
+5. Once a direct connection exists, the relayed ones to that peer are closed after
    :data:`RELAY_GRACE_S` (what was under way on them finishes; new streams already take the
    direct connection, which the swarm prefers): gossip, sync and settlement move to it and
    the relay's circuit slot is freed. A NAT that maps each destination to a new port (``nftables
@@ -214,7 +217,8 @@ class HolePuncher:
 
     async def _dial_direct(self, peer: ID) -> None:
         """Dial a relayed peer's own addresses (the spec's step 0): a peer that became reachable again
-        (a relay whose port was blocked a while) is connected directly without any punching."""
+        (a relay whose port was blocked a while) is connected directly without any punching; nothing
+        else would ever dial a peer we are connected to (docs/LIBP2P.md §47)."""
         _, backoff = self._direct_tries.get(peer, (0.0, DIRECT_FIRST_S))
         self._direct_tries[peer] = (time.monotonic() + backoff, min(DIRECT_MAX_S, 2 * backoff))
         network = self._host.get_network()
