@@ -944,7 +944,8 @@ def _start_relaying(
     host.set_stream_handler(STOP, client.handle_stop)
     p2p.set_relay_service(serve)
     if reserve > 0:
-        # Only a node that may be behind a NAT (it holds reservations) punches holes.
+        # Every node that holds relay reservations (all swapmeet nodes; not a plain DHT server)
+        # upgrades its relayed connections where the NATs allow (docs/LIBP2P.md §45).
         p2p.hole_puncher = HolePuncher(host)
         p2p.hole_puncher.start()
         nursery.start_soon(p2p.hole_puncher.run)
