@@ -181,3 +181,26 @@ async def test_hole_punching_gives_up_and_says_so_and_answers_only_relayed_sessi
             with pytest.raises(Exception):  # noqa: B017 - reset or end of stream, either way refused
                 stream = await r._host.new_stream(a._my_id, [holepunch.PROTOCOL])
                 await holepunch._read(stream)
+
+
+async def test_a_peer_reached_through_a_relay_is_dialled_directly_once_it_can_be(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # docs/LIBP2P.md §47: nothing in the library dials a peer we are connected to, relayed or not.
+    from swapmeet.node.host import holepunch
+
+    monkeypatch.setattr(holepunch, "DIRECT_FIRST_S", 0.3)
+    monkeypatch.setattr(holepunch, "RELAY_GRACE_S", 0.3)
+    with trio.fail_after(LIMIT_S):
+        async with relay_and_two() as (r, a, _):
+            boot = [r.listen_addrs()[0]]
+            # P listens (on loopback: A can dial it) and holds a reservation on R by hand.
+            async with open_host(seed("direct-p"), LOOPBACK, net=NET, bootstrap=boot, relay_reservations=0) as p:
+                await wait_for(lambda: p.is_connected(r.peer_id), "P connected to R")
+                relay = next(iter(a.relay_client.held))
+                assert await p.relay_client.reserve(relay)
+                await a.relay_client.dial(relay, p._my_id)  # A reaches P through R first
+                assert [c["relayed"] for c in a.connections(p.peer_id)] == [True]
+                # A then dials P's own addresses (learnt from identify), and leaves the relay.
+                await wait_for(lambda: [c["relayed"] for c in a.connections(p.peer_id)] == [False], "A direct to P")
+                assert a.hole_punch(p.peer_id) is None  # no DCUtR session was needed
