@@ -322,6 +322,11 @@ def test_homes_given_only_a_plain_dht_server_find_their_market_by_name(lab: Lab)
         )
         assert peer["hole_punch"] == "direct"
         assert peer["connections"][0]["addr"].startswith(f"/ip4/{router.wan_ip}/tcp/")
+        lab.wait_until(  # and told the other its gossip subscriptions again (docs/LIBP2P.md §46)
+            lambda h=home, o=other: f"closed the relayed connection to {o.peer_id}" in lab.log_text(h),  # type: ignore[misc]
+            WAIT_S,
+            what=f"{home.name} to move everything to the direct connection",
+        )
     relayed_before = lab.cli_json(pub, "node", "status")["relay"]
     assert relayed_before["circuits_relayed"] >= 1
     assert lab.cli_json(b, "node", "status")["relay"]["hole_punches"]["direct"] >= 1

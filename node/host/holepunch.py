@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import multiaddr
@@ -64,6 +65,7 @@ SESSIONS_PER_PEER = 3  # sessions we start over one relayed connection (the spec
 RETRY_S = 5.0  # from the start of one session with a peer to the next
 ANSWERS_PER_MINUTE = 4  # sessions of one peer we answer a minute
 RELAY_GRACE_S = 5.0  # a relayed connection stays this long after the direct one is up
+RESYNC_AFTER_S = 1.0  # after closing it, this long until gossip subscriptions are sent again
 _LOOK_S = 1.0
 DIRECT_FIRST_S = 5.0  # a relayed peer's own addresses are dialled again after this, then twice as long each time
 DIRECT_MAX_S = 300.0
@@ -104,8 +106,10 @@ def _direct(host: IHost, peer: ID) -> bool:
 class HolePuncher:
     """DCUtR over our relayed connections: see the module docstring."""
 
-    def __init__(self, host: IHost) -> None:
+    def __init__(self, host: IHost, on_direct: Callable[[ID], object] | None = None) -> None:
         self._host = host
+        #: Called once the relayed connections to a peer are closed and the direct one carries on.
+        self._on_direct = on_direct
         self.punches: dict[ID, Punch] = {}
         self._answers: dict[ID, deque[float]] = {}
         self._answering: set[ID] = set()
@@ -292,13 +296,22 @@ class HolePuncher:
         await trio.sleep(RELAY_GRACE_S)
         if not _direct(self._host, peer):
             return
+        closed = 0
         for conn in list(self._host.get_network().get_connections(peer)):
             if is_relayed(conn):
+                closed += 1
                 with trio.move_on_after(2.0):
                     try:
                         await conn.close()
                     except Exception:
                         log.debug("closing a relayed connection failed", exc_info=True)
+        if closed and self._on_direct is not None:
+            # Once the streams of the closed connection have ended at both ends (docs/LIBP2P.md §46).
+            await trio.sleep(RESYNC_AFTER_S)
+            if _direct(self._host, peer):
+                self._on_direct(peer)
+        if closed:
+            log.info("closed the relayed connection to %s: the direct one carries everything", peer)
 
     # ------------------------------------------------------------- answering
 

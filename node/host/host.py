@@ -75,6 +75,7 @@ from .gossip import (
     Validator,
     content_msg_id,
     peer_b58,
+    resend_subscriptions,
 )
 from .holepunch import HolePuncher
 from .liveness import Liveness, LivenessSettings
@@ -946,7 +947,7 @@ def _start_relaying(
     if reserve > 0:
         # Every node that holds relay reservations (all swapmeet nodes; not a plain DHT server)
         # upgrades its relayed connections where the NATs allow (docs/LIBP2P.md §45).
-        p2p.hole_puncher = HolePuncher(host)
+        p2p.hole_puncher = HolePuncher(host, on_direct=partial(resend_subscriptions, p2p._pubsub))
         p2p.hole_puncher.start()
         nursery.start_soon(p2p.hole_puncher.run)
 
