@@ -9,12 +9,16 @@ One :class:`Lab` is a small internet made inside the test, with addresses from
   route is a *router* namespace: ``198.18.<k>.1`` on the home side, ``198.18.0.<10+k>`` on
   the public bridge, forwarding on, and nftables masquerade out of its public side. A
   home connects out and is seen as its router's address; nothing on the public side can
-  dial into a home (no route: "Network is unreachable");
+  dial into a home (no route: "Network is unreachable"), and the router drops what reaches
+  its own public address unasked (no RST), as home routers do;
 - ``nat="symmetric"`` masquerades with ``random,fully-random`` ports (an endpoint-dependent
   mapping, the kind hole punching cannot cross); the default keeps the source port
   where it can (an endpoint-independent mapping in practice);
 - ``delay_ms``: tc netem on both directions of the router's public link (WAN delay), where the
   kernel has netem (:func:`netem_unavailable` says why not; :meth:`Lab.add_home` then raises).
+
+:meth:`Lab.pause` (SIGSTOP/SIGCONT) stalls a node; :meth:`Lab.blackhole` drops every packet
+to and from a public node's port (its own outgoing connections still work).
 
 Nodes are real ``swapmeet node run`` processes started with ``ip netns exec``; the CLI
 for a node runs in the node's namespace too (its local API listens on that namespace's
