@@ -16,9 +16,21 @@ Then trades between the homes (A publishes, B offers, A accepts), one after anot
 ``trade_s`` (ms) from the accept command until both homes' chains hold the exchange (read
 straight from each home's ledger.sqlite, read-only, polled every 20 ms), p50 over
 ``--trades``; ``first_trade_s`` is the first one, which also opens the relayed connection.
-``direct_share``: of the connections between the two homes at the end, the share that are
-direct (not through a relay); ``relay_bytes_per_trade``: bytes ``pub``'s relay carried over
-the trades, divided by their number.
+``relay_bytes_per_trade``: bytes ``pub``'s relay carried over the trades, divided by their
+number (about zero once the homes' connection is direct).
+
+Hole punching: the two trading homes sit behind NATs that keep a socket's port (nftables
+masquerade: an endpoint-independent mapping); ``--symmetric`` more homes (default 1) sit behind
+NATs that give each destination a new port (``masquerade random,fully-random``), which no hole
+punch crosses. All homes find each other (the DHT under the market's name) and connect through
+``pub``'s relay; once every home pair's hole punching is settled (``direct`` or ``failed``,
+bounded), ``direct_share`` is the share of connected home pairs whose connection is direct,
+with ``home_pairs``, ``direct_pairs`` and ``punch_failed_pairs``. ``homes_met_s``: from both
+trading homes holding a reservation until they are connected at all (they meet through the DHT
+lookup of the market's name); ``punch_s``: from then until their connection is direct (polled
+through ``peers --json``, whose own run takes a few tenths of a second; 0 if the first look
+already found it direct). ``relay_bytes_per_trade`` includes what the symmetric homes' relayed
+connections carried meanwhile (gossip to them); ``--symmetric 0`` measures the trades alone.
 
 Baseline in the same run: two nodes in the public namespace (no NAT, no delay), one dialling
 the other directly, the same trades: ``direct_trade_s`` p50. ``ratio`` = ``trade_s`` p50 /
@@ -99,6 +111,16 @@ def trade(lab: Lab, maker: LabNode, taker: LabNode, n: int) -> float:
     return time.monotonic() - start
 
 
+def pair_state(lab: Lab, x: LabNode, y: LabNode) -> str | None:
+    """``direct``, ``failed`` (relayed, hole punching gave up), ``relayed`` (still trying), None (not connected)."""
+    for peer in lab.peers(x):
+        if peer["peer_id"] == y.peer_id and peer["connections"]:
+            if any(not c["relayed"] for c in peer["connections"]):
+                return "direct"
+            return "failed" if str(peer.get("hole_punch")).startswith("failed") else "relayed"
+    return None
+
+
 def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -> dict[str, Any]:
     reason = lab_unavailable()
     if reason is not None:
@@ -134,6 +156,10 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -
     spawned = time.monotonic()
     a = lab.node("a", home_a, bootstrap=[pub.addr], wait=False)  # type: ignore[list-item]
     b = lab.node("b", home_b, bootstrap=[pub.addr], wait=False)  # type: ignore[list-item]
+    others = [
+        lab.node(f"sym-{i}", lab.add_home(nat="symmetric"), bootstrap=[pub.addr], wait=False)  # type: ignore[list-item]
+        for i in range(args.symmetric)
+    ]
     lab.wait_up(b)
     lab.wait_until(lambda: lab.peers(b), WAIT_S, what="B's first peer", interval=0.1)
     figures["first_peer_s"] = round(time.monotonic() - spawned, 2)
@@ -149,15 +175,32 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -
         interval=0.1,
     )
     figures["relay_ready_s"] = round(time.monotonic() - spawned, 2)
+    ready = time.monotonic()
+    first = lab.wait_until(lambda: pair_state(lab, a, b), WAIT_S, what="A and B connected", interval=0.05)
+    met = time.monotonic()
+    figures["homes_met_s"] = round(met - ready, 2)
+    lab.wait_until(lambda: pair_state(lab, a, b) == "direct", WAIT_S, what="A and B directly connected", interval=0.05)
+    figures["punch_s"] = round(time.monotonic() - met, 2) if first != "direct" else 0.0
     before = lab.cli_json(pub, "node", "status")["relay"]["bytes_relayed"]
     nat = [trade(lab, a, b, i) for i in range(args.trades)]
     after = lab.cli_json(pub, "node", "status")["relay"]["bytes_relayed"]
     figures["first_trade_s"] = round(nat[0], 3)
     figures["trade_s"] = summary(nat[1:] or nat, 3)
     figures["relay_bytes_per_trade"] = round((after - before) / len(nat))
-    conns = [c for p in lab.peers(a) if p["peer_id"] == b.peer_id for c in p["connections"]]
-    figures["home_connections"] = len(conns)
-    figures["direct_share"] = round(sum(not c["relayed"] for c in conns) / len(conns), 2) if conns else 0.0
+    homes = [a, b, *others]
+    for node in others:
+        lab.wait_up(node)
+    pairs = [(x, y) for i, x in enumerate(homes) for y in homes[i + 1 :]]
+    with contextlib.suppress(Exception):  # bounded: pairs still unsettled then are counted as they are
+        lab.wait_until(
+            lambda: all(pair_state(lab, x, y) in ("direct", "failed") for x, y in pairs), WAIT_S, what="punches settled"
+        )
+    states = [pair_state(lab, x, y) for x, y in pairs]
+    connected = [s for s in states if s is not None]
+    figures["home_pairs"] = len(connected)
+    figures["direct_pairs"] = states.count("direct")
+    figures["punch_failed_pairs"] = states.count("failed")
+    figures["direct_share"] = round(states.count("direct") / len(connected), 2) if connected else 0.0
     figures["ratio"] = round(figures["trade_s"]["p50_ms"] / max(figures["direct_trade_s"]["p50_ms"], 1e-6), 2)
     figures["loadavg_end"] = loadavg()
     figures["cores"] = os.cpu_count()
@@ -174,7 +217,9 @@ def report(f: dict[str, Any]) -> None:
         f" direct on the public namespace p50 {f['direct_trade_s']['p50_ms']} ms; ratio {f['ratio']}"
     )
     say(
-        f"home-to-home connections: {f['home_connections']}, direct share {f['direct_share']};"
+        f"home pairs connected: {f['home_pairs']}, direct {f['direct_pairs']}, hole punch failed"
+        f" {f['punch_failed_pairs']} (symmetric NATs): direct share {f['direct_share']}; A and B met"
+        f" {f['homes_met_s']} s after both were up, direct {f['punch_s']} s later;"
         f" relay bytes per trade {f['relay_bytes_per_trade']}"
     )
 
@@ -185,6 +230,7 @@ def main() -> int:
     parser.add_argument("--delay", type=int, default=40, help="WAN delay in ms on each home link, each way")
     parser.add_argument("--trades", type=int, default=0, help="trades per setting (default 2)")
     parser.add_argument("--book", type=int, default=0, help="listings pub publishes first (default 5)")
+    parser.add_argument("--symmetric", type=int, default=1, help="extra homes behind symmetric NATs (default 1)")
     parser.add_argument("--keep", action="store_true", help="keep the homes and logs (their path is printed)")
     args = parser.parse_args()
     args.trades = args.trades or 2

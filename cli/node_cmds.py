@@ -227,7 +227,9 @@ def _relay_line(r: dict[str, Any]) -> str:
         if r.get("service")
         else "service off"
     )
-    return f"{service}; reservations on {len(held)} relay(s)"
+    punched = r.get("hole_punches") or {}
+    holes = f"; hole punches {punched.get('direct', 0)} direct, {punched.get('failed', 0)} failed" if punched else ""
+    return f"{service}; reservations on {len(held)} relay(s){holes}"
 
 
 def _activity_line(a: dict[str, int]) -> str:
@@ -296,8 +298,12 @@ def peers(app: App, as_json: bool) -> None:
     for peer in found:
         addrs = [str(a) for a in peer.get("addrs", [])]
         more = f" (+{len(addrs) - 1} more)" if len(addrs) > 1 else ""
-        rows.append([str(peer.get("peer_id")), (addrs[0] if addrs else "-") + more])
-    print_table(["PEER ID", "ADDRS"], rows)
+        conns = peer.get("connections") or []
+        via = "relayed" if conns and all(c.get("relayed") for c in conns) else "direct" if conns else "-"
+        if via == "relayed" and str(peer.get("hole_punch") or "").startswith("failed"):
+            via = "relayed (hole punch failed)"
+        rows.append([str(peer.get("peer_id")), via, (addrs[0] if addrs else "-") + more])
+    print_table(["PEER ID", "CONNECTION", "ADDRS"], rows)
 
 
 @click.command("publish")

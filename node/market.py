@@ -121,7 +121,12 @@ class Market:
 
     def peers(self) -> list[dict[str, Any]]:
         return [
-            {"peer_id": p, "addrs": self.host.known_addrs(p), "connections": self.host.connections(p)}
+            {
+                "peer_id": p,
+                "addrs": self.host.known_addrs(p),
+                "connections": self.host.connections(p),
+                "hole_punch": self.host.hole_punch(p),
+            }
             for p in self.host.market_peers()
         ]
 

@@ -9,12 +9,16 @@ One :class:`Lab` is a small internet made inside the test, with addresses from
   route is a *router* namespace: ``198.18.<k>.1`` on the home side, ``198.18.0.<10+k>`` on
   the public bridge, forwarding on, and nftables masquerade out of its public side. A
   home connects out and is seen as its router's address; nothing on the public side can
-  dial into a home (no route: "Network is unreachable");
+  dial into a home (no route: "Network is unreachable"), and the router drops what reaches
+  its own public address unasked (no RST), as home routers do;
 - ``nat="symmetric"`` masquerades with ``random,fully-random`` ports (an endpoint-dependent
   mapping, the kind hole punching cannot cross); the default keeps the source port
   where it can (an endpoint-independent mapping in practice);
 - ``delay_ms``: tc netem on both directions of the router's public link (WAN delay), where the
   kernel has netem (:func:`netem_unavailable` says why not; :meth:`Lab.add_home` then raises).
+
+:meth:`Lab.pause` (SIGSTOP/SIGCONT) stalls a node; :meth:`Lab.blackhole` drops every packet
+to and from a public node's port (its own outgoing connections still work).
 
 Nodes are real ``swapmeet node run`` processes started with ``ip netns exec``; the CLI
 for a node runs in the node's namespace too (its local API listens on that namespace's
@@ -233,6 +237,12 @@ class Lab:
         _run([*nft, "add chain ip nat post { type nat hook postrouting priority 100 ; }"])
         flags = ["random,fully-random"] if nat == "symmetric" else []
         _run([*nft, "add", "rule", "ip", "nat", "post", "oifname", "wan", "masquerade", *flags])
+        # Like a home router, drop what arrives unasked from the internet (no RST): a hole-punch
+        # SYN that comes before the router's own side went out is lost, not refused, and the
+        # simultaneous open completes when the other side's SYN finds the mapping.
+        _run([*nft, "add", "table", "ip", "filter"])
+        _run([*nft, "add chain ip filter input { type filter hook input priority 0 ; policy accept ; }"])
+        _run([*nft, "add", "rule", "ip", "filter", "input", "iifname", "wan", "ct", "state", "new", "drop"])
         delay = self.delay_ms if delay_ms is None else delay_ms
         if delay:
             for ns, dev in ((router, "wan"), (self.public, port)):
@@ -240,6 +250,26 @@ class Lab:
         lab_home = LabHome(index=k, ns=home, router=router, ip=home_ip, wan_ip=wan_ip)
         self.homes.append(lab_home)
         return lab_home
+
+    def blackhole(self, node: LabNode, on: bool = True) -> None:
+        """Drop (``on``) or pass again every packet to and from a public node's port: it stays up but goes silent."""
+        if node.addr is None or node.ns != self.public:
+            raise LabError(f"{node.name} is not a running public node")
+        port = node.addr.split("/tcp/", 1)[1].split("/", 1)[0]
+        nft = ["ip", "netns", "exec", self.public, "nft"]
+        table = f"hole{port}"
+        if not on:
+            _run([*nft, "delete", "table", "ip", table], check=False)
+            return
+        _run([*nft, "add", "table", "ip", table])
+        for hook, match in (("input", "dport"), ("output", "sport")):
+            _run([*nft, f"add chain ip {table} {hook} {{ type filter hook {hook} priority 0 ; policy accept ; }}"])
+            _run([*nft, "add", "rule", "ip", table, hook, "tcp", match, port, "drop"])
+
+    def pause(self, node: LabNode, paused: bool = True) -> None:
+        """SIGSTOP a node (``paused``) or SIGCONT it: its connections stay open and answer nothing."""
+        if node.process is not None and node.process.poll() is None:
+            node.process.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
 
     def cut_link(self, home: LabHome, up: bool = False) -> None:
         """Take a home's router off the internet (or back on, ``up=True``)."""
@@ -442,6 +472,7 @@ class Lab:
             live = [n for n in self.nodes.values() if n.running]
             for n in live:
                 with contextlib.suppress(OSError):
+                    n.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]  # a paused node, too
                     n.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
             deadline = time.monotonic() + STOP_TIMEOUT
             for n in live:

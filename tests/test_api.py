@@ -122,6 +122,7 @@ class FakeNode:
                 "peer_id": peer_id(BOB.public_key),
                 "addrs": ["/ip4/127.0.0.1/tcp/4002"],
                 "connections": [{"relayed": False, "addr": "/ip4/127.0.0.1/tcp/4002"}],
+                "hole_punch": None,
             }
         ]
 
@@ -1184,7 +1185,8 @@ async def test_cli_commands_against_a_running_api(tmp_path: Path) -> None:
             assert table[0].index("TITLE") == table[1].index("Road bike")  # aligned
 
             peers = ok(await cli(home, "peers")).splitlines()
-            assert peers[0].split() == ["PEER", "ID", "ADDRS"] and peer_id(BOB.public_key) in peers[1]
+            assert peers[0].split() == ["PEER", "ID", "CONNECTION", "ADDRS"] and peer_id(BOB.public_key) in peers[1]
+            assert peers[1].split()[1] == "direct"
 
             text = ok(await cli(home, "withdraw", published["id"][:12]))
             assert text.startswith(f"withdrew {published['id'][:12]}  Road bike")

@@ -175,7 +175,7 @@ def test_node_status_and_peers(world: World) -> None:
     assert swarm.peer_id(0) in [p["peer_id"] for p in peers]
     assert all(set(p) >= {"peer_id", "addrs"} for p in peers)
     lines = ok(sm(world.home(1), "peers")).splitlines()
-    assert lines[0].split() == ["PEER", "ID", "ADDRS"]
+    assert lines[0].split() == ["PEER", "ID", "CONNECTION", "ADDRS"]
     assert any(line.startswith(swarm.peer_id(0) + " ") for line in lines[1:])
 
 

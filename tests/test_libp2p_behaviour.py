@@ -621,3 +621,26 @@ async def test_s43_library_fact_autonat_dial_back_reuses_the_open_connection() -
             library = AutoNATService(server._host, serve=False)  # type: ignore[arg-type]
             assert await library._try_dial(nat._my_id, [fake]) == fake
             assert await DialBack(server._host)._try_dial(nat._my_id, [fake]) is None
+
+
+def test_s45_library_fact_an_observed_address_is_advertised_only_after_four_observers() -> None:
+    # Identify's observed address reaches ObservedAddrManager; get_addrs() carries it only once
+    # ACTIVATION_THRESHOLD (4) distinct observers agree, which a home with one relay never has.
+    # Our hole puncher (node/host/holepunch.py) reads it with min_observers=1 (docs/LIBP2P.md §45).
+    from libp2p.host.observed_addr_manager import ACTIVATION_THRESHOLD, ObservedAddrManager
+    from multiaddr import Multiaddr
+
+    class Conn:  # what record_observation reads of a connection: its remote address (the observer)
+        is_closed = False
+
+        class muxed_conn:
+            @staticmethod
+            def get_remote_address() -> tuple[str, int]:
+                return ("198.18.0.1", 4001)
+
+    manager = ObservedAddrManager()
+    conn = Conn()
+    manager.record_observation(conn, Multiaddr("/ip4/198.18.0.11/tcp/40000"), [Multiaddr("/ip4/198.18.1.2/tcp/4001")])  # type: ignore[arg-type]
+    assert ACTIVATION_THRESHOLD == 4
+    assert manager.addrs() == []
+    assert [str(a) for a in manager.addrs(min_observers=1)] == ["/ip4/198.18.0.11/tcp/40000"]

@@ -1,32 +1,45 @@
 """Trading across home NATs, in the namespace lab of :mod:`tests.netlab` (real node processes).
 
-- Two homes behind separate masquerading routers and one public node whose address is all they
-  are given: AutoNAT finds the public node public and the homes private; the homes reserve
-  slots on the public node's relay; A publishes, B finds the listing and offers, A accepts; the
-  settle stream runs directly between the homes over a relayed connection (``peers --json``
-  says which connection is relayed), the exchange is complete on both chains and ``swapmeet
-  audit`` is clean at both.
-- The same, where every node is given only a plain DHT server (a peer of no market): they find
-  each other through provider records under the network name's key, then trade.
-- Two relays, both homes holding a reservation on each; one relay is killed: the homes drop it
-  within a bounded time and the next trade goes through the other.
+- Two homes behind separate routers whose NAT gives each destination a new port ("symmetric":
+  hole punching cannot cross it) and one public node whose address is all they are given:
+  AutoNAT finds the public node public and the homes private; the homes reserve slots on the
+  public node's relay; A publishes, B finds the listing and offers, A accepts; the settle stream
+  runs directly between the homes over a relayed connection, the exchange is complete on both
+  chains and ``swapmeet audit`` is clean at both. Hole punching is tried and fails, and the
+  homes say so: ``peers --json`` shows the connection relayed with ``hole_punch: failed: ...``.
+- In the same lab, a peer asks the public node's relay for reservation after reservation and
+  pushes bytes through a circuit without end: it hits the per-peer caps (counted in ``node
+  status``, a few rate-limited lines in the log), while the relay itself completes a trade.
+- Every node given only a plain DHT server (a peer of no market): they find each other through
+  provider records under the network name's key; the homes, behind NATs that keep a socket's
+  port (endpoint-independent mapping), punch a hole (DCUtR): their relayed connection becomes
+  a direct one, and the trade runs over it (the relay carries none of its bytes).
+- Three relays, the homes (symmetric NATs, so their connection stays relayed) holding a
+  reservation on two: one relay stalls (SIGSTOP) while another drops everything it gets
+  (nftables); the homes drop both within a bounded time (liveness finds the silent
+  connections) and trade through the third; then the third is killed as the stalled one comes
+  back, and the homes move to it and trade again.
 - Two markets (``--net``) in one lab: a node of the other network is dropped and never listed.
 
-Every test builds its own lab (unique namespace names) and tears it down, on failure too; the
-module skips with one reason where namespaces cannot be made (not root, no nftables).
+The tests build their own labs (unique namespace names; the first two share one) and tear
+them down, on failure too; the module skips with one reason where namespaces cannot be made
+(not root, no nftables).
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.netlab import Lab, LabNode, lab_unavailable
+from tests.netlab import Lab, LabError, LabNode, lab_unavailable
 
 pytestmark = [
     pytest.mark.slow,
@@ -42,6 +55,20 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     with Lab(net=f"lab-{secrets.token_hex(3)}") as made:
         yield made
         # The test's failure is counted before teardown: keep its homes and logs (path on stderr).
+        made.close(failed=request.session.testsfailed > failed_before)
+
+
+@pytest.fixture(scope="module")
+def relay_lab(request: pytest.FixtureRequest) -> Iterator[tuple[Lab, LabNode, LabNode, LabNode]]:
+    """One public node (the relay) and two homes behind symmetric NATs, shared by the tests that use it."""
+    failed_before = request.session.testsfailed
+    with Lab(net=f"lab-{secrets.token_hex(3)}") as made:
+        pub = made.node("pub")
+        a = made.node("a", made.add_home(nat="symmetric"), bootstrap=[pub.addr], wait=False)  # type: ignore[list-item]
+        b = made.node("b", made.add_home(nat="symmetric"), bootstrap=[pub.addr], wait=False)  # type: ignore[list-item]
+        made.wait_up(a)
+        made.wait_up(b)
+        yield made, pub, a, b
         made.close(failed=request.session.testsfailed > failed_before)
 
 
@@ -99,12 +126,18 @@ def audit_clean(lab: Lab, node: LabNode) -> dict[str, Any]:
     return report
 
 
-def test_homes_behind_nat_trade_through_a_relay_among_the_peers(lab: Lab) -> None:
-    pub = lab.node("pub")
-    a = lab.node("a", lab.add_home(), bootstrap=[pub.addr], wait=False)  # type: ignore[list-item]
-    b = lab.node("b", lab.add_home(), bootstrap=[pub.addr], wait=False)  # type: ignore[list-item]
-    lab.wait_up(a)
-    lab.wait_up(b)
+def connection_to(lab: Lab, node: LabNode, other: LabNode) -> dict[str, Any]:
+    """``node``'s ``peers --json`` entry for ``other`` (LabError while it is not listed)."""
+    for peer in lab.peers(node):
+        if peer["peer_id"] == other.peer_id:
+            return peer
+    raise LabError(f"{other.name} is not among {node.name}'s peers")
+
+
+def test_homes_behind_nat_trade_through_a_relay_among_the_peers(
+    relay_lab: tuple[Lab, LabNode, LabNode, LabNode],
+) -> None:
+    lab, pub, a, b = relay_lab
     # Both homes reserve a slot on the public node's relay and advertise their circuit address.
     for home in (a, b):
         status = lab.wait_until(
@@ -139,55 +172,130 @@ def test_homes_behind_nat_trade_through_a_relay_among_the_peers(lab: Lab) -> Non
     # nothing fell back to gossip.
     for node in (a, b):
         assert f"could not send exchange {xid[:12]}" not in lab.log_text(node)
-    (to_b,) = [p for p in lab.peers(a) if p["peer_id"] == b.peer_id]
-    assert [c["relayed"] for c in to_b["connections"]] == [True]
-    assert f"/p2p/{pub.peer_id}/p2p-circuit" in to_b["connections"][0]["addr"]
+
+    # Hole punching was tried (B accepted the relayed connection and drives it) and cannot cross
+    # these NATs: both homes stay relayed and say so.
+    def gave_up(home: LabNode, other: LabNode) -> dict[str, Any] | None:
+        peer = connection_to(lab, home, other)
+        return peer if str(peer["hole_punch"]).startswith("failed") else None
+
+    for home, other in ((a, b), (b, a)):
+        peer = lab.wait_until(
+            lambda h=home, o=other: gave_up(h, o),  # type: ignore[misc]
+            WAIT_S,
+            what=f"{home.name} to give up hole punching to {other.name}",
+        )
+        assert [c["relayed"] for c in peer["connections"]] == [True]
+        assert f"/p2p/{pub.peer_id}/p2p-circuit" in peer["connections"][0]["addr"]
+        assert lab.cli_json(home, "node", "status")["relay"]["hole_punches"]["failed"] >= 1
+        assert "relayed (hole punch failed)" in lab.cli(home, "peers").stdout
     (to_pub,) = [p for p in lab.peers(a) if p["peer_id"] == pub.peer_id]
     assert [c["relayed"] for c in to_pub["connections"]] == [False]
+    assert to_pub["hole_punch"] is None  # reached directly: nothing to punch
     assert lab.cli_json(pub, "node", "status")["relay"]["bytes_relayed"] > 0
 
 
-def test_a_relay_that_goes_away_and_the_homes_keep_trading_through_another(lab: Lab) -> None:
+def test_a_peer_abusing_the_relay_hits_its_caps_while_the_relay_trades(
+    relay_lab: tuple[Lab, LabNode, LabNode, LabNode],
+) -> None:
+    lab, pub, a, _ = relay_lab
+    before = lab.cli_json(pub, "node", "status")["relay"]
+    # Twelve reservations in a row (the relay grants six a minute to one peer), then bytes
+    # without end through a circuit (the relay carries 16 MiB per circuit): all at once with a trade.
+    script = str(Path(__file__).parent / "relay_abuser.py")
+    abuser = subprocess.Popen(
+        ["ip", "netns", "exec", lab.public, sys.executable, script, str(pub.addr), lab.net, "12", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        xid = barter(lab, pub, a)
+        out, _ = abuser.communicate(timeout=90)
+    finally:
+        if abuser.poll() is None:
+            abuser.kill()
+            abuser.wait(5)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["reservations_granted"] <= 6 and result["reservations_refused"] >= 6, result
+    assert result["cut"] is True and result["bytes_pushed"] >= 16 * 1024 * 1024, result
+    after = lab.cli_json(pub, "node", "status")["relay"]
+    assert after["reservations_refused"] - before["reservations_refused"] >= 6
+    assert after["circuits_cut"] - before["circuits_cut"] == 1
+    # The refusals went through the refusal log: one line for the peer's first, the rest counted.
+    log_text = lab.log_text(pub)
+    assert log_text.count("rejected a relay reservation from") == 1
+    assert "circuit cut at its cap of 16777216 bytes" in log_text
+    # Meanwhile the relay traded, and its trade is on both chains.
+    on_both_chains(lab, xid, pub, a)
+    assert audit_clean(lab, pub)["exchanges"] >= 1
+
+
+def test_relays_that_stall_drop_or_go_away_and_the_homes_keep_trading_through_another(lab: Lab) -> None:
     one = lab.node("relay-1")
-    two = lab.node("relay-2", bootstrap=[one.addr])  # type: ignore[list-item]
-    boot: list[str] = [one.addr, two.addr]  # type: ignore[list-item]
-    a = lab.node("a", lab.add_home(), bootstrap=boot, wait=False)
-    b = lab.node("b", lab.add_home(), bootstrap=boot, wait=False)
+    two = lab.node("relay-2", bootstrap=[one.addr], wait=False)  # type: ignore[list-item]
+    three = lab.node("relay-3", bootstrap=[one.addr], wait=False)  # type: ignore[list-item]
+    lab.wait_up(two)
+    lab.wait_up(three)
+    relays = [one, two, three]
+    boot: list[str] = [r.addr for r in relays]  # type: ignore[misc]
+    # Symmetric NATs: no hole punch, so everything between the homes goes through a relay.
+    a = lab.node("a", lab.add_home(nat="symmetric"), bootstrap=boot, wait=False)
+    b = lab.node("b", lab.add_home(nat="symmetric"), bootstrap=boot, wait=False)
     lab.wait_up(a)
     lab.wait_up(b)
-    both = {one.peer_id, two.peer_id}
-    for home in (a, b):
-        lab.wait_until(
-            lambda h=home: set(lab.cli_json(h, "node", "status")["relay"]["reservations"]) == both,
-            WAIT_S,
-            what=f"{home.name} to hold reservations on both relays",
-        )
-    barter(lab, a, b)
-    lab.kill(one)  # gone without a goodbye (SIGKILL)
-    gone = time.monotonic()
-    for home in (a, b):
-        lab.wait_until(
-            lambda h=home: lab.cli_json(h, "node", "status")["relay"]["reservations"] == [two.peer_id],
-            WAIT_S,
-            what=f"{home.name} to drop the dead relay",
-        )
-    dropped_s = time.monotonic() - gone
-    # The old relayed connection died with relay-1; the next trade goes through relay-2.
-    xid = barter(lab, a, b)
-    on_both_chains(lab, xid, a, b)
-    for home in (a, b):
-        assert f"could not send exchange {xid[:12]}" not in lab.log_text(home)
-    (to_b,) = [p for p in lab.peers(a) if p["peer_id"] == b.peer_id]
-    assert [c["addr"].startswith(f"/p2p/{two.peer_id}/p2p-circuit") for c in to_b["connections"]] == [True]
-    assert dropped_s < WAIT_S
+
+    def hold(want: list[LabNode] | None, what: str) -> float:
+        """Wait until both homes hold reservations on exactly ``want`` (None: on two relays); the seconds it took."""
+        began = time.monotonic()
+
+        def holds(home: LabNode) -> bool:
+            held = set(lab.cli_json(home, "node", "status")["relay"]["reservations"])
+            return len(held) == 2 if want is None else held == {r.peer_id for r in want}
+
+        for home in (a, b):
+            lab.wait_until(
+                lambda h=home: holds(h),  # type: ignore[misc]
+                WAIT_S,
+                what=f"{home.name} to {what}",
+            )
+        return time.monotonic() - began
+
+    def trade_through(relay: LabNode) -> str:
+        xid = barter(lab, a, b)
+        for home in (a, b):
+            assert f"could not send exchange {xid[:12]}" not in lab.log_text(home)
+        (to_b,) = [p for p in lab.peers(a) if p["peer_id"] == b.peer_id]
+        assert [c["addr"].startswith(f"/p2p/{relay.peer_id}/p2p-circuit") for c in to_b["connections"]] == [True]
+        return xid
+
+    hold(None, "hold reservations on two of the three relays")
+    # 1. At once: relay-1 stalls (its process stops: its connections stay open and answer
+    #    nothing), relay-2 drops every packet that reaches its port. Only relay-3 is left.
+    lab.pause(one)
+    lab.blackhole(two)
+    silent_s = hold([three], "drop the stalled and the dropping relay")
+    for home in (a, b):  # each found silent by liveness, not by chance
+        for relay in (one, two):
+            assert f"connection to {relay.peer_id} is silent" in lab.log_text(home), (home.name, relay.name)
+    trade_through(three)
+    # 2. relay-1 comes back (the homes' redials find it) as relay-3 goes away without a goodbye.
+    lab.pause(one, paused=False)
+    lab.kill(three)
+    gone_s = hold([one], "move to the relay that came back")
+    on_both_chains(lab, trade_through(one), a, b)
+    # Each was found within liveness's bound (a ping every 4 s, 5 s for its pong) and a look at
+    # the reservations (every second), on a busy machine.
+    assert max(silent_s, gone_s) < WAIT_S, (silent_s, gone_s)
 
 
 def test_homes_given_only_a_plain_dht_server_find_their_market_by_name(lab: Lab) -> None:
     dht = lab.dht_server()
     boot = [dht.addr]
     pub = lab.node("pub", bootstrap=boot, wait=False)  # type: ignore[list-item]
-    a = lab.node("a", lab.add_home(), bootstrap=boot, wait=False)  # type: ignore[list-item]
-    b = lab.node("b", lab.add_home(), bootstrap=boot, wait=False)  # type: ignore[list-item]
+    home_a, home_b = lab.add_home(), lab.add_home()  # NATs that keep a socket's port: hole punching works
+    a = lab.node("a", home_a, bootstrap=boot, wait=False)  # type: ignore[list-item]
+    b = lab.node("b", home_b, bootstrap=boot, wait=False)  # type: ignore[list-item]
     for node in (pub, a, b):
         lab.wait_up(node)
     # Nobody was told of anyone but the DHT server: every node finds the others by the
@@ -199,10 +307,36 @@ def test_homes_given_only_a_plain_dht_server_find_their_market_by_name(lab: Lab)
             what=f"{node.name} to find its market by name",
         )
         assert dht.peer_id not in lab.peer_ids(node)  # a peer of no market is not listed
+
+    # The homes met through pub's relay and punched a hole (DCUtR): each now holds one direct
+    # connection to the other's router, at the other's listen port, and the relayed one is closed.
+    def direct_only(home: LabNode, other: LabNode) -> dict[str, Any] | None:
+        peer = connection_to(lab, home, other)
+        return peer if [c["relayed"] for c in peer["connections"]] == [False] else None
+
+    for home, other, router in ((a, b, home_b), (b, a, home_a)):
+        peer = lab.wait_until(
+            lambda h=home, o=other: direct_only(h, o),  # type: ignore[misc]
+            WAIT_S,
+            what=f"{home.name}'s connection to {other.name} to become direct",
+        )
+        assert peer["hole_punch"] == "direct"
+        assert peer["connections"][0]["addr"].startswith(f"/ip4/{router.wan_ip}/tcp/")
+        lab.wait_until(  # and told the other its gossip subscriptions again (docs/LIBP2P.md §46)
+            lambda h=home, o=other: f"closed the relayed connection to {o.peer_id}" in lab.log_text(h),  # type: ignore[misc]
+            WAIT_S,
+            what=f"{home.name} to move everything to the direct connection",
+        )
+    relayed_before = lab.cli_json(pub, "node", "status")["relay"]
+    assert relayed_before["circuits_relayed"] >= 1
+    assert lab.cli_json(b, "node", "status")["relay"]["hole_punches"]["direct"] >= 1
     xid = barter(lab, a, b)
     on_both_chains(lab, xid, a, b)
     for node in (a, b):
         assert audit_clean(lab, node)["exchanges"] >= 1
+        assert f"could not send exchange {xid[:12]}" not in lab.log_text(node)
+    # Gossip, sync and settlement between the homes took the direct connection: not one byte through pub.
+    assert lab.cli_json(pub, "node", "status")["relay"]["bytes_relayed"] == relayed_before["bytes_relayed"]
 
 
 def test_two_markets_in_one_lab_never_list_each_other(lab: Lab) -> None:

@@ -151,3 +151,56 @@ async def test_when_a_relay_goes_away_the_peers_move_to_another_and_still_reach_
                     assert await s.receive() == b"still trading"
                 assert [c["relayed"] for c in a.connections(b.peer_id)] == [True]
                 assert r2.relay_status()["circuits_relayed"] == 1
+
+
+async def test_hole_punching_gives_up_and_says_so_and_answers_only_relayed_sessions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from swapmeet.node.host import holepunch
+
+    # Sessions back to back, looked for five times a second: the bound, not the pacing, is tested.
+    monkeypatch.setattr(holepunch, "RETRY_S", 0.0)
+    monkeypatch.setattr(holepunch, "_LOOK_S", 0.2)
+    bound = holepunch.SESSIONS_PER_PEER
+    with trio.fail_after(LIMIT_S):
+        async with relay_and_two() as (r, a, b):
+            async with await a.open_stream(b.peer_id, ECHO) as s:
+                await s.send(b"over the relay")
+                assert await s.receive() == b"over the relay"
+            # B accepted the relayed connection, so B drives DCUtR; neither listens anywhere, so no
+            # dial can succeed: B stops after SESSIONS_PER_PEER sessions, and both say why.
+            await wait_for(lambda: str(b.hole_punch(a.peer_id)).startswith("failed: "), "B gives up", 15.0)
+            assert b.hole_puncher is not None and b.hole_puncher.punches[a._my_id].sessions == bound
+            await trio.sleep(0.6)  # no fourth session (B looks every 0.2 s)
+            assert b.hole_puncher.punches[a._my_id].sessions == bound
+            assert b.relay_status()["hole_punches"] == {"direct": 0, "failed": 1}
+            assert str(a.hole_punch(b.peer_id)).startswith("failed: ")
+            assert [c["relayed"] for c in a.connections(b.peer_id)] == [True]
+            assert a.hole_punch(r.peer_id) is None  # reached directly: never punched
+            # A DCUtR session over a direct connection is refused (reset) before anything is read.
+            with pytest.raises(Exception):  # noqa: B017 - reset or end of stream, either way refused
+                stream = await r._host.new_stream(a._my_id, [holepunch.PROTOCOL])
+                await holepunch._read(stream)
+
+
+async def test_a_peer_reached_through_a_relay_is_dialled_directly_once_it_can_be(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # docs/LIBP2P.md §47: nothing in the library dials a peer we are connected to, relayed or not.
+    from swapmeet.node.host import holepunch
+
+    monkeypatch.setattr(holepunch, "DIRECT_FIRST_S", 0.3)
+    monkeypatch.setattr(holepunch, "RELAY_GRACE_S", 0.3)
+    with trio.fail_after(LIMIT_S):
+        async with relay_and_two() as (r, a, _):
+            boot = [r.listen_addrs()[0]]
+            # P listens (on loopback: A can dial it) and holds a reservation on R by hand.
+            async with open_host(seed("direct-p"), LOOPBACK, net=NET, bootstrap=boot, relay_reservations=0) as p:
+                await wait_for(lambda: p.is_connected(r.peer_id), "P connected to R")
+                relay = next(iter(a.relay_client.held))
+                assert await p.relay_client.reserve(relay)
+                await a.relay_client.dial(relay, p._my_id)  # A reaches P through R first
+                assert [c["relayed"] for c in a.connections(p.peer_id)] == [True]
+                # A then dials P's own addresses (learnt from identify), and leaves the relay.
+                await wait_for(lambda: [c["relayed"] for c in a.connections(p.peer_id)] == [False], "A direct to P")
+                assert a.hole_punch(p.peer_id) is None  # no DCUtR session was needed

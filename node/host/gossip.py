@@ -140,6 +140,20 @@ class RoomyQueues(dict[ID, Any]):
         super().__setitem__(peer, queue)
 
 
+def resend_subscriptions(pubsub: Any, peer: ID) -> bool:
+    """Queue our topic subscriptions to ``peer`` again (docs/LIBP2P.md §46); False if we hold no stream to it.
+
+    When a connection to a peer closes while another stays, each side's pubsub forgets the other's
+    subscriptions as the old streams end, and may do so after the hello on the new stream arrived:
+    then it never sends that peer a topic message again. Each side sending its subscriptions again,
+    once the old streams are gone, puts them back (a subscription already known is a no-op).
+    """
+    queue = pubsub.peer_queues.get(peer)
+    if queue is None:
+        return False
+    return bool(queue.push(pubsub.get_hello_packet(), priority=True))
+
+
 class CountingSend:
     """Stands in for the library's subscription send channel (docs/LIBP2P.md §21).
 

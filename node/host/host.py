@@ -75,7 +75,9 @@ from .gossip import (
     Validator,
     content_msg_id,
     peer_b58,
+    resend_subscriptions,
 )
+from .holepunch import HolePuncher
 from .liveness import Liveness, LivenessSettings
 from .logs import configure_logging
 from .muxer import Violation, enforce_window
@@ -205,6 +207,8 @@ class P2PHost:
         self._on_violation = on_violation
         #: Pings each connection and redials silent ones (docs/LIBP2P.md §65); None when turned off.
         self.liveness: Liveness | None = None
+        #: DCUtR: relayed connections upgraded to direct ones (holepunch.py, docs/LIBP2P.md §45).
+        self.hole_puncher: HolePuncher | None = None
         network = host.get_network()
         for conn in network.get_connections():  # any accepted before we were built
             enforce_window(conn.muxed_conn, on_violation)
@@ -357,6 +361,10 @@ class P2PHost:
             out.append({"relayed": relayed, "addr": str(addrs[0]) if addrs else ""})
         return out
 
+    def hole_punch(self, peer_id: str) -> str | None:
+        """``direct``, ``trying`` or ``failed: why`` if we tried to punch through to the peer, else None."""
+        return self.hole_puncher.state(_to_id(peer_id)) if self.hole_puncher is not None else None
+
     # ------------------------------------------------------------- relays
 
     def circuit_addrs(self) -> list[str]:
@@ -375,6 +383,13 @@ class P2PHost:
             "reservations": sorted(r.to_base58() for r in self.relay_client.held),
             "circuits_relayed": stats.circuits_opened,
             "bytes_relayed": stats.bytes_relayed,
+            "circuits_cut": stats.circuits_cut,
+            "reservations_refused": stats.reservations_refused,
+            "circuits_refused": stats.circuits_refused,
+            "hole_punches": {
+                "direct": self.hole_puncher.succeeded if self.hole_puncher else 0,
+                "failed": self.hole_puncher.failed if self.hole_puncher else 0,
+            },
         }
 
     def set_relay_service(self, on: bool) -> None:
@@ -929,6 +944,12 @@ def _start_relaying(
     nursery.start_soon(p2p._reach.run)
     host.set_stream_handler(STOP, client.handle_stop)
     p2p.set_relay_service(serve)
+    if reserve > 0:
+        # Every node that holds relay reservations (all swapmeet nodes; not a plain DHT server)
+        # upgrades its relayed connections where the NATs allow (docs/LIBP2P.md §45).
+        p2p.hole_puncher = HolePuncher(host, on_direct=partial(resend_subscriptions, p2p._pubsub))
+        p2p.hole_puncher.start()
+        nursery.start_soon(p2p.hole_puncher.run)
 
     async def follow() -> None:
         while serve:
@@ -1058,6 +1079,7 @@ async def open_host(
     configure_logging(debug)
     on_violation, violators = _violation_channel()
     host, relay_client = _new_host_with_relay_client(seed, maddrs, max_connections, relay_reservations)
+    refusals = refusals or RefusalLog(log)
     router = _new_router(settings)
     per_publication = frozenset(topic(net, n) for n in resend_topics)
     pubsub = _new_pubsub(host, router, settings, per_publication, allowed)
@@ -1093,9 +1115,11 @@ async def open_host(
                         outbound_queue_size=settings.outbound_queue_size,
                         allowed_topics=allowed,
                         on_violation=on_violation,
-                        refusals=refusals or RefusalLog(log),
+                        refusals=refusals,
                         relay_client=relay_client,
-                        relay_service=RelayService(host, nursery, relay_limits or RelayLimits(), p2p_addrs.get),
+                        relay_service=RelayService(
+                            host, nursery, relay_limits or RelayLimits(), p2p_addrs.get, refusals
+                        ),
                     )
                     p2p_addrs.p2p = p2p
                     _start_relaying(p2p, host, nursery, relay_client, serve=relay_service, reserve=relay_reservations)

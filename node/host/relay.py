@@ -38,6 +38,8 @@ from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, Limit, Reservatio
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as CircuitPeerId
 from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
 
+from ..refusals import RefusalLog
+
 log = logging.getLogger("swapmeet.node.host")
 
 HOP = TProtocol("/libp2p/circuit/relay/0.2.0/hop")
@@ -95,8 +97,18 @@ class RelayStats:
 class RelayService:
     """The HOP side: reservations and circuits, capped by :class:`RelayLimits` (see the module docstring)."""
 
-    def __init__(self, host: IHost, nursery: trio.Nursery, limits: RelayLimits, public_addrs: Callable[[], list[str]]):
+    def __init__(
+        self,
+        host: IHost,
+        nursery: trio.Nursery,
+        limits: RelayLimits,
+        public_addrs: Callable[[], list[str]],
+        refusals: RefusalLog | None = None,
+    ):
         self._host = host
+        #: Where refused reservations, circuits and cut circuits are logged: rate-limited per peer,
+        #: so that a peer asking again and again cannot fill our log.
+        self.refusals = refusals or RefusalLog(log)
         self._nursery = nursery
         self.limits = limits
         self._public_addrs = public_addrs
@@ -166,7 +178,7 @@ class RelayService:
         refusal = self._reserve_refusal(peer, is_relayed_stream(stream))
         if refusal is not None:
             self.stats.reservations_refused += 1
-            log.info("relay: refused a reservation to %s (%s)", peer, _status_name(refusal))
+            self.refusals.refused(peer.to_base58(), "a relay reservation", _status_name(refusal))
             await self._refuse(stream, refusal)
             return
         expire = int(time.time() + self.limits.reservation_ttl)
@@ -202,7 +214,7 @@ class RelayService:
         refusal = self._circuit_refusal(src, dst, is_relayed_stream(stream))
         if refusal is not None:
             self.stats.circuits_refused += 1
-            log.info("relay: refused a circuit %s -> %s (%s)", src, dst, _status_name(refusal))
+            self.refusals.refused(src.to_base58(), f"a relay circuit to {dst}", _status_name(refusal))
             await self._refuse(stream, refusal)
             return
         for peer in (src, dst):
@@ -271,7 +283,8 @@ class RelayService:
                 nursery.start_soon(pump, b, a, nursery.cancel_scope)
         if capped or timer.cancelled_caught:
             self.stats.circuits_cut += 1
-            log.info("relay: cut the circuit %s -> %s at its %s cap", src, dst, "byte" if capped else "time")
+            cap = f"{self.limits.circuit_bytes} bytes" if capped else f"{self.limits.circuit_seconds:g} s"
+            self.refusals.refused(src.to_base58(), f"relayed traffic to {dst}", f"circuit cut at its cap of {cap}")
         with trio.CancelScope(shield=True), trio.move_on_after(2.0):
             for s in (a, b):
                 try:
@@ -388,12 +401,16 @@ class RelayClient:
             now = time.time()
             for relay in list(self.held):
                 held = self.held[relay]
-                gone = not network.get_connections(relay) or held.expire <= now
+                # No connection: the relay went away, or liveness closed a connection that went silent
+                # (a stalled relay, docs/LIBP2P.md §65). It may be asked again as soon as it is back.
+                disconnected = not network.get_connections(relay)
+                gone = disconnected or held.expire <= now
                 if not gone and held.expire - now < max(60.0, 3 * interval):
                     gone = not await self.reserve(relay)
                 if gone or not self.enabled:
                     del self.held[relay]
-                    self._failed[relay] = time.monotonic() + 30.0
+                    if not disconnected:
+                        self._failed[relay] = time.monotonic() + 30.0
                     log.info("dropped the reservation on relay %s", relay)
                     changed = True
             if self.enabled:

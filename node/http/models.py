@@ -90,6 +90,12 @@ class RelayOut(_Open):
     reservations: list[str] = Field(description="peer ids of the relays we hold a reservation on")
     circuits_relayed: int = Field(description="circuits this node's relay service opened since start")
     bytes_relayed: int = Field(description="bytes this node's relay service carried since start")
+    circuits_cut: int = Field(0, description="circuits the relay service cut at their byte or time cap")
+    reservations_refused: int = Field(0, description="reservation requests the relay service refused (caps)")
+    circuits_refused: int = Field(0, description="circuit requests the relay service refused (caps)")
+    hole_punches: dict[str, int] = Field(
+        default_factory=dict, description="relayed connections hole punching made direct, and ones it gave up on"
+    )
 
 
 class StatusOut(_Open):
@@ -117,6 +123,11 @@ class PeerOut(_Open):
     peer_id: str
     addrs: list[str]
     connections: list[ConnectionOut] = Field(default_factory=list, description="each open connection to the peer")
+    hole_punch: str | None = Field(
+        None,
+        description="direct | trying | failed: why — what hole punching (DCUtR) made of a relayed connection;"
+        " null when never tried (reached directly, or we are public)",
+    )
 
 
 class IdOut(BaseModel):
