@@ -68,7 +68,10 @@ class LabError(RuntimeError):
     """A lab command failed, or a bounded wait ran out."""
 
 
-def _run(argv: Sequence[str], *, check: bool = True, timeout: float = CMD_TIMEOUT) -> subprocess.CompletedProcess[str]:
+def run_command(
+    argv: Sequence[str], *, check: bool = True, timeout: float = CMD_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """Run one setup command (ip, nft, tc) with no stdin and a timeout; a failure is a LabError naming it."""
     done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     if check and done.returncode != 0:
         raise LabError(f"`{' '.join(argv)}` exited {done.returncode}: {done.stderr.strip() or done.stdout.strip()}")
@@ -92,15 +95,15 @@ def lab_unavailable() -> str | None:
     if reason is None:
         probe = f"smprobe-{secrets.token_hex(3)}"
         try:
-            made = _run(["ip", "netns", "add", probe], check=False)
+            made = run_command(["ip", "netns", "add", probe], check=False)
             if made.returncode != 0:
                 reason = f"cannot create a network namespace: {made.stderr.strip()}"
             else:
-                nft = _run(["ip", "netns", "exec", probe, "nft", "add", "table", "ip", "nat"], check=False)
+                nft = run_command(["ip", "netns", "exec", probe, "nft", "add", "table", "ip", "nat"], check=False)
                 if nft.returncode != 0:
                     reason = f"nftables does not work in a namespace: {nft.stderr.strip()}"
         finally:
-            _run(["ip", "netns", "del", probe], check=False)
+            run_command(["ip", "netns", "del", probe], check=False)
     _UNAVAILABLE.append(reason)
     return reason
 
@@ -120,12 +123,14 @@ def netem_unavailable() -> str | None:
     if reason is None:
         probe = f"smprobe-{secrets.token_hex(3)}"
         try:
-            _run(["ip", "netns", "add", probe])
-            tried = _run(["tc", "-n", probe, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"], check=False)
+            run_command(["ip", "netns", "add", probe])
+            tried = run_command(
+                ["tc", "-n", probe, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"], check=False
+            )
             if tried.returncode != 0:
                 reason = f"tc netem is not available on this kernel: {tried.stderr.strip()}"
         finally:
-            _run(["ip", "netns", "del", probe], check=False)
+            run_command(["ip", "netns", "del", probe], check=False)
     _NETEM.append(reason)
     return reason
 
@@ -201,16 +206,16 @@ class Lab:
         self.close(failed=exc_type is not None and not issubclass(exc_type, KeyboardInterrupt))
 
     def _netns(self, name: str) -> str:
-        _run(["ip", "netns", "add", name])
+        run_command(["ip", "netns", "add", name])
         self.namespaces.append(name)
-        _run(["ip", "-n", name, "link", "set", "lo", "up"])
+        run_command(["ip", "-n", name, "link", "set", "lo", "up"])
         return name
 
     def _make_public(self) -> None:
         ns = self._netns(self.public)
-        _run(["ip", "-n", ns, "link", "add", "inet", "type", "bridge"])
-        _run(["ip", "-n", ns, "addr", "add", f"{PUBLIC_IP}/24", "dev", "inet"])
-        _run(["ip", "-n", ns, "link", "set", "inet", "up"])
+        run_command(["ip", "-n", ns, "link", "add", "inet", "type", "bridge"])
+        run_command(["ip", "-n", ns, "addr", "add", f"{PUBLIC_IP}/24", "dev", "inet"])
+        run_command(["ip", "-n", ns, "link", "set", "inet", "up"])
 
     def add_home(self, *, nat: str = "eim", delay_ms: int | None = None) -> LabHome:
         """A home namespace behind a new NAT router on the public bridge (``nat``: "eim" or "symmetric")."""
@@ -221,32 +226,34 @@ class Lab:
         router = self._netns(f"sm{self.tag}-r{k}")
         wan_ip, lan_gw, home_ip = f"198.18.0.{10 + k}", f"198.18.{k}.1", f"198.18.{k}.2"
         port = f"wan{k}"  # the router's public link, as seen in the public namespace's bridge
-        _run(["ip", "-n", router, "link", "add", "wan", "type", "veth", "peer", "name", port, "netns", self.public])
-        _run(["ip", "-n", self.public, "link", "set", port, "master", "inet", "up"])
-        _run(["ip", "-n", router, "addr", "add", f"{wan_ip}/24", "dev", "wan"])
-        _run(["ip", "-n", router, "link", "set", "wan", "up"])
-        _run(["ip", "-n", router, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", home])
-        _run(["ip", "-n", router, "addr", "add", f"{lan_gw}/24", "dev", "lan"])
-        _run(["ip", "-n", router, "link", "set", "lan", "up"])
-        _run(["ip", "-n", home, "addr", "add", f"{home_ip}/24", "dev", "eth0"])
-        _run(["ip", "-n", home, "link", "set", "eth0", "up"])
-        _run(["ip", "-n", home, "route", "add", "default", "via", lan_gw])
-        _run(["ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        run_command(
+            ["ip", "-n", router, "link", "add", "wan", "type", "veth", "peer", "name", port, "netns", self.public]
+        )
+        run_command(["ip", "-n", self.public, "link", "set", port, "master", "inet", "up"])
+        run_command(["ip", "-n", router, "addr", "add", f"{wan_ip}/24", "dev", "wan"])
+        run_command(["ip", "-n", router, "link", "set", "wan", "up"])
+        run_command(["ip", "-n", router, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", home])
+        run_command(["ip", "-n", router, "addr", "add", f"{lan_gw}/24", "dev", "lan"])
+        run_command(["ip", "-n", router, "link", "set", "lan", "up"])
+        run_command(["ip", "-n", home, "addr", "add", f"{home_ip}/24", "dev", "eth0"])
+        run_command(["ip", "-n", home, "link", "set", "eth0", "up"])
+        run_command(["ip", "-n", home, "route", "add", "default", "via", lan_gw])
+        run_command(["ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
         nft = ["ip", "netns", "exec", router, "nft"]
-        _run([*nft, "add", "table", "ip", "nat"])
-        _run([*nft, "add chain ip nat post { type nat hook postrouting priority 100 ; }"])
+        run_command([*nft, "add", "table", "ip", "nat"])
+        run_command([*nft, "add chain ip nat post { type nat hook postrouting priority 100 ; }"])
         flags = ["random,fully-random"] if nat == "symmetric" else []
-        _run([*nft, "add", "rule", "ip", "nat", "post", "oifname", "wan", "masquerade", *flags])
+        run_command([*nft, "add", "rule", "ip", "nat", "post", "oifname", "wan", "masquerade", *flags])
         # Like a home router, drop what arrives unasked from the internet (no RST): a hole-punch
         # SYN that comes before the router's own side went out is lost, not refused, and the
         # simultaneous open completes when the other side's SYN finds the mapping.
-        _run([*nft, "add", "table", "ip", "filter"])
-        _run([*nft, "add chain ip filter input { type filter hook input priority 0 ; policy accept ; }"])
-        _run([*nft, "add", "rule", "ip", "filter", "input", "iifname", "wan", "ct", "state", "new", "drop"])
+        run_command([*nft, "add", "table", "ip", "filter"])
+        run_command([*nft, "add chain ip filter input { type filter hook input priority 0 ; policy accept ; }"])
+        run_command([*nft, "add", "rule", "ip", "filter", "input", "iifname", "wan", "ct", "state", "new", "drop"])
         delay = self.delay_ms if delay_ms is None else delay_ms
         if delay:
             for ns, dev in ((router, "wan"), (self.public, port)):
-                _run(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "netem", "delay", f"{delay}ms"])
+                run_command(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "netem", "delay", f"{delay}ms"])
         lab_home = LabHome(index=k, ns=home, router=router, ip=home_ip, wan_ip=wan_ip)
         self.homes.append(lab_home)
         return lab_home
@@ -259,12 +266,14 @@ class Lab:
         nft = ["ip", "netns", "exec", self.public, "nft"]
         table = f"hole{port}"
         if not on:
-            _run([*nft, "delete", "table", "ip", table], check=False)
+            run_command([*nft, "delete", "table", "ip", table], check=False)
             return
-        _run([*nft, "add", "table", "ip", table])
+        run_command([*nft, "add", "table", "ip", table])
         for hook, match in (("input", "dport"), ("output", "sport")):
-            _run([*nft, f"add chain ip {table} {hook} {{ type filter hook {hook} priority 0 ; policy accept ; }}"])
-            _run([*nft, "add", "rule", "ip", table, hook, "tcp", match, port, "drop"])
+            run_command(
+                [*nft, f"add chain ip {table} {hook} {{ type filter hook {hook} priority 0 ; policy accept ; }}"]
+            )
+            run_command([*nft, "add", "rule", "ip", table, hook, "tcp", match, port, "drop"])
 
     def pause(self, node: LabNode, paused: bool = True) -> None:
         """SIGSTOP a node (``paused``) or SIGCONT it: its connections stay open and answer nothing."""
@@ -273,7 +282,7 @@ class Lab:
 
     def cut_link(self, home: LabHome, up: bool = False) -> None:
         """Take a home's router off the internet (or back on, ``up=True``)."""
-        _run(["ip", "-n", home.router, "link", "set", "wan", "up" if up else "down"])
+        run_command(["ip", "-n", home.router, "link", "set", "wan", "up" if up else "down"])
 
     # ----------------------------------------------------------------- nodes
 
@@ -488,11 +497,11 @@ class Lab:
                 self._close_log(n)
             for ns in reversed(self.namespaces):
                 # Anything still inside (only processes this lab started) goes with it.
-                pids = _run(["ip", "netns", "pids", ns], check=False).stdout.split()
+                pids = run_command(["ip", "netns", "pids", ns], check=False).stdout.split()
                 for pid in pids:
                     with contextlib.suppress(OSError, ValueError):
                         os.kill(int(pid), signal.SIGKILL)
-                _run(["ip", "netns", "del", ns], check=False)
+                run_command(["ip", "netns", "del", ns], check=False)
             self.namespaces.clear()
             if self._own_dir:
                 if failed:

@@ -50,7 +50,7 @@ if __package__ in (None, ""):  # run as a script: the forwarder process
 
 from swapmeet.protocol.errors import SwapmeetError
 
-from tests.netlab import CMD_TIMEOUT, Lab, LabError, LabHome, _run
+from tests.netlab import CMD_TIMEOUT, Lab, LabError, LabHome, run_command
 
 T = TypeVar("T")
 
@@ -149,10 +149,10 @@ class Forwarder:
             fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
             fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
             self.fds.append(fd)
-            _run(["ip", "link", "set", name, "netns", ns])
-            _run(["ip", "-n", ns, "link", "set", name, "name", "wan0"])
-            _run(["ip", "-n", ns, "addr", "add", f"{site_ip(i)}/24", "dev", "wan0"])
-            _run(["ip", "-n", ns, "link", "set", "wan0", "txqueuelen", "10000", "up"])
+            run_command(["ip", "link", "set", name, "netns", ns])
+            run_command(["ip", "-n", ns, "link", "set", name, "name", "wan0"])
+            run_command(["ip", "-n", ns, "addr", "add", f"{site_ip(i)}/24", "dev", "wan0"])
+            run_command(["ip", "-n", ns, "link", "set", "wan0", "txqueuelen", "10000", "up"])
 
     def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
         op = cmd.get("op")
