@@ -191,21 +191,38 @@ def test_expiry_propagates(swarm: LocalSwarm) -> None:
 # ---------------------------------------------------------------------- catch-up sync
 
 
-def test_late_joiner_gets_the_whole_live_book_by_sync(swarm: LocalSwarm) -> None:
-    live = {publish(swarm, i % BASE_NODES, unique(f"Lot {i}"))["id"] for i in range(12)}
+def test_a_late_joiner_and_a_restarted_node_get_what_they_missed_by_sync(swarm: LocalSwarm) -> None:
+    """Two nodes that missed traffic, sharing one wait for gossip to forget it: a newcomer that dials one
+    node only (any one peer that has the book is enough), and node 3, stopped and restarted with no
+    --bootstrap on a new port that nobody else knows (only its peers.json can help)."""
+    node = 3
+    before = publish(swarm, 1, unique("Ladder"))
+    wait_everywhere(swarm, {before["id"]})
+    # peers.json is written as peers connect; it must name peers that are still up.
+    saved = swarm.home(node).peers_file.read_text()
+    assert any(swarm.peer_id(i) in saved for i in swarm.running() if i != node)
+    assert swarm.stop_node(node) == 0
+
+    # Traffic that both miss: listings from three authors, one withdrawn, one expired before either is up,
+    # and a withdrawal of one that node 3 holds.
+    live = {publish(swarm, i % node, unique(f"Lot {i}"))["id"] for i in range(12)}
     gone = publish(swarm, 1, unique("Withdrawn lot"))
     short_lived = publish(swarm, 2, unique("Short-lived lot"), expires_in_s=2)
     wait_everywhere(swarm, live | {gone["id"], short_lived["id"]})
     withdrawal = swarm.client(1).withdraw(gone["id"])
+    swarm.client(1).withdraw(before["id"])
     last_publish = time.monotonic()
-    wait_nowhere(swarm, {gone["id"]})
+    wait_nowhere(swarm, {gone["id"], before["id"]})
     outlast_gossip_memory(last_publish)
 
-    # Everything above happened before the newcomer existed, so only catch-up sync can bring it.
-    # It dials one node only: any one peer that has the book is enough.
+    # Everything above happened before the newcomer existed or while node 3 was down: only catch-up sync
+    # can bring it. Both start at once (they do not know each other).
     marks = log_marks(swarm)
-    late = swarm.add_node(bootstrap=[2])
+    late = swarm.add_node(bootstrap=[2], wait=False)
+    swarm.start_node(node, bootstrap=(), wait=False)
     try:
+        swarm.wait_up(late)
+        swarm.wait_up(node)
         swarm.wait_until(
             lambda: swarm.listing_ids(late) == swarm.listing_ids(0) and live <= swarm.listing_ids(late),
             SYNC_S,
@@ -215,42 +232,24 @@ def test_late_joiner_gets_the_whole_live_book_by_sync(swarm: LocalSwarm) -> None
         assert not swarm.holds(late, gone["id"])
         assert not swarm.holds(late, short_lived["id"])  # expired before it joined: never sent
         assert synced_to(swarm, late, marks) >= len(live) + 1  # the lots and the tombstone came by sync
+
+        swarm.wait_until(
+            lambda: swarm.client(node).status()["peers"] >= 1, SYNC_S, what="node 3 to redial a saved peer"
+        )
+        swarm.wait_until(
+            lambda: swarm.listing_ids(node) == swarm.listing_ids(0),
+            SYNC_S,
+            what="the restarted node's book to equal node 0's",
+        )
+        assert live <= swarm.listing_ids(node)
+        assert before["id"] not in swarm.listing_ids(node)
+        this_run = run_log(swarm, node)
+        assert "--bootstrap" not in this_run.splitlines()[0]
+        assert "connected to bootstrap peer" in this_run  # the saved peers are dialled as bootstrap peers
+        assert synced_to(swarm, node, marks) >= len(live) + 1  # the listings and the withdrawals came by sync
     finally:
-        swarm.stop_node(late)
-
-
-def test_restarted_node_redials_saved_peers_and_catches_up(swarm: LocalSwarm) -> None:
-    node = 3
-    before = publish(swarm, 1, unique("Ladder"))
-    wait_everywhere(swarm, {before["id"]})
-    # peers.json is written as peers connect; it must name peers that are still up.
-    saved = swarm.home(node).peers_file.read_text()
-    assert any(swarm.peer_id(i) in saved for i in swarm.running() if i != node)
-
-    assert swarm.stop_node(node) == 0
-    # Traffic it misses: new listings from two authors and a withdrawal of one it holds.
-    missed = {publish(swarm, i, unique(f"Missed {i}"))["id"] for i in (0, 1, 2)}
-    swarm.client(1).withdraw(before["id"])
-    last_publish = time.monotonic()
-    wait_everywhere(swarm, missed)
-    wait_nowhere(swarm, {before["id"]})
-    outlast_gossip_memory(last_publish)
-
-    # No --bootstrap, and the others cannot dial it (it listens on a new port): only its peers.json can help.
-    marks = log_marks(swarm)
-    swarm.start_node(node, bootstrap=())
-    swarm.wait_until(lambda: swarm.client(node).status()["peers"] >= 1, SYNC_S, what="node 3 to redial a saved peer")
-    swarm.wait_until(
-        lambda: swarm.listing_ids(node) == swarm.listing_ids(0),
-        SYNC_S,
-        what="the restarted node's book to equal node 0's",
-    )
-    assert missed <= swarm.listing_ids(node)
-    assert before["id"] not in swarm.listing_ids(node)
-    this_run = run_log(swarm, node)
-    assert "--bootstrap" not in this_run.splitlines()[0]
-    assert "connected to bootstrap peer" in this_run  # the saved peers are dialled as bootstrap peers
-    assert synced_to(swarm, node, marks) >= len(missed) + 1  # the listings and the withdrawal came by sync
+        if swarm.nodes[late].running:
+            swarm.stop_node(late)
 
 
 # ---------------------------------------------------------------------- the trust boundary
