@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import multiaddr
 import trio
-from libp2p.abc import IHost, INetStream
+from libp2p.abc import IHost, INetConn, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.rcmgr import Direction
@@ -164,15 +164,21 @@ class HolePuncher:
 
     # ------------------------------------------------------------- driving
 
-    def _candidates(self) -> list[ID]:
-        """Peers we reach only through relays, over a connection the relay brought us (we are B)."""
-        now = time.monotonic()
+    def _relayed_only(self) -> list[tuple[ID, list[INetConn]]]:
+        """Connected peers we reach only through relays, with no session or dial of ours running for them."""
         network = self._host.get_network()
         out = []
         for peer in self._host.get_connected_peers():
-            conns = network.get_connections(peer)
-            if not conns or not all(is_relayed(c) for c in conns) or peer in self._running:
-                continue
+            conns = list(network.get_connections(peer))
+            if conns and all(is_relayed(c) for c in conns) and peer not in self._running:
+                out.append((peer, conns))
+        return out
+
+    def _candidates(self) -> list[ID]:
+        """Peers we reach only through relays, over a connection the relay brought us (we are B)."""
+        now = time.monotonic()
+        out = []
+        for peer, conns in self._relayed_only():
             if not any(getattr(c, "direction", None) == Direction.INBOUND for c in conns):
                 continue
             punch = self.punches.get(peer)
@@ -201,12 +207,8 @@ class HolePuncher:
     def _due_direct(self) -> list[ID]:
         """Peers we reach only through a relay that has direct addresses to try again (their backoff is over)."""
         now = time.monotonic()
-        network = self._host.get_network()
         out = []
-        for peer in self._host.get_connected_peers():
-            conns = network.get_connections(peer)
-            if not conns or not all(is_relayed(c) for c in conns) or peer in self._running:
-                continue
+        for peer, _conns in self._relayed_only():
             due, _ = self._direct_tries.get(peer, (0.0, DIRECT_FIRST_S))
             if due <= now and self._known_direct(peer):
                 out.append(peer)
