@@ -164,6 +164,7 @@ class LabHome:
     router: str
     ip: str  # the home host's address
     wan_ip: str  # the router's public address: what the internet sees
+    wan_dev: str = "wan"  # the router's public interface
 
 
 class Lab:
@@ -183,6 +184,7 @@ class Lab:
         self._own_dir = base_dir is None
         self.base_dir = Path(tempfile.mkdtemp(prefix="swapmeet-lab-") if base_dir is None else base_dir).absolute()
         self.public = f"sm{self.tag}-pub"
+        self.public_ip = PUBLIC_IP  # where public nodes listen (a subclass may move the internet)
         self.namespaces: list[str] = []
         self.homes: list[LabHome] = []
         self.nodes: dict[str, LabNode] = {}
@@ -223,15 +225,8 @@ class Lab:
             raise ValueError(f"nat is 'eim' or 'symmetric', not {nat!r}")
         k = len(self.homes) + 1
         home = self._netns(f"sm{self.tag}-h{k}")
-        router = self._netns(f"sm{self.tag}-r{k}")
-        wan_ip, lan_gw, home_ip = f"198.18.0.{10 + k}", f"198.18.{k}.1", f"198.18.{k}.2"
-        port = f"wan{k}"  # the router's public link, as seen in the public namespace's bridge
-        run_command(
-            ["ip", "-n", router, "link", "add", "wan", "type", "veth", "peer", "name", port, "netns", self.public]
-        )
-        run_command(["ip", "-n", self.public, "link", "set", port, "master", "inet", "up"])
-        run_command(["ip", "-n", router, "addr", "add", f"{wan_ip}/24", "dev", "wan"])
-        run_command(["ip", "-n", router, "link", "set", "wan", "up"])
+        router, wan_ip, wan_dev = self._make_router(k, self.delay_ms if delay_ms is None else delay_ms)
+        lan_gw, home_ip = f"198.18.{k}.1", f"198.18.{k}.2"
         run_command(["ip", "-n", router, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", home])
         run_command(["ip", "-n", router, "addr", "add", f"{lan_gw}/24", "dev", "lan"])
         run_command(["ip", "-n", router, "link", "set", "lan", "up"])
@@ -243,20 +238,36 @@ class Lab:
         run_command([*nft, "add", "table", "ip", "nat"])
         run_command([*nft, "add chain ip nat post { type nat hook postrouting priority 100 ; }"])
         flags = ["random,fully-random"] if nat == "symmetric" else []
-        run_command([*nft, "add", "rule", "ip", "nat", "post", "oifname", "wan", "masquerade", *flags])
+        run_command([*nft, "add", "rule", "ip", "nat", "post", "oifname", wan_dev, "masquerade", *flags])
         # Like a home router, drop what arrives unasked from the internet (no RST): a hole-punch
         # SYN that comes before the router's own side went out is lost, not refused, and the
         # simultaneous open completes when the other side's SYN finds the mapping.
         run_command([*nft, "add", "table", "ip", "filter"])
         run_command([*nft, "add chain ip filter input { type filter hook input priority 0 ; policy accept ; }"])
-        run_command([*nft, "add", "rule", "ip", "filter", "input", "iifname", "wan", "ct", "state", "new", "drop"])
-        delay = self.delay_ms if delay_ms is None else delay_ms
+        run_command([*nft, "add", "rule", "ip", "filter", "input", "iifname", wan_dev, "ct", "state", "new", "drop"])
+        lab_home = LabHome(index=k, ns=home, router=router, ip=home_ip, wan_ip=wan_ip, wan_dev=wan_dev)
+        self.homes.append(lab_home)
+        return lab_home
+
+    def _make_router(self, k: int, delay: int) -> tuple[str, str, str]:
+        """Home k's router namespace on the internet: (namespace, public address, public interface).
+
+        Here a veth port on the public bridge (with tc netem ``delay`` ms both ways); a subclass may
+        put the router elsewhere (``tests/wanlink.py``'s :class:`NatWanLab`: a site of its WAN).
+        """
+        router = self._netns(f"sm{self.tag}-r{k}")
+        wan_ip = f"198.18.0.{10 + k}"
+        port = f"wan{k}"  # the router's public link, as seen in the public namespace's bridge
+        run_command(
+            ["ip", "-n", router, "link", "add", "wan", "type", "veth", "peer", "name", port, "netns", self.public]
+        )
+        run_command(["ip", "-n", self.public, "link", "set", port, "master", "inet", "up"])
+        run_command(["ip", "-n", router, "addr", "add", f"{wan_ip}/24", "dev", "wan"])
+        run_command(["ip", "-n", router, "link", "set", "wan", "up"])
         if delay:
             for ns, dev in ((router, "wan"), (self.public, port)):
                 run_command(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "netem", "delay", f"{delay}ms"])
-        lab_home = LabHome(index=k, ns=home, router=router, ip=home_ip, wan_ip=wan_ip)
-        self.homes.append(lab_home)
-        return lab_home
+        return router, wan_ip, "wan"
 
     def blackhole(self, node: LabNode, on: bool = True) -> None:
         """Drop (``on``) or pass again every packet to and from a public node's port: it stays up but goes silent."""
@@ -282,7 +293,7 @@ class Lab:
 
     def cut_link(self, home: LabHome, up: bool = False) -> None:
         """Take a home's router off the internet (or back on, ``up=True``)."""
-        run_command(["ip", "-n", home.router, "link", "set", "wan", "up" if up else "down"])
+        run_command(["ip", "-n", home.router, "link", "set", home.wan_dev, "up" if up else "down"])
 
     # ----------------------------------------------------------------- nodes
 
@@ -303,7 +314,7 @@ class Lab:
         if name in self.nodes:
             raise LabError(f"there is already a node called {name!r}")
         home_dir = self.base_dir / name
-        ns, ip = (self.public, PUBLIC_IP) if where is None else (where.ns, where.ip)
+        ns, ip = (self.public, self.public_ip) if where is None else (where.ns, where.ip)
         node = LabNode(name=name, ns=ns, ip=ip, home=home_dir, log_path=self.base_dir / f"{name}.log", peer_id="")
         init = [sys.executable, "-m", "swapmeet.cli.main", "--home", str(home_dir), "init", "--no-passphrase"]
         done = subprocess.run(init, capture_output=True, text=True, timeout=CLI_TIMEOUT, env=self._env)
@@ -329,14 +340,23 @@ class Lab:
         node = LabNode(
             name=name,
             ns=self.public,
-            ip=PUBLIC_IP,
+            ip=self.public_ip,
             home=self.base_dir / name,
             log_path=self.base_dir / f"{name}.log",
             peer_id="",
         )
         self.nodes[name] = node
         script = str(Path(__file__).resolve().parent / "dht_server.py")
-        argv = ["ip", "netns", "exec", self.public, sys.executable, script, str(addr_file), f"/ip4/{PUBLIC_IP}/tcp/0"]
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            self.public,
+            sys.executable,
+            script,
+            str(addr_file),
+            f"/ip4/{self.public_ip}/tcp/0",
+        ]
         node.log_file = open(node.log_path, "ab")  # noqa: SIM115 - open for the process's lifetime
         node.process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=node.log_file, stderr=subprocess.STDOUT, env=self._env

@@ -428,8 +428,9 @@ class WanLab(Lab):
         super().__enter__()
         try:
             for i in range(self._site_count):
-                ns = self._netns(f"sm{self.tag}-w{i}")
+                ns = self._site_ns(i)
                 self.sites.append(LabHome(index=i, ns=ns, router="", ip=site_ip(i), wan_ip=site_ip(i)))
+            self.base_dir.mkdir(parents=True, exist_ok=True)  # a base_dir given may not exist yet
             log = open(self.base_dir / "wan.log", "ab")  # the forwarder's stderr; closed with the lab
             self._wan_log = log
             self.wan = Wan([s.ns for s in self.sites], self.tag, log=log, **self._wan_args)
@@ -437,6 +438,10 @@ class WanLab(Lab):
             self.close(failed=True)
             raise
         return self
+
+    def _site_ns(self, i: int) -> str:
+        """The namespace of site i (made here)."""
+        return self._netns(f"sm{self.tag}-w{i}")
 
     def close(self, *, failed: bool = False) -> None:
         try:
@@ -446,6 +451,34 @@ class WanLab(Lab):
                 self._wan_log.close()
         finally:
             super().close(failed=failed)
+
+
+class NatWanLab(WanLab):
+    """The NAT lab of :class:`~tests.netlab.Lab` with a :class:`Wan` as its internet (``bench/reach.py``).
+
+    Site 0 is the lab's public namespace (public nodes and the DHT server listen on its ``wan0``
+    address, :attr:`public_ip`); site k is home k's router, whose public interface is its ``wan0``
+    (masquerade and the drop of unasked packets on it, as on the bridge lab's ``wan``). So every
+    packet between the public nodes and a router, or between two routers (a hole-punched
+    connection), crosses one WAN link with its delay and loss; traffic inside the public namespace
+    does not. The forwarder makes its TUNs at the start: ``homes`` is how many :meth:`add_home`
+    calls the lab takes. Keyword arguments go to :class:`Wan` (``delay_ms=(40, 40)``: 40 ms one way
+    on every link); tc netem (``delay_ms`` of :meth:`add_home`) is not used here.
+    """
+
+    def __init__(self, *, net: str, homes: int, base_dir: str | os.PathLike[str] | None = None, **wan: Any) -> None:
+        super().__init__(net=net, sites=homes + 1, base_dir=base_dir, **wan)
+        self.public_ip = site_ip(0)
+
+    def _site_ns(self, i: int) -> str:
+        return self.public if i == 0 else self._netns(f"sm{self.tag}-r{i}")
+
+    def _make_router(self, k: int, delay: int) -> tuple[str, str, str]:
+        if delay:
+            raise LabError("the WAN gives this lab its delay (NatWanLab(delay_ms=...)), not tc netem")
+        if k >= len(self.sites):
+            raise LabError(f"this lab was made for {len(self.sites) - 1} homes (NatWanLab(homes=...))")
+        return self.sites[k].ns, site_ip(k), "wan0"
 
 
 if __name__ == "__main__":
