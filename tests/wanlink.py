@@ -463,21 +463,38 @@ class NatWanLab(WanLab):
     connection), crosses one WAN link with its delay and loss; traffic inside the public namespace
     does not. The forwarder makes its TUNs at the start: ``homes`` is how many :meth:`add_home`
     calls the lab takes. Keyword arguments go to :class:`Wan` (``delay_ms=(40, 40)``: 40 ms one way
-    on every link); tc netem (``delay_ms`` of :meth:`add_home`) is not used here.
+    on every link); tc netem (``delay_ms`` of :meth:`add_home`) is not used here. ``open_hosts``
+    more sites are hosts with a public address and no NAT (:meth:`open_site`): two of them are one
+    WAN link apart, as two homes are once a hole punch made them direct (a fair direct baseline).
     """
 
-    def __init__(self, *, net: str, homes: int, base_dir: str | os.PathLike[str] | None = None, **wan: Any) -> None:
-        super().__init__(net=net, sites=homes + 1, base_dir=base_dir, **wan)
+    def __init__(
+        self,
+        *,
+        net: str,
+        homes: int,
+        open_hosts: int = 0,
+        base_dir: str | os.PathLike[str] | None = None,
+        **wan: Any,
+    ) -> None:
+        super().__init__(net=net, sites=homes + 1 + open_hosts, base_dir=base_dir, **wan)
         self.public_ip = site_ip(0)
+        self._home_count = homes
 
     def _site_ns(self, i: int) -> str:
-        return self.public if i == 0 else self._netns(f"sm{self.tag}-r{i}")
+        if i == 0:
+            return self.public
+        return self._netns(f"sm{self.tag}-r{i}" if i <= self._home_count else f"sm{self.tag}-o{i}")
+
+    def open_site(self, j: int) -> LabHome:
+        """Open host j (from 0): a namespace on the WAN with a public address and no NAT, for :meth:`node`."""
+        return self.sites[self._home_count + 1 + j]
 
     def _make_router(self, k: int, delay: int) -> tuple[str, str, str]:
         if delay:
             raise LabError("the WAN gives this lab its delay (NatWanLab(delay_ms=...)), not tc netem")
-        if k >= len(self.sites):
-            raise LabError(f"this lab was made for {len(self.sites) - 1} homes (NatWanLab(homes=...))")
+        if k > self._home_count:
+            raise LabError(f"this lab was made for {self._home_count} homes (NatWanLab(homes=...))")
         return self.sites[k].ns, site_ip(k), "wan0"
 
 
