@@ -14,8 +14,8 @@ One :class:`Lab` is a small internet made inside the test, with addresses from
 - ``nat="symmetric"`` masquerades with ``random,fully-random`` ports (an endpoint-dependent
   mapping, the kind hole punching cannot cross); the default keeps the source port
   where it can (an endpoint-independent mapping in practice);
-- ``delay_ms``: tc netem on both directions of the router's public link (WAN delay), where the
-  kernel has netem (:func:`netem_unavailable` says why not; :meth:`Lab.add_home` then raises).
+- no WAN delay here: this kernel has no ``tc netem``; ``tests/wanlink.py`` (a userspace WAN) gives
+  links their delay and loss, and its :class:`~tests.wanlink.NatWanLab` is this lab over it.
 
 :meth:`Lab.pause` (SIGSTOP/SIGCONT) stalls a node; :meth:`Lab.blackhole` drops every packet
 to and from a public node's port (its own outgoing connections still work).
@@ -89,7 +89,7 @@ def lab_unavailable() -> str | None:
     if os.geteuid() != 0:
         reason = "the NAT lab needs root (network namespaces)"
     else:
-        missing = [tool for tool in ("ip", "nft", "tc") if shutil.which(tool) is None]
+        missing = [tool for tool in ("ip", "nft") if shutil.which(tool) is None]
         if missing:
             reason = f"the NAT lab needs {', '.join(missing)} (apt-get install -y iproute2 nftables)"
     if reason is None:
@@ -105,33 +105,6 @@ def lab_unavailable() -> str | None:
         finally:
             run_command(["ip", "netns", "del", probe], check=False)
     _UNAVAILABLE.append(reason)
-    return reason
-
-
-_NETEM: list[str | None] = []
-
-
-def netem_unavailable() -> str | None:
-    """Why tc netem (WAN delay) cannot be used here, or None. Cached.
-
-    Measured on these machines: kernel 6.18 without the ``sch_netem`` qdisc ("Specified qdisc
-    kind is unknown"), while namespaces, veths, nftables and other qdiscs work.
-    """
-    if _NETEM:
-        return _NETEM[0]
-    reason = lab_unavailable()
-    if reason is None:
-        probe = f"smprobe-{secrets.token_hex(3)}"
-        try:
-            run_command(["ip", "netns", "add", probe])
-            tried = run_command(
-                ["tc", "-n", probe, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"], check=False
-            )
-            if tried.returncode != 0:
-                reason = f"tc netem is not available on this kernel: {tried.stderr.strip()}"
-        finally:
-            run_command(["ip", "netns", "del", probe], check=False)
-    _NETEM.append(reason)
     return reason
 
 
@@ -174,13 +147,12 @@ class Lab:
     lab closes after a failure). ``net``: the default network name of nodes started here.
     """
 
-    def __init__(self, *, net: str, base_dir: str | os.PathLike[str] | None = None, delay_ms: int = 0) -> None:
+    def __init__(self, *, net: str, base_dir: str | os.PathLike[str] | None = None) -> None:
         reason = lab_unavailable()
         if reason is not None:
             raise LabError(reason)
         self.tag = secrets.token_hex(3)
         self.net = net
-        self.delay_ms = delay_ms
         self._own_dir = base_dir is None
         self.base_dir = Path(tempfile.mkdtemp(prefix="swapmeet-lab-") if base_dir is None else base_dir).absolute()
         self.public = f"sm{self.tag}-pub"
@@ -219,13 +191,13 @@ class Lab:
         run_command(["ip", "-n", ns, "addr", "add", f"{PUBLIC_IP}/24", "dev", "inet"])
         run_command(["ip", "-n", ns, "link", "set", "inet", "up"])
 
-    def add_home(self, *, nat: str = "eim", delay_ms: int | None = None) -> LabHome:
+    def add_home(self, *, nat: str = "eim") -> LabHome:
         """A home namespace behind a new NAT router on the public bridge (``nat``: "eim" or "symmetric")."""
         if nat not in ("eim", "symmetric"):
             raise ValueError(f"nat is 'eim' or 'symmetric', not {nat!r}")
         k = len(self.homes) + 1
         home = self._netns(f"sm{self.tag}-h{k}")
-        router, wan_ip, wan_dev = self._make_router(k, self.delay_ms if delay_ms is None else delay_ms)
+        router, wan_ip, wan_dev = self._make_router(k)
         lan_gw, home_ip = f"198.18.{k}.1", f"198.18.{k}.2"
         run_command(["ip", "-n", router, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", home])
         run_command(["ip", "-n", router, "addr", "add", f"{lan_gw}/24", "dev", "lan"])
@@ -249,10 +221,10 @@ class Lab:
         self.homes.append(lab_home)
         return lab_home
 
-    def _make_router(self, k: int, delay: int) -> tuple[str, str, str]:
+    def _make_router(self, k: int) -> tuple[str, str, str]:
         """Home k's router namespace on the internet: (namespace, public address, public interface).
 
-        Here a veth port on the public bridge (with tc netem ``delay`` ms both ways); a subclass may
+        Here a veth port on the public bridge; a subclass may
         put the router elsewhere (``tests/wanlink.py``'s :class:`NatWanLab`: a site of its WAN).
         """
         router = self._netns(f"sm{self.tag}-r{k}")
@@ -264,9 +236,6 @@ class Lab:
         run_command(["ip", "-n", self.public, "link", "set", port, "master", "inet", "up"])
         run_command(["ip", "-n", router, "addr", "add", f"{wan_ip}/24", "dev", "wan"])
         run_command(["ip", "-n", router, "link", "set", "wan", "up"])
-        if delay:
-            for ns, dev in ((router, "wan"), (self.public, port)):
-                run_command(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "netem", "delay", f"{delay}ms"])
         return router, wan_ip, "wan"
 
     def blackhole(self, node: LabNode, on: bool = True) -> None:

@@ -1,6 +1,6 @@
 """A userspace WAN between network namespaces: per-link delay, jitter, loss and cuts (not a test module).
 
-This kernel has no ``sch_netem`` (see :func:`tests.netlab.netem_unavailable`), so the WAN is a
+This kernel has no ``sch_netem`` (``tc qdisc add ... netem``: "Specified qdisc kind is unknown"), so the WAN is a
 process of its own: :class:`Wan` starts ``python tests/wanlink.py`` (this file run as a script),
 which opens one TUN device per *site* (``/dev/net/tun``, ``TUNSETIFF`` with ``IFF_TUN|IFF_NO_PI``),
 moves it into the site's namespace as ``wan0`` with the address ``198.19.0.<10+i>/24`` (the
@@ -463,7 +463,7 @@ class NatWanLab(WanLab):
     connection), crosses one WAN link with its delay and loss; traffic inside the public namespace
     does not. The forwarder makes its TUNs at the start: ``homes`` is how many :meth:`add_home`
     calls the lab takes. Keyword arguments go to :class:`Wan` (``delay_ms=(40, 40)``: 40 ms one way
-    on every link); tc netem (``delay_ms`` of :meth:`add_home`) is not used here. ``open_hosts``
+    on every link). ``open_hosts``
     more sites are hosts with a public address and no NAT (:meth:`open_site`): two of them are one
     WAN link apart, as two homes are once a hole punch made them direct (a fair direct baseline).
     """
@@ -490,9 +490,7 @@ class NatWanLab(WanLab):
         """Open host j (from 0): a namespace on the WAN with a public address and no NAT, for :meth:`node`."""
         return self.sites[self._home_count + 1 + j]
 
-    def _make_router(self, k: int, delay: int) -> tuple[str, str, str]:
-        if delay:
-            raise LabError("the WAN gives this lab its delay (NatWanLab(delay_ms=...)), not tc netem")
+    def _make_router(self, k: int) -> tuple[str, str, str]:
         if k > self._home_count:
             raise LabError(f"this lab was made for {self._home_count} homes (NatWanLab(homes=...))")
         return self.sites[k].ns, site_ip(k), "wan0"
