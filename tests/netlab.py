@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from swapmeet.node.home import Home
-from swapmeet.node.identity_store import load_identity
+from swapmeet.node.identity_store import create_identity
 
 T = TypeVar("T")
 
@@ -285,11 +285,9 @@ class Lab:
         home_dir = self.base_dir / name
         ns, ip = (self.public, self.public_ip) if where is None else (where.ns, where.ip)
         node = LabNode(name=name, ns=ns, ip=ip, home=home_dir, log_path=self.base_dir / f"{name}.log", peer_id="")
-        init = [sys.executable, "-m", "swapmeet.cli.main", "--home", str(home_dir), "init", "--no-passphrase"]
-        done = subprocess.run(init, capture_output=True, text=True, timeout=CLI_TIMEOUT, env=self._env)
-        if done.returncode != 0:
-            raise LabError(f"init of {name} failed: {done.stderr.strip() or done.stdout.strip()}")
-        node.peer_id = load_identity(Home(home_dir)).peer_id
+        # What `swapmeet init --no-passphrase` does, in this process (as LocalSwarm does: a CLI process
+        # per node costs its start-up for nothing the test depends on).
+        node.peer_id = create_identity(Home(home_dir), None).peer_id
         node.args = [
             "--listen",
             f"/ip4/{ip}/tcp/0",
