@@ -80,3 +80,23 @@ async def test_s65_a_peer_back_on_a_new_connection_keeps_it() -> None:
             assert a.liveness is not None and a.liveness.closed_silent == 0
             assert a.is_connected(again.peer_id)
             assert again.mesh_peers(settle) == [a.peer_id]
+
+
+async def test_s48_a_peer_back_before_its_old_connection_closed_gets_our_subscriptions() -> None:
+    """b's second self connects while its first connection is still open, then the first closes:
+    a must send its hello on the new connection (docs/LIBP2P.md §48). Before the fix a kept its
+    pubsub stream on the closed connection, never told the new b its subscriptions, and b's mesh
+    stayed empty (the test_dishonest flake's second cause)."""
+    settle = topic(NET, "settle")
+    async with open_host(seed("s48-a"), LOOPBACK, net=NET, gossip_topics=["settle"], liveness=None) as a:
+        await a.subscribe(settle, accept_all)
+        async with open_host(seed("s48-b"), LOOPBACK, net=NET, gossip_topics=["settle"], liveness=None) as again:
+            await again.subscribe(settle, accept_all)
+            async with open_host(seed("s48-b"), LOOPBACK, net=NET, gossip_topics=["settle"], liveness=None) as b:
+                await b.subscribe(settle, accept_all)
+                await b.connect(a.listen_addrs()[0])
+                await b.wait_for_mesh(settle, [a.peer_id], timeout=10)
+                await again.connect(a.listen_addrs()[0])  # while the first connection is open
+                await trio.sleep(0.5)
+            await again.wait_for_mesh(settle, [a.peer_id], timeout=10)
+            assert again.mesh_peers(settle) == [a.peer_id]

@@ -154,6 +154,35 @@ def resend_subscriptions(pubsub: Any, peer: ID) -> bool:
     return bool(queue.push(pubsub.get_hello_packet(), priority=True))
 
 
+def drop_stream_of_closed_connection(pubsub: Any, conn: Any) -> None:
+    """Forget pubsub's stream to a peer when the connection it ran on closes (docs/LIBP2P.md §48).
+
+    The library drops a peer's stream only when a write to it fails, or when its last connection
+    closes. A peer that comes back on a new connection before the old one's close is handled (a
+    restarted node, a redial after liveness closed a silent link) keeps the dead stream: pubsub
+    takes the peer for registered, never sends its hello on the new connection, and the peer never
+    learns our subscriptions, so no mesh forms on a quiet topic. Dropping the stream here and
+    registering the peer again sends the hello on a connection that remains.
+    """
+    peer = conn.muxed_conn.peer_id
+    stream = pubsub.peers.get(peer)
+    if stream is None or getattr(stream, "muxed_conn", None) is not conn.muxed_conn:
+        return  # our stream to the peer runs on another connection (or there is none)
+    others = [
+        c
+        for c in pubsub.host.get_network().get_connections(peer)
+        if c.muxed_conn is not conn.muxed_conn and not getattr(c.muxed_conn, "is_closed", False)
+    ]
+    if not others:
+        return  # its last connection: the library's own clean-up handles that case
+    del pubsub.peers[peer]
+    queue = pubsub.peer_queues.pop(peer, None)
+    if queue is not None:
+        queue.close()
+    pubsub.router.remove_peer(peer)
+    pubsub._schedule_peer_stream_retry(peer)  # opens our stream, with our hello, on a connection that remains
+
+
 class CountingSend:
     """Stands in for the library's subscription send channel (docs/LIBP2P.md §21).
 

@@ -74,6 +74,7 @@ from .gossip import (
     Subscription,
     Validator,
     content_msg_id,
+    drop_stream_of_closed_connection,
     peer_b58,
     resend_subscriptions,
 )
@@ -294,6 +295,8 @@ class P2PHost:
                     self._nursery.start_soon(self._vet, peer)
                 except RuntimeError:  # shutting down
                     self._vetting.discard(peer)
+        else:
+            drop_stream_of_closed_connection(self._pubsub, conn)  # docs/LIBP2P.md §48
         self._connections_changed.set()
 
     def _protocols(self, peer: ID) -> set[str]:
