@@ -154,8 +154,9 @@ def resend_subscriptions(pubsub: Any, peer: ID) -> bool:
     return bool(queue.push(pubsub.get_hello_packet(), priority=True))
 
 
-def drop_stream_of_closed_connection(pubsub: Any, conn: Any) -> None:
-    """Forget pubsub's stream to a peer when the connection it ran on closes (docs/LIBP2P.md §48).
+def drop_stale_stream(pubsub: Any, peer: ID) -> None:
+    """Forget pubsub's stream to ``peer`` if the connection it ran on is closed while another is open
+    (docs/LIBP2P.md §48); called on every connection opened or closed.
 
     The library drops a peer's stream only when a write to it fails, or when its last connection
     closes. A peer that comes back on a new connection before the old one's close is handled (a
@@ -164,17 +165,13 @@ def drop_stream_of_closed_connection(pubsub: Any, conn: Any) -> None:
     learns our subscriptions, so no mesh forms on a quiet topic. Dropping the stream here and
     registering the peer again sends the hello on a connection that remains.
     """
-    peer = conn.muxed_conn.peer_id
     stream = pubsub.peers.get(peer)
-    if stream is None or getattr(stream, "muxed_conn", None) is not conn.muxed_conn:
-        return  # our stream to the peer runs on another connection (or there is none)
-    others = [
-        c
-        for c in pubsub.host.get_network().get_connections(peer)
-        if c.muxed_conn is not conn.muxed_conn and not getattr(c.muxed_conn, "is_closed", False)
-    ]
-    if not others:
-        return  # its last connection: the library's own clean-up handles that case
+    if stream is None:
+        return
+    conns = pubsub.host.get_network().get_connections(peer)
+    live = [c.muxed_conn for c in conns if not getattr(c.muxed_conn, "is_closed", False)]
+    if not live or any(m is getattr(stream, "muxed_conn", None) for m in live):
+        return  # its connection is open, or the peer has none left (the library's own clean-up)
     del pubsub.peers[peer]
     queue = pubsub.peer_queues.pop(peer, None)
     if queue is not None:

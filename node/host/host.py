@@ -74,7 +74,7 @@ from .gossip import (
     Subscription,
     Validator,
     content_msg_id,
-    drop_stream_of_closed_connection,
+    drop_stale_stream,
     peer_b58,
     resend_subscriptions,
 )
@@ -295,8 +295,7 @@ class P2PHost:
                     self._nursery.start_soon(self._vet, peer)
                 except RuntimeError:  # shutting down
                     self._vetting.discard(peer)
-        else:
-            drop_stream_of_closed_connection(self._pubsub, conn)  # docs/LIBP2P.md §48
+        drop_stale_stream(self._pubsub, conn.muxed_conn.peer_id)  # docs/LIBP2P.md §48
         self._connections_changed.set()
 
     def _protocols(self, peer: ID) -> set[str]:
