@@ -18,17 +18,22 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import libp2p.pubsub.pubsub as pubsub_mod
 import libp2p.pubsub.utils as pubsub_utils
 import pytest
 import trio
+from libp2p.peer.envelope import consume_envelope
 from libp2p.peer.id import ID
+from libp2p.peer.peerstore import issue_and_cache_local_record
+from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import ValidationCache, ValidationResult
-from swapmeet.node.host import P2PHost, topic
+from swapmeet.node.host import P2PHost, open_host, topic
 from swapmeet.node.host.fastpath import BufferedStream, LruValidationCache
 from swapmeet.node.host.gossip import peer_b58
 
-from tests.p2p_helpers import accept_all, wait_line_mesh
+from tests.p2p_helpers import LOOPBACK, accept_all, wait_line_mesh
 from tests.p2p_helpers import line as _line
+from tests.p2p_helpers import seed as p2p_seed
 
 NET = "fastpath"
 T = topic(NET, "listings")
@@ -162,6 +167,69 @@ async def test_s63_a_peers_record_is_verified_once_not_per_rpc(monkeypatch: pyte
     bare = sum(verified.values())
     assert fast < 10, fast
     assert bare >= n, bare
+
+
+async def _reissue_record_seen_by(a: P2PHost, b: P2PHost) -> None:
+    """``a`` re-issues its signed record (as identify does when a's addresses change) and ``b`` gets it
+    (as from identify), after a's pubsub has cached the one before (reads the private ``_host``)."""
+    pubsub_mod.env_to_send_in_RPC(a._host)  # a's pubsub builds and caches its record: seq S1
+    await trio.sleep(0.01)
+    newer = issue_and_cache_local_record(a._host)  # seq S2 > S1, cached by a's peerstore
+    envelope, _ = consume_envelope(newer, "libp2p-peer-record")
+    assert b._host.get_peerstore().consume_peer_record(envelope, 7200)
+
+
+async def test_s53_a_peer_that_reissued_its_record_is_heard_at_once() -> None:
+    """§63: a peer re-issues its record (its addresses changed) and the other learns the new one by
+    identify before the first pubsub RPC arrives: that RPC, the hello with a's subscriptions, must not
+    carry the record before (which the library's receiver drops whole, docs/LIBP2P.md §53)."""
+    async with (
+        open_host(p2p_seed("s63-reissue-a"), LOOPBACK, net=NET) as a,
+        open_host(p2p_seed("s63-reissue-b"), LOOPBACK, net=NET) as b,
+    ):
+        await a.subscribe(T, accept_all)
+        await b.subscribe(T, accept_all)
+        await _reissue_record_seen_by(a, b)
+        await b.connect(a.listen_addrs()[0])
+        with trio.fail_after(10):
+            while a.peer_id not in b.topic_peers(T):
+                await trio.sleep(0.02)
+
+
+async def test_s53_our_rpcs_carry_the_record_identify_sends() -> None:
+    """§53, the sending half: once the peerstore's record is re-issued, our next RPC carries it,
+    though the one before was built less than RECORD_REUSE_S ago."""
+    async with (
+        open_host(p2p_seed("s53-send"), LOOPBACK, net=NET) as a,
+        open_host(p2p_seed("s53-send-b"), LOOPBACK, net=NET) as b,
+    ):
+        await _reissue_record_seen_by(a, b)
+        sent, _ = pubsub_mod.env_to_send_in_RPC(a._host)
+        assert sent == a._host.get_peerstore().get_local_record().marshal_envelope()
+
+
+async def test_s53_an_rpc_whose_record_is_out_of_date_is_processed() -> None:
+    """§53, the receiving half: an RPC whose sender record is valid but older than the one held is
+    processed (the library drops it whole); a record signed by another key, or garbage, is not."""
+    async with (
+        open_host(p2p_seed("s53-recv-a"), LOOPBACK, net=NET) as a,
+        open_host(p2p_seed("s53-recv-b"), LOOPBACK, net=NET) as b,
+    ):
+        older = issue_and_cache_local_record(a._host)
+        await trio.sleep(0.01)
+        await _reissue_record_seen_by(a, b)
+        other = issue_and_cache_local_record(b._host)  # a valid record, but b's
+
+        def rpc(record: bytes) -> rpc_pb2.RPC:
+            return rpc_pb2.RPC(senderRecord=record)
+
+        a_id = a._host.get_id()
+        assert not pubsub_utils.maybe_consume_signed_record(rpc(older), b._host, a_id)  # library fact
+        assert pubsub_mod.maybe_consume_signed_record(rpc(older), b._host, a_id)  # ours (§53)
+        assert not pubsub_mod.maybe_consume_signed_record(rpc(other), b._host, a_id)
+        assert not pubsub_mod.maybe_consume_signed_record(rpc(b"\x0a\x03abc"), b._host, a_id)
+        held = b._host.get_peerstore().get_peer_record(a_id)
+        assert held is not None and held.marshal_envelope() != older  # the older record is not stored
 
 
 # ------------------------------------------------------------ §64 validation cache

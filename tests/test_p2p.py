@@ -25,6 +25,7 @@ from swapmeet.node.host import (
     FrameTooLargeError,
     GossipSettings,
     P2PError,
+    P2PTimeoutError,
     ProtocolNotSupportedError,
     PublishRejectedError,
     StreamClosedError,
@@ -158,6 +159,17 @@ async def test_repeat_offender_is_graylisted() -> None:
         await a.publish(T, b"good, but from a graylisted peer")
         assert await nothing_within(sub_b, 0.5) == []
         assert len(calls) == n_bad
+
+
+async def test_a_mesh_that_does_not_form_is_explained() -> None:
+    """wait_for_mesh's timeout says, for each missing peer, what pubsub and the router hold for it."""
+    async with line(2) as (a, b):
+        await a.subscribe(T, accept_all)  # b never subscribes: a knows it, and b stays out of a's mesh
+        with pytest.raises(P2PTimeoutError) as caught:
+            await a.wait_for_mesh(T, [b.peer_id], timeout=1.5)
+    why = str(caught.value)
+    assert f"missing {b.peer_id}: connections 1 open of 1" in why, why
+    assert "stream on an open connection" in why and "subscribed False" in why and "back-off none" in why, why
 
 
 async def test_own_validator_rejection_is_an_error_not_silence() -> None:

@@ -15,7 +15,9 @@ module changes, each a section of that document:
 - §63 the signed peer record that py-libp2p puts in *every* pubsub RPC is built
   once a second, not once per RPC, and a peer's record is verified when it
   changes, not on every RPC it sends (:func:`_cached_env_to_send`,
-  :func:`_cached_consume_record`);
+  :func:`_cached_consume_record`); and, as §53 asks of both, never older than
+  the record identify sent, and an RPC whose record is merely out of date is
+  read, not dropped;
 - §64 the validation-result cache is an ordered dict (:class:`LruValidationCache`):
   the library's keeps its LRU order in a list and scans it on every message.
 
@@ -39,6 +41,7 @@ from typing import Any
 import libp2p.pubsub.gossipsub as _gossipsub_mod
 import libp2p.pubsub.pubsub as _pubsub_mod
 from libp2p.abc import IHost
+from libp2p.peer.envelope import consume_envelope
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
@@ -143,6 +146,9 @@ class _HostRecords:
     def __init__(self) -> None:
         self.own: tuple[bytes, bool] | None = None
         self.own_at = 0.0
+        # The peerstore's local record when ``own`` was built: identify re-issues it when our
+        # addresses change, and from then on ``own`` is out of date (§53).
+        self.own_source: object = None
         self.peers: OrderedDict[ID, bytes] = OrderedDict()
 
 
@@ -151,33 +157,55 @@ _ORIGINAL: dict[str, Callable[..., Any]] = {}
 
 
 def _cached_env_to_send(host: IHost) -> tuple[bytes, bool]:
-    """``env_to_send_in_RPC`` that rebuilds our signed record at most once per RECORD_REUSE_S (§63)."""
+    """``env_to_send_in_RPC`` rebuilding our record at most once per RECORD_REUSE_S (§63) or when re-issued (§53)."""
     records = _FAST_HOSTS.get(host)
     if records is None:
         return _ORIGINAL["env_to_send_in_RPC"](host)
     now = time.monotonic()
-    if records.own is None or now - records.own_at > RECORD_REUSE_S:
+    local = host.get_peerstore().get_local_record()
+    # Never older than what identify sends: a peer that got our newer record by identify drops
+    # whole any RPC carrying an older one, our hello with its subscriptions included (§53).
+    if records.own is None or now - records.own_at > RECORD_REUSE_S or local is not records.own_source:
         records.own = _ORIGINAL["env_to_send_in_RPC"](host)
+        records.own_source = host.get_peerstore().get_local_record()
         records.own_at = now
         return records.own
     return records.own[0], False
 
 
 def _cached_consume_record(msg: rpc_pb2.RPC, host: IHost, peer_id: ID) -> bool:
-    """``maybe_consume_signed_record`` that verifies a peer's record only when its bytes change (§63)."""
+    """``maybe_consume_signed_record`` verifying a peer's record only when its bytes change (§63); §53 for old ones."""
     records = _FAST_HOSTS.get(host)
     if records is None or not msg.HasField("senderRecord"):
         return bool(_ORIGINAL["maybe_consume_signed_record"](msg, host, peer_id))
     record = msg.senderRecord
     if records.peers.get(peer_id) == record:
         return True
-    ok = bool(_ORIGINAL["maybe_consume_signed_record"](msg, host, peer_id))
+    ok = bool(_ORIGINAL["maybe_consume_signed_record"](msg, host, peer_id)) or _superseded(host, peer_id, record)
     if ok:
         records.peers[peer_id] = record
         records.peers.move_to_end(peer_id)
         while len(records.peers) > RECORD_CACHE_PEERS:
             records.peers.popitem(last=False)
     return ok
+
+
+def _superseded(host: IHost, peer_id: ID, data: bytes) -> bool:
+    """Whether ``data`` is ``peer_id``'s own valid record, only older than the one we hold (§53).
+
+    The library drops a whole RPC whose record it does not store, and it does not store an older
+    one: a record that crossed a newer one in flight (identify on another stream) would cost us
+    the RPC's messages, subscriptions and GRAFTs. Such an RPC is processed; its record is not used.
+    """
+    try:
+        envelope, record = consume_envelope(data, "libp2p-peer-record")  # checks the signature
+        signer = ID.from_pubkey(envelope.public_key)
+    except Exception:  # any malformed envelope: the library's verdict (drop the RPC) stands
+        return False
+    if signer != peer_id or record.peer_id != peer_id:
+        return False  # someone else's record: not an out-of-date one of this peer's
+    held = host.get_peerstore().get_peer_record(peer_id)
+    return held is not None and held.record().seq > record.seq
 
 
 def _hook_record_functions() -> None:

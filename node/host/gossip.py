@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -178,6 +179,34 @@ def drop_stale_stream(pubsub: Any, peer: ID) -> None:
         queue.close()
     pubsub.router.remove_peer(peer)
     pubsub._schedule_peer_stream_retry(peer)  # opens our stream, with our hello, on a connection that remains
+
+
+def mesh_diagnosis(pubsub: Any, topic: str, peer: ID) -> str:
+    """Why ``peer`` may be missing from our mesh for ``topic``: what pubsub and the router hold for it.
+
+    For the error of a mesh that does not form (a test's or a benchmark's wait): the connections,
+    whether we hold a pubsub stream to the peer and on an open connection, whether it told us it
+    subscribes, and any GRAFT back-off or score that keeps it out.
+    """
+    router = pubsub.router
+    conns = pubsub.host.get_network().get_connections(peer)
+    open_conns = [c.muxed_conn for c in conns if not getattr(c.muxed_conn, "is_closed", False)]
+    stream = pubsub.peers.get(peer)
+    if stream is None:
+        stream_state = "none"
+    else:
+        on_open = any(m is getattr(stream, "muxed_conn", None) for m in open_conns)
+        stream_state = "on an open connection" if on_open else "on a closed connection"
+    back_off = router.back_off.get(topic, {}).get(peer)
+    parts = [
+        f"connections {len(open_conns)} open of {len(conns)}",
+        f"stream {stream_state}",
+        f"subscribed {peer in pubsub.peer_topics.get(topic, ())}",
+        f"back-off {'none' if back_off is None else f'{back_off - time.time():+.0f} s'}",
+    ]
+    if router.scorer is not None:
+        parts.append(f"score {router.scorer.score(peer, [topic]):.1f}")
+    return f"{peer}: " + ", ".join(parts)
 
 
 class CountingSend:

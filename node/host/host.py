@@ -75,6 +75,7 @@ from .gossip import (
     Validator,
     content_msg_id,
     drop_stale_stream,
+    mesh_diagnosis,
     peer_b58,
     resend_subscriptions,
 )
@@ -575,8 +576,11 @@ class P2PHost:
                     while len(self._router.mesh.get(topic_id, ())) < min_peers:
                         await trio.sleep(0.01)
         except trio.TooSlowError as exc:
+            missing = [p for p in wanted if p not in self._router.mesh.get(topic_id, ())]
+            why = "; ".join(mesh_diagnosis(self._pubsub, topic_id, p) for p in missing)
             raise P2PTimeoutError(
                 f"mesh for {topic_id} not ready after {timeout} s (have {self.mesh_peers(topic_id)})"
+                + (f"; missing {why}" if why else "")
             ) from exc
 
     def dht_peers(self) -> list[str]:

@@ -22,6 +22,9 @@ _NOISY_LOGGERS = (
     "libp2p.protocol_muxer",
     "libp2p.pubsub.pubsub",
     "libp2p.pubsub.gossipsub",
+    # "Failed to update the Certified-Addr-Book" at ERROR for every RPC whose sender record it
+    # does not store: an out-of-date one is routine, a bad one is a peer's to send at will (§53).
+    "libp2p.pubsub.utils",
     "libp2p.stream_muxer",
     "libp2p.identity",
     "libp2p.discovery",
