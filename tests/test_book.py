@@ -1,17 +1,14 @@
 """The offer book (node/book.py): add semantics, search, offers, expiry, restarts, hostile queries.
 
 Every object is built with the protocol builders, so it went through the trust
-boundary exactly as one from the network would. Run with ``-s`` to see the
-throughput and latency figures of the 10k-listing measurement.
+boundary exactly as one from the network would. Throughput and latency figures
+are measured by ``python bench/book.py``, not here.
 """
 
 from __future__ import annotations
 
-import random
 import sqlite3
-import statistics
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -516,152 +513,6 @@ def test_fts_query_quotes_every_term() -> None:
     assert fts_query("bike OR trailer hitch") == '("bike"*) OR ("trailer"* "hitch"*)'
     assert fts_query("OR") is None
     assert fts_query("x " * 100).count('"x"*') == 16  # bounded number of terms
-
-
-# ---------------------------------------------------------------------- measurement (printed, not asserted)
-
-WORDS = [
-    "bike",
-    "trailer",
-    "drill",
-    "ladder",
-    "sofa",
-    "table",
-    "chair",
-    "lamp",
-    "desk",
-    "kayak",
-    "canoe",
-    "tent",
-    "stove",
-    "kettle",
-    "guitar",
-    "piano",
-    "violin",
-    "lesson",
-    "repair",
-    "cleaning",
-    "moving",
-    "garden",
-    "hose",
-    "mower",
-    "saw",
-    "hammer",
-    "wrench",
-    "camera",
-    "lens",
-    "tripod",
-    "laptop",
-    "monitor",
-    "keyboard",
-    "phone",
-    "charger",
-    "book",
-    "novel",
-    "textbook",
-    "jacket",
-    "boots",
-    "scarf",
-    "bread",
-    "cake",
-    "apples",
-    "pears",
-    "honey",
-    "eggs",
-    "firewood",
-    "compost",
-    "seeds",
-    "plants",
-    "bucket",
-    "paint",
-    "brush",
-    "roller",
-    "cargo",
-    "van",
-    "car",
-    "room",
-    "night",
-    "parking",
-]
-CATEGORIES = ["tools", "tools/garden", "tools/power", "home/furniture", "sports/bikes", "food", "services/lessons", ""]
-TYPES = ["goods", "goods", "goods", "service", "loan", "task"]
-
-
-def _random_listing(rng: random.Random, i: int) -> Listing:
-    who = Identity(bytes([1 + i % 50]) * 32)
-    words = rng.sample(WORDS, 6)
-    kind = rng.choice(TYPES)
-    return build.make_listing(
-        who,
-        title=f"{words[0]} {words[1]} number {i}",
-        desc=" ".join(rng.choices(WORDS, k=20)),
-        tags=sorted(set(rng.sample(WORDS, 3))),
-        category=rng.choice(CATEGORIES),
-        type=kind,
-        have=[item(f"{rng.randint(1, 9)} x {words[2]}")],
-        want=[item(f"{rng.randint(1, 9)} x {words[3]}")],
-        due=T + 30 * DAY if kind == "loan" else None,
-        created=T + i,
-        expires=T + 30 * DAY,
-        series=i.to_bytes(16, "big"),
-    )
-
-
-@pytest.mark.slow
-def test_measure_10k_add_throughput_and_search_latency(tmp_path: Path) -> None:
-    rng = random.Random(4)
-    t0 = time.perf_counter()
-    listings = [_random_listing(rng, i) for i in range(10_000)]
-    build_s = time.perf_counter() - t0
-
-    with OfferBook(tmp_path / "one.sqlite") as book:
-        t0 = time.perf_counter()
-        for x in listings:
-            book.add(x)
-        add_s = time.perf_counter() - t0
-        assert book.stats().listings == 10_000
-    with OfferBook(tmp_path / "batch.sqlite") as book:
-        t0 = time.perf_counter()
-        for start in range(0, len(listings), 100):
-            book.add_many(listings[start : start + 100])
-        batch_s = time.perf_counter() - t0
-
-    print(f"\n[book] built+signed 10k listings in {build_s:.1f} s (test setup, not the book)")
-    print(f"[book] add one at a time: {10_000 / add_s:,.0f} listings/s ({add_s * 1e6 / 10_000:.0f} us each)")
-    print(f"[book] add_many by 100:  {10_000 / batch_s:,.0f} listings/s")
-
-    # A fresh book on the same file: cold decode cache, as after a restart.
-    with OfferBook(tmp_path / "one.sqlite") as book:
-        cases = {
-            "text, common term": {"query": "bike"},
-            "text, two terms": {"query": "garden mower"},
-            "text, rare (title number)": {"query": "number 4321"},
-            "text + kind + category": {"query": "lamp", "kind": "goods", "category": "home"},
-            "no text, category prefix": {"category": "tools"},
-            "no text, wants": {"wants": "apples"},
-            "no text, author": {"author": Identity(b"\x07" * 32).public_key},
-            "hostile text": {"query": 'NEAR( "bike * AND OR'},
-        }
-        for label, kw in cases.items():
-            cold = _timed(lambda kw=kw: book.search(**kw, now=T))
-            warm = [_timed(lambda kw=kw: book.search(**kw, now=T)) for _ in range(20)]
-            n = len(book.search(**kw, now=T))
-            print(
-                f"[book] search {label:28s} {n:3d} hits  cold {cold * 1e3:6.2f} ms"
-                f"  warm p50 {statistics.median(warm) * 1e3:6.2f} ms  max {max(warm) * 1e3:6.2f} ms"
-            )
-        t0 = time.perf_counter()
-        items = book.ids_with_times()
-        print(f"[book] ids_with_times over {len(items)}: {(time.perf_counter() - t0) * 1e3:.1f} ms")
-        t0 = time.perf_counter()
-        pruned = book.prune(T + 30 * DAY)
-        print(f"[book] prune of {pruned}: {(time.perf_counter() - t0) * 1e3:.0f} ms")
-
-
-def _timed(fn) -> float:  # type: ignore[no-untyped-def]
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def test_live_listings_for_matching_are_current_unexpired_in_id_order_and_bounded(book: OfferBook) -> None:
