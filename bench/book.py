@@ -131,6 +131,7 @@ def raw_open(path: Path, *, fts: bool) -> sqlite3.Connection:
     db.execute("CREATE TABLE IF NOT EXISTS raw (n INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, raw BLOB NOT NULL)")
     if fts:
         db.execute(
+            # the tokenizer and prefix indexes of node/book.py's listings_fts
             f"CREATE VIRTUAL TABLE IF NOT EXISTS raw_fts USING fts5 ({_FTS_TEXT},"
             " tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3')"
         )
@@ -274,8 +275,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="under 60 s on 2 cores: 2,000 listings, 20 repeats")
     parser.add_argument("--listings", type=int, default=0, help="listings in the book (default 10,000, 2,000 quick)")
     parser.add_argument("--keep", action="store_true", help="keep the book files (their path is printed)")
-    args = parser.parse_args()
-    return run_bench(args, run, report, prefix="swapmeet-book-bench-", started=T0, say=say)
+    return run_bench(parser.parse_args(), run, report, prefix="swapmeet-book-bench-", started=T0, say=say)
 
 
 if __name__ == "__main__":
