@@ -100,3 +100,26 @@ async def test_s48_a_peer_back_before_its_old_connection_closed_gets_our_subscri
                 await trio.sleep(0.5)
             await again.wait_for_mesh(settle, [a.peer_id], timeout=10)
             assert again.mesh_peers(settle) == [a.peer_id]
+
+
+async def test_s46_a_peer_keeps_its_subscriptions_when_one_of_its_streams_ends() -> None:
+    """One of b's pubsub streams ends while b stays connected (an overlapping reconnect, a retired
+    relayed connection): the library forgets b's subscriptions, which b sends only in the hello of a
+    stream it opens, so a would never send b a topic message again. We keep them while b is
+    connected, and a's mesh with b forms again (docs/LIBP2P.md §46). Calls pubsub's dead-stream
+    handling directly (private ``_pubsub``): no public API ends one stream of a peer."""
+    settle = topic(NET, "settle")
+    for label, ours in (("s46-library", False), ("s46-ours", True)):
+        async with line(2, NET, label, gossip_topics=["settle"], liveness=None) as (a, b):
+            for host in (a, b):
+                await host.subscribe(settle, accept_all)
+            await a.wait_for_mesh(settle, [b.peer_id], timeout=10)
+            (b_id,) = a._pubsub.peers
+            if not ours:  # the library fact, on the class's own method: every subscription forgotten
+                type(a._pubsub)._handle_dead_peer(a._pubsub, b_id)
+                assert b.peer_id not in a.topic_peers(settle)
+                continue
+            a._pubsub._handle_dead_peer(b_id)  # ours: the subscriptions stay, and the mesh forms again
+            assert b.peer_id in a.topic_peers(settle)
+            await a.wait_for_mesh(settle, [b.peer_id], timeout=10)
+            assert a.mesh_peers(settle) == [b.peer_id]

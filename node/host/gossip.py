@@ -155,6 +155,32 @@ def resend_subscriptions(pubsub: Any, peer: ID) -> bool:
     return bool(queue.push(pubsub.get_hello_packet(), priority=True))
 
 
+def keep_subscriptions_while_connected(pubsub: Any) -> None:
+    """Make pubsub keep a peer's subscriptions when one of its streams ends while the peer stays
+    connected (docs/LIBP2P.md §46); once per pubsub, before it runs.
+
+    The library's dead-stream handling forgets every subscription of the peer, and the peer sends
+    them only in the hello of a stream *it* opens. When its old stream ends after the hello of a
+    new one (an overlapping reconnect, a retired relayed connection), we would never send it a
+    topic message again. A peer's subscriptions change by its subscription messages, not because
+    one of its streams ended; when its last connection is gone, they are forgotten as before.
+    """
+    forget = pubsub._handle_dead_peer
+
+    def handle_dead_peer(peer_id: ID) -> None:
+        topics = [t for t, peers in pubsub.peer_topics.items() if peer_id in peers]
+        count = pubsub._peer_subscription_count.get(peer_id)
+        forget(peer_id)
+        if not topics or not pubsub._peer_is_connected(peer_id):
+            return
+        for topic in topics:
+            pubsub.peer_topics.setdefault(topic, set()).add(peer_id)
+        if count is not None:
+            pubsub._peer_subscription_count[peer_id] = count
+
+    pubsub._handle_dead_peer = handle_dead_peer
+
+
 def drop_stale_stream(pubsub: Any, peer: ID) -> None:
     """Forget pubsub's stream to ``peer`` if the connection it ran on is closed while another is open
     (docs/LIBP2P.md §48); called on every connection opened or closed.

@@ -75,6 +75,7 @@ from .gossip import (
     Validator,
     content_msg_id,
     drop_stale_stream,
+    keep_subscriptions_while_connected,
     mesh_diagnosis,
     peer_b58,
     resend_subscriptions,
@@ -926,6 +927,7 @@ def _new_pubsub(
         allowed_topics=allowed,
     )
     pubsub.peer_queues = RoomyQueues(settings.outbound_queue_size)
+    keep_subscriptions_while_connected(pubsub)  # docs/LIBP2P.md §46
     return pubsub
 
 
