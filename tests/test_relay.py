@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 from swapmeet.node.host import FramedStream, P2PError, P2PHost, open_host, protocol_id
-from swapmeet.node.host.relay import RelayLimits
+from swapmeet.node.host.relay import HOP, RelayLimits
 
 from tests.p2p_helpers import LOOPBACK, seed
 
@@ -151,6 +151,31 @@ async def test_when_a_relay_goes_away_the_peers_move_to_another_and_still_reach_
                     assert await s.receive() == b"still trading"
                 assert [c["relayed"] for c in a.connections(b.peer_id)] == [True]
                 assert r2.relay_status()["circuits_relayed"] == 1
+
+
+async def test_a_relay_that_failed_a_reservation_is_asked_again_once_back_on_a_new_connection() -> None:
+    # The NAT lab's flake (test_reach_lab.py, three relays): a home asked a stalled relay for a
+    # reservation just as liveness closed its silent connection; the failure kept that relay out for
+    # 60 s, so after it came back (redialled) the home held no reservation on it for the rest of the test.
+    asked: list[str] = []
+
+    async def fail(stream: object) -> None:  # a relay that fails every reservation, as a stalled one does
+        asked.append(str(stream.muxed_conn.peer_id))  # type: ignore[attr-defined]
+        await stream.reset()  # type: ignore[attr-defined]
+
+    with trio.fail_after(LIMIT_S):
+        async with open_host(seed("relay"), LOOPBACK, net=NET) as r:
+            r._host.set_stream_handler(HOP, fail)
+            boot = [r.listen_addrs()[0]]
+            async with open_host(seed("home-a"), (), net=NET, bootstrap=boot, relay_service=False) as a:
+                await wait_for(lambda: asked, "A's request for a reservation")
+                r.relay_service.start()  # it answers again, on the connection it failed A on
+                await trio.sleep(1.5)  # A looks every second: that connection is passed over for a while
+                assert a.relay_status()["reservations"] == [] and asked == [a.peer_id]
+                # What liveness does to a silent connection, then its redial: a new connection.
+                await a.disconnect(r.peer_id)
+                await a.connect(boot[0])
+                await wait_for(lambda: a.relay_status()["reservations"] == [r.peer_id], "a reservation on R", 5.0)
 
 
 async def test_hole_punching_gives_up_and_says_so_and_answers_only_relayed_sessions(
