@@ -68,6 +68,26 @@ async def test_a_peer_behind_a_relay_is_reached_through_it() -> None:
             assert r.relay_status()["circuits_relayed"] == 1 and r.relay_status()["bytes_relayed"] > 0
 
 
+async def test_two_streams_opened_at_once_to_a_peer_behind_a_relay_share_one_circuit() -> None:
+    # The NAT lab's flake (test_reach_lab.py): a trade's stream and the DHT's discovery both found no
+    # connection to the other home and each dialled it through the relay: two circuits, two connections.
+    with trio.fail_after(LIMIT_S):
+        async with relay_and_two() as (r, a, b):
+            echoed: list[bytes] = []
+
+            async def echo_once(text: bytes) -> None:
+                async with await a.open_stream(b.peer_id, ECHO) as s:
+                    await s.send(text)
+                    echoed.append(await s.receive())
+
+            async with trio.open_nursery() as nursery:
+                for text in (b"one", b"two", b"three"):
+                    nursery.start_soon(echo_once, text)
+            assert sorted(echoed) == [b"one", b"three", b"two"]
+            assert [c["relayed"] for c in a.connections(b.peer_id)] == [True]
+            assert r.relay_status()["circuits_relayed"] == 1
+
+
 async def test_reservation_after_reservation_hits_the_per_peer_cap() -> None:
     limits = RelayLimits(reserve_per_minute=4)
     with trio.fail_after(LIMIT_S):
