@@ -4,7 +4,9 @@ A relay host R; peers A and B connect only to R and are never told each other's 
 the only way from A to B is a circuit through R (docs/LIBP2P.md §40). Then R's caps under
 abuse: reservation after reservation from one peer, bytes pushed through a circuit without
 end, more circuits than one peer may hold; R keeps serving the others. And failover: a relay
-goes away, and the peers move to another and still reach each other.
+goes away, and the peers move to another and still reach each other; a relay that failed a
+reservation is asked again once it is back on a new connection. Streams opened at once to a
+peer behind a relay share one circuit.
 """
 
 from __future__ import annotations
