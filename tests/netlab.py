@@ -163,6 +163,7 @@ class Lab:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("SWAPMEET_")}
         self._env = {**inherited, "PYTHONUNBUFFERED": "1"}
         self._closed = False
+        self._tails_shown = False  # a timed-out wait put every node's log tail in its error
 
     # ----------------------------------------------------------------- topology
 
@@ -443,6 +444,7 @@ class Lab:
                 break
             time.sleep(interval)
         tails = "\n".join(self.log_tail(n) for n in self.nodes.values())
+        self._tails_shown = True
         raise LabError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r:.300})\n{tails}")
 
     def log_text(self, node: LabNode) -> str:
@@ -490,6 +492,10 @@ class Lab:
                         os.kill(int(pid), signal.SIGKILL)
                 run_command(["ip", "netns", "del", ns], check=False)
             self.namespaces.clear()
+            if failed and not self._tails_shown:
+                # A failed assertion names no log: the tails, for where the test's output is all there is (CI).
+                tails = [self.log_tail(n) for n in self.nodes.values()]
+                print("\n".join(["netlab: the last lines of every node's log", *tails]), file=sys.stderr)
             if self._own_dir:
                 if failed:
                     print(f"netlab: kept the homes and logs in {self.base_dir}", file=sys.stderr)

@@ -4,7 +4,9 @@ A relay host R; peers A and B connect only to R and are never told each other's 
 the only way from A to B is a circuit through R (docs/LIBP2P.md §40). Then R's caps under
 abuse: reservation after reservation from one peer, bytes pushed through a circuit without
 end, more circuits than one peer may hold; R keeps serving the others. And failover: a relay
-goes away, and the peers move to another and still reach each other.
+goes away, and the peers move to another and still reach each other; a relay that failed a
+reservation is asked again once it is back on a new connection. Streams opened at once to a
+peer behind a relay share one circuit.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 from swapmeet.node.host import FramedStream, P2PError, P2PHost, open_host, protocol_id
-from swapmeet.node.host.relay import RelayLimits
+from swapmeet.node.host.relay import HOP, RelayLimits
 
 from tests.p2p_helpers import LOOPBACK, seed
 
@@ -66,6 +68,26 @@ async def test_a_peer_behind_a_relay_is_reached_through_it() -> None:
             assert conn["relayed"] is True and f"/p2p/{r.peer_id}/p2p-circuit" in conn["addr"]
             assert [c["relayed"] for c in a.connections(r.peer_id)] == [False]
             assert r.relay_status()["circuits_relayed"] == 1 and r.relay_status()["bytes_relayed"] > 0
+
+
+async def test_two_streams_opened_at_once_to_a_peer_behind_a_relay_share_one_circuit() -> None:
+    # The NAT lab's flake (test_reach_lab.py): a trade's stream and the DHT's discovery both found no
+    # connection to the other home and each dialled it through the relay: two circuits, two connections.
+    with trio.fail_after(LIMIT_S):
+        async with relay_and_two() as (r, a, b):
+            echoed: list[bytes] = []
+
+            async def echo_once(text: bytes) -> None:
+                async with await a.open_stream(b.peer_id, ECHO) as s:
+                    await s.send(text)
+                    echoed.append(await s.receive())
+
+            async with trio.open_nursery() as nursery:
+                for text in (b"one", b"two", b"three"):
+                    nursery.start_soon(echo_once, text)
+            assert sorted(echoed) == [b"one", b"three", b"two"]
+            assert [c["relayed"] for c in a.connections(b.peer_id)] == [True]
+            assert r.relay_status()["circuits_relayed"] == 1
 
 
 async def test_reservation_after_reservation_hits_the_per_peer_cap() -> None:
@@ -151,6 +173,31 @@ async def test_when_a_relay_goes_away_the_peers_move_to_another_and_still_reach_
                     assert await s.receive() == b"still trading"
                 assert [c["relayed"] for c in a.connections(b.peer_id)] == [True]
                 assert r2.relay_status()["circuits_relayed"] == 1
+
+
+async def test_a_relay_that_failed_a_reservation_is_asked_again_once_back_on_a_new_connection() -> None:
+    # The NAT lab's flake (test_reach_lab.py, three relays): a home asked a stalled relay for a
+    # reservation just as liveness closed its silent connection; the failure kept that relay out for
+    # 60 s, so after it came back (redialled) the home held no reservation on it for the rest of the test.
+    asked: list[str] = []
+
+    async def fail(stream: object) -> None:  # a relay that fails every reservation, as a stalled one does
+        asked.append(str(stream.muxed_conn.peer_id))  # type: ignore[attr-defined]
+        await stream.reset()  # type: ignore[attr-defined]
+
+    with trio.fail_after(LIMIT_S):
+        async with open_host(seed("relay"), LOOPBACK, net=NET) as r:
+            r._host.set_stream_handler(HOP, fail)
+            boot = [r.listen_addrs()[0]]
+            async with open_host(seed("home-a"), (), net=NET, bootstrap=boot, relay_service=False) as a:
+                await wait_for(lambda: asked, "A's request for a reservation")
+                r.relay_service.start()  # it answers again, on the connection it failed A on
+                await trio.sleep(1.5)  # A looks every second: that connection is passed over for a while
+                assert a.relay_status()["reservations"] == [] and asked == [a.peer_id]
+                # What liveness does to a silent connection, then its redial: a new connection.
+                await a.disconnect(r.peer_id)
+                await a.connect(boot[0])
+                await wait_for(lambda: a.relay_status()["reservations"] == [r.peer_id], "a reservation on R", 5.0)
 
 
 async def test_hole_punching_gives_up_and_says_so_and_answers_only_relayed_sessions(

@@ -190,6 +190,7 @@ class P2PHost:
         self._reach: Reachability | None = None
         self._foreign: dict[ID, float] = {}  # peer -> trio time until which we do not dial it
         self._vetting: set[ID] = set()
+        self._relay_dials: dict[ID, trio.Event] = {}  # peer -> set when our dial through a relay to it ends
         #: Where the node's refusals of peer input are logged (rate-limited per peer).
         self.refusals = refusals
         self._allowed_topics = allowed_topics
@@ -423,18 +424,33 @@ class P2PHost:
         return [r for r in out if r != peer and r != self._my_id and not (r in seen or seen.add(r))]  # type: ignore[func-returns-value]
 
     async def _dial_relayed(self, peer: ID, relays: list[ID] | None = None) -> None:
-        """Connect to ``peer`` through one of at most three relays; DialError if none brings us there."""
-        errors = []
-        for relay in (relays if relays is not None else self._relays_for(peer))[:_MAX_RELAY_TRIES]:
-            if not self._host.get_network().get_connections(relay):
-                continue
-            try:
-                await self.relay_client.dial(relay, peer)
-            except (BaseLibp2pError, OSError, ConnectionError, trio.TooSlowError, Exception) as exc:
-                errors.append(f"via {relay.to_base58()[-8:]}: {exc}")
-                continue
-            log.info("connected to %s through relay %s", peer, relay)
+        """Connect to ``peer`` through one of at most three relays; DialError if none brings us there.
+
+        One such dial per peer at a time: callers that find none open (a trade's stream, the DHT's
+        discovery, a redial) would each open a circuit, and the peer would hold two connections
+        through the relay, each counted against the relay's per-peer circuit cap. A caller that
+        finds a dial under way waits for it and dials only if it brought no connection.
+        """
+        while (under_way := self._relay_dials.get(peer)) is not None:
+            await under_way.wait()
+        if self._host.get_network().get_connections(peer):
             return
+        self._relay_dials[peer] = done = trio.Event()
+        errors = []
+        try:
+            for relay in (relays if relays is not None else self._relays_for(peer))[:_MAX_RELAY_TRIES]:
+                if not self._host.get_network().get_connections(relay):
+                    continue
+                try:
+                    await self.relay_client.dial(relay, peer)
+                except (BaseLibp2pError, OSError, ConnectionError, trio.TooSlowError, Exception) as exc:
+                    errors.append(f"via {relay.to_base58()[-8:]}: {exc}")
+                    continue
+                log.info("connected to %s through relay %s", peer, relay)
+                return
+        finally:
+            del self._relay_dials[peer]
+            done.set()
         raise DialError(f"cannot reach {peer} through a relay ({'; '.join(errors) or 'no relay known'})")
 
     async def wait_connections_changed(self, timeout: float) -> None:

@@ -322,6 +322,15 @@ def is_relayed_stream(stream: INetStream) -> bool:
 
 
 @dataclass(slots=True)
+class Refused:
+    """A relay that failed or refused a reservation: not asked again before ``until`` (``time.monotonic()``)
+    while one of ``conns``, the connections it failed on, is still open."""
+
+    until: float
+    conns: list[INetConn]
+
+
+@dataclass(slots=True)
 class Held:
     """One reservation we hold on a relay."""
 
@@ -336,7 +345,7 @@ class RelayClient:
         self._host = host
         self.want = want
         self.held: dict[ID, Held] = {}
-        self._failed: dict[ID, float] = {}  # relay -> monotonic time before which we do not ask it again
+        self._failed: dict[ID, Refused] = {}  # relays not to ask again for a while
         self.enabled = True
 
     # ------------------------------------------------------------- reservations
@@ -382,14 +391,31 @@ class RelayClient:
             log.info("reserved a slot on relay %s (%s)", relay, ", ".join(addrs) or "no addresses")
         return True
 
+    def _refused(self, relay: ID, seconds: float, conns: list[INetConn]) -> None:
+        """Do not ask ``relay`` again for ``seconds`` on ``conns`` (its connections when it failed us)."""
+        self._failed[relay] = Refused(until=time.monotonic() + seconds, conns=conns)
+
+    def _may_ask(self, relay: ID) -> bool:
+        """Whether ``relay`` may be asked for a reservation: not refused lately on a connection still open.
+
+        The pause belongs to the connections the relay failed us on. A relay that stalled fails
+        the reservation we ask while liveness has not yet closed its silent connection (or
+        while it closes it); once it is back on a new connection (the redial, docs/LIBP2P.md
+        §65) it is asked at once, as a relay we held a reservation on is.
+        """
+        refused = self._failed.get(relay)
+        if refused is None:
+            return True
+        if refused.until <= time.monotonic():
+            del self._failed[relay]
+            return True
+        open_now = self._host.get_network().get_connections(relay)
+        return not any(conn is old for conn in open_now for old in refused.conns)
+
     def _candidates(self) -> list[ID]:
         """Connected peers, over direct connections, that offer HOP."""
-        now = time.monotonic()
-        return [
-            peer
-            for peer in direct_peers_speaking(self._host, HOP)
-            if peer not in self.held and self._failed.get(peer, 0.0) <= now
-        ]
+        offered = direct_peers_speaking(self._host, HOP)
+        return [peer for peer in offered if peer not in self.held and self._may_ask(peer)]
 
     async def keep(self, interval: float, on_change: Callable[[], None], needed: Callable[[], bool]) -> None:
         """Hold reservations on ``want`` relays while ``needed()``: refresh them, replace the ones whose relay
@@ -403,22 +429,25 @@ class RelayClient:
                 held = self.held[relay]
                 # No connection: the relay went away, or liveness closed a connection that went silent
                 # (a stalled relay, docs/LIBP2P.md §65). It may be asked again as soon as it is back.
-                disconnected = not network.get_connections(relay)
-                gone = disconnected or held.expire <= now
+                conns = list(network.get_connections(relay))
+                gone = not conns or held.expire <= now
                 if not gone and held.expire - now < max(60.0, 3 * interval):
                     gone = not await self.reserve(relay)
                 if gone or not self.enabled:
                     del self.held[relay]
-                    if not disconnected:
-                        self._failed[relay] = time.monotonic() + 30.0
+                    if conns:
+                        self._refused(relay, 30.0, conns)
                     log.info("dropped the reservation on relay %s", relay)
                     changed = True
             if self.enabled:
                 for relay in self._candidates()[: max(0, self.want - len(self.held))]:
+                    conns = list(network.get_connections(relay))  # before asking: it may go while we wait
                     if await self.reserve(relay):
                         changed = True
                     else:
-                        self._failed[relay] = time.monotonic() + 60.0
+                        self._refused(relay, 60.0, conns)
+            for relay in [r for r, refused in self._failed.items() if refused.until <= time.monotonic()]:
+                del self._failed[relay]  # and with it the connections it held on to
             if changed:
                 on_change()
             # Look again within a second: a new peer may offer a relay, a relay may have gone, or
