@@ -15,6 +15,8 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 from swapmeet.protocol import gossip
 
+from .liveness import open_connections
+
 if TYPE_CHECKING:
     from .host import P2PHost
 
@@ -195,16 +197,18 @@ def drop_stale_stream(pubsub: Any, peer: ID) -> None:
     stream = pubsub.peers.get(peer)
     if stream is None:
         return
-    conns = pubsub.host.get_network().get_connections(peer)
-    live = [c.muxed_conn for c in conns if not getattr(c.muxed_conn, "is_closed", False)]
-    if not live or any(m is getattr(stream, "muxed_conn", None) for m in live):
+    live = open_connections(pubsub.host.get_network(), peer)
+    if not live or _runs_on(stream, live):
         return  # its connection is open, or the peer has none left (the library's own clean-up)
-    del pubsub.peers[peer]
-    queue = pubsub.peer_queues.pop(peer, None)
-    if queue is not None:
-        queue.close()
-    pubsub.router.remove_peer(peer)
-    pubsub._schedule_peer_stream_retry(peer)  # opens our stream, with our hello, on a connection that remains
+    # The library's clean-up of a dead stream: the stream, its queue and the router's state go, the
+    # peer's subscriptions stay (keep_subscriptions_while_connected), and our stream is opened again,
+    # with our hello, on a connection that remains.
+    pubsub._handle_dead_peer(peer)
+
+
+def _runs_on(stream: Any, conns: list[Any]) -> bool:
+    """Whether ``stream`` runs on one of the connections ``conns``."""
+    return any(c.muxed_conn is getattr(stream, "muxed_conn", None) for c in conns)
 
 
 def mesh_diagnosis(pubsub: Any, topic: str, peer: ID) -> str:
@@ -216,13 +220,12 @@ def mesh_diagnosis(pubsub: Any, topic: str, peer: ID) -> str:
     """
     router = pubsub.router
     conns = pubsub.host.get_network().get_connections(peer)
-    open_conns = [c.muxed_conn for c in conns if not getattr(c.muxed_conn, "is_closed", False)]
+    open_conns = open_connections(pubsub.host.get_network(), peer)
     stream = pubsub.peers.get(peer)
     if stream is None:
         stream_state = "none"
     else:
-        on_open = any(m is getattr(stream, "muxed_conn", None) for m in open_conns)
-        stream_state = "on an open connection" if on_open else "on a closed connection"
+        stream_state = "on an open connection" if _runs_on(stream, open_conns) else "on a closed connection"
     back_off = router.back_off.get(topic, {}).get(peer)
     parts = [
         f"connections {len(open_conns)} open of {len(conns)}",

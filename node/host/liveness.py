@@ -70,6 +70,11 @@ def _socket_of(conn: INetConn) -> Any | None:
     return getattr(layer, "socket", None)
 
 
+def open_connections(network: Any, peer: ID) -> list[INetConn]:
+    """The peer's connections that are not closed (the swarm may still list one being torn down)."""
+    return [c for c in network.get_connections(peer) if not getattr(c.muxed_conn, "is_closed", False)]
+
+
 def hard_close(conn: INetConn) -> bool:
     """Shut the connection's socket down now; its readers see the end at once and the library tears it down.
 
@@ -143,8 +148,7 @@ class Liveness:
     def _connections_under(self, pid: ID, stream: Any) -> list[INetConn]:
         """The open connections a failed ping condemns: the one its stream ran on, or, when the stream
         could not even be opened, every connection of the peer."""
-        conns = self.host.get_network().get_connections(pid)
-        open_conns = [c for c in conns if not getattr(c.muxed_conn, "is_closed", False)]
+        open_conns = open_connections(self.host.get_network(), pid)
         if stream is None:
             return open_conns
         return [c for c in open_conns if c.muxed_conn is stream.muxed_conn]
