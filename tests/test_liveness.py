@@ -60,7 +60,8 @@ async def test_s65_a_peer_back_on_a_new_connection_keeps_it() -> None:
     connection fails, and a must not take that for silence of the new, healthy connection.
 
     Before the fix a closed every connection of the peer, the new one included, and the pubsub
-    mesh with the returning peer was torn down (the test_dishonest flake)."""
+    mesh with the returning peer was torn down (first suspected in the test_dishonest flake, whose
+    cause turned out to be docs/LIBP2P.md §53)."""
     # Pings 2.4-3 s apart: b leaves right after the first one and is back long before the second.
     slow = LivenessSettings(interval=3.0, deadline=1.0, redial_max_backoff=0.5, dial_timeout=2.0)
     settle = topic(NET, "settle")
@@ -86,7 +87,7 @@ async def test_s48_a_peer_back_before_its_old_connection_closed_gets_our_subscri
     """b's second self connects while its first connection is still open, then the first closes:
     a must send its hello on the new connection (docs/LIBP2P.md §48). Before the fix a kept its
     pubsub stream on the closed connection, never told the new b its subscriptions, and b's mesh
-    stayed empty (the test_dishonest flake's second cause)."""
+    stayed empty (the second suspect in the test_dishonest flake; its cause was §53)."""
     settle = topic(NET, "settle")
     async with open_host(seed("s48-a"), LOOPBACK, net=NET, gossip_topics=["settle"], liveness=None) as a:
         await a.subscribe(settle, accept_all)
