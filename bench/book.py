@@ -187,6 +187,18 @@ def measure_adds(tmp: Path, listings: list[Listing]) -> dict[str, Any]:
     return f
 
 
+def latencies(search: Callable[[], list[Any]], repeats: int) -> dict[str, Any]:
+    """One search case: its hits, the first run (cold) and the p50 and max of ``repeats`` more (warm)."""
+    cold = timed(search)
+    warm = [timed(search) for _ in range(repeats)]
+    return {
+        "hits": len(search()),
+        "cold_ms": round(cold * 1e3, 3),
+        "warm_p50_ms": round(pct(warm, 50) * 1e3, 3),
+        "warm_max_ms": round(max(warm) * 1e3, 3),
+    }
+
+
 def measure_searches(tmp: Path, n: int, repeats: int) -> dict[str, Any]:
     """Every case on a freshly opened book (cold, then warm), and the text-only ones on raw FTS5."""
     out: dict[str, Any] = {}
@@ -195,26 +207,12 @@ def measure_searches(tmp: Path, n: int, repeats: int) -> dict[str, Any]:
     try:
         with OfferBook(tmp / "one.sqlite") as book:  # a fresh book: cold decode cache, as after a restart
             for name, kw in search_cases(n):
-                cold = timed(lambda kw=kw: book.search(**kw, now=NOW))
-                warm = [timed(lambda kw=kw: book.search(**kw, now=NOW)) for _ in range(repeats)]
-                case = {
-                    "hits": len(book.search(**kw, now=NOW)),
-                    "cold_ms": round(cold * 1e3, 3),
-                    "warm_p50_ms": round(pct(warm, 50) * 1e3, 3),
-                    "warm_max_ms": round(max(warm) * 1e3, 3),
-                }
+                case = latencies(lambda kw=kw: book.search(**kw, now=NOW), repeats)
                 match = fts_query(kw["query"]) if set(kw) == {"query"} else None
                 if match is not None:
-                    raw_cold = timed(lambda match=match: raw_search(raw, match))
-                    raw_warm = [timed(lambda match=match: raw_search(raw, match)) for _ in range(repeats)]
-                    case["raw"] = {
-                        "hits": len(raw_search(raw, match)),
-                        "cold_ms": round(raw_cold * 1e3, 3),
-                        "warm_p50_ms": round(pct(raw_warm, 50) * 1e3, 3),
-                        "warm_max_ms": round(max(raw_warm) * 1e3, 3),
-                    }
-                    case["ratio_cold"] = round(cold / raw_cold, 2)
-                    case["ratio_warm"] = round(pct(warm, 50) / pct(raw_warm, 50), 2)
+                    case["raw"] = base = latencies(lambda match=match: raw_search(raw, match), repeats)
+                    case["ratio_cold"] = round(case["cold_ms"] / base["cold_ms"], 2)
+                    case["ratio_warm"] = round(case["warm_p50_ms"] / base["warm_p50_ms"], 2)
                 out[name] = case
     finally:
         raw.close()
