@@ -10,7 +10,7 @@ Measured on the relay:
   for 4 s just before the traffic), in a first pass without a profiler, for the
   library as another developer would use it (``bare``) and
   with our host fast path (``fast``: ``open_host(fastpath=True)``,
-  docs/LIBP2P.md §60-§64), the two passes alternating so both see the same load;
+  docs/LIBP2P.md §60-§64, §66, §67), the two passes alternating so both see the same load;
 - with ``--profile``, one more pass of each under cProfile: each function's own
   time (``tottime``) is put in one hop (:data:`HOPS`, by the module or function
   it belongs to) and the shares are printed, per message.

@@ -52,7 +52,15 @@ dialling node 0 and up to two random earlier nodes, and measures:
   again at the end.
 
 Baseline, measured in the same run with the same number of processes, the
-same dial graph and the same payload size (one bench listing in a batch):
+same connections and the same payload size (one bench listing in a batch).
+The nodes dial node 0 and up to two earlier nodes, then find each other (DHT,
+identify): in a 10-node swarm each ends up connected to 7-9 others, so its
+GossipSub mesh, and the copies of each message it receives, grow with it. The
+bare peers dial exactly the connections the nodes report two seconds after
+start (``connection_graph``), so both systems carry each message over the same
+graph (before 2026-12-05 they dialled only the nodes' dial graph, about half
+the connections, and each bare peer received fewer copies of a message).
+The bare peers are
 ``bench/support/gossip_peer.py``, N plain processes each running
 ``swapmeet.node.host.open_host`` -- exactly the node's Noise/Yamux/GossipSub
 configuration -- with an accept-all validator and no DHT, book, API, sync or
@@ -63,11 +71,11 @@ measured, the other one's processes are up and idle.
 
 Ratios: time-to-all p95 node/bare (goal <= 1.3), object throughput / bare
 message rate (goal >= 10), reconcile bytes for books differing by 10 / full id
-list (goal < 5 %), idle RSS (goal < 150 MB with 10k listings). Why the first
-two are not met (a node *holds* an object only once SQLite has it, a worker
-thread's wake-up away; the throughput goal is out of reach on 2 cores and in
-the bursts shape capped, sustained, by the per-author budget at nodes x 4
-objects/s): docs/SCALING.md, "bench/swarm.py's two missed goals".
+list (goal < 5 %), idle RSS (goal < 150 MB with 10k listings). Where the
+goals stand, run by run, and why the throughput goal is out of reach on 2
+cores (and in the bursts shape capped, sustained, by the per-author budget at
+nodes x 4 objects/s): docs/SCALING.md, "bench/swarm.py's goals: where they
+stand".
 
 Everything listens on 127.0.0.1 only, every wait is bounded, and every process
 the bench starts is stopped on exit (also on Ctrl-C, SIGTERM and errors). The
@@ -286,7 +294,7 @@ def poll(pred: Callable[[], bool], timeout: float, interval: float = 0.05) -> bo
 class BarePeer(Watched):
     """A bare gossipsub process (``bench/support/gossip_peer.py``), stdout to a log file, commands on stdin."""
 
-    def __init__(self, idx: int, log: Path, net: str):
+    def __init__(self, idx: int, log: Path, net: str, fastpath: bool = False):
         super().__init__()
         self.idx = idx
         self.name = f"bare{idx}"
@@ -296,7 +304,7 @@ class BarePeer(Watched):
         self._lock = threading.Lock()
         self._out = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
-            [PY, str(HERE / "support" / "gossip_peer.py"), "--net", net],
+            [PY, str(HERE / "support" / "gossip_peer.py"), "--net", net, *(["--fastpath"] if fastpath else [])],
             stdin=subprocess.PIPE,
             stdout=self._out,
             stderr=subprocess.STDOUT,
@@ -451,6 +459,18 @@ class NodePeer(Watched):
     def book_size(self) -> int:
         book = self.client().status()["book"]
         return int(book["listings"]) + int(book["offers"]) + int(book["withdrawals"])
+
+
+def connection_graph(swarm: LocalSwarm) -> set[tuple[int, int]]:
+    """The swarm's connections as (i, j) index pairs, i < j, as the nodes report them (their API)."""
+    index = {swarm.peer_id(i): i for i in range(len(swarm))}
+    edges = set()
+    for i in swarm.running():
+        for peer in swarm.client(i).peers():
+            j = index.get(peer["peer_id"])
+            if j is not None and j != i:
+                edges.add((min(i, j), max(i, j)))
+    return edges
 
 
 def listing_spec(k: int) -> dict[str, Any]:
@@ -996,9 +1016,11 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -
     nodes = [NodePeer(swarm, i) for i in range(n)]
     for x in nodes:
         tailer.watch(swarm.log_path(x.idx), x)
-    graph = [list(swarm.nodes[i].bootstrap_from) for i in range(n)]
-    edges = {(min(i, j), max(i, j)) for i, ts in enumerate(graph) for j in ts}
-    f["edges"] = len(edges)
+    dial_edges = {(min(i, j), max(i, j)) for i in range(n) for j in swarm.nodes[i].bootstrap_from}
+    time.sleep(2.0)  # the nodes find each other beyond the peers they dialled (DHT, identify)
+    edges = connection_graph(swarm)
+    graph = [[i for i, j in edges if j == k] for k in range(n)]  # member k dials its lower-numbered peers
+    f["dial_edges"], f["edges"] = len(dial_edges), len(edges)
 
     if not wait_for(lambda: all(b.addr for b in bare), 60):
         raise RuntimeError(f"bare peers did not start: {[b.name for b in bare if not b.addr]}")
@@ -1013,8 +1035,8 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -
     if dial_errors:
         raise RuntimeError(f"bare dials failed: {dial_errors[:3]}")
     say(
-        f"{stamp()} {n} nodes up in {f['node_start_s']} s (LocalSwarm waves), {len(edges)} dial edges;"
-        f" {n} bare gossipsub peers up with the same edges"
+        f"{stamp()} {n} nodes up in {f['node_start_s']} s (LocalSwarm waves), {len(dial_edges)} dial edges,"
+        f" {len(edges)} connections after discovery; {n} bare gossipsub peers up with the same connections"
     )
     time.sleep(2.0)  # a couple of heartbeats for the meshes (docs/LIBP2P.md §24) and the nodes' first syncs
     rss_start = [rss_mb(x.pid) for x in nodes]

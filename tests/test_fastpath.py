@@ -1,4 +1,4 @@
-"""The host's fast path (node/host/fastpath.py, docs/LIBP2P.md §60-§64) and the node's batched gossip store.
+"""The host's fast path (node/host/fastpath.py, docs/LIBP2P.md §60-§64, §66, §67) and the node's batched gossip store.
 
 Each test names its section. The hosts run on 127.0.0.1; every wait is bounded.
 Counting tests look at what crossed a real connection (frames written, records
@@ -22,13 +22,16 @@ import libp2p.pubsub.pubsub as pubsub_mod
 import libp2p.pubsub.utils as pubsub_utils
 import pytest
 import trio
+from libp2p.network.stream.exceptions import StreamReset
 from libp2p.peer.envelope import consume_envelope
 from libp2p.peer.id import ID
 from libp2p.peer.peerstore import issue_and_cache_local_record
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import ValidationCache, ValidationResult
+from libp2p.pubsub.rpc_queue import RpcQueue
+from libp2p.utils.varint import decode_varint_from_bytes
 from swapmeet.node.host import P2PHost, open_host, topic
-from swapmeet.node.host.fastpath import BufferedStream, LruValidationCache
+from swapmeet.node.host.fastpath import COALESCE_BYTES, BufferedStream, LruValidationCache, _coalescing_sender
 from swapmeet.node.host.gossip import peer_b58
 
 from tests.p2p_helpers import LOOPBACK, accept_all, wait_line_mesh
@@ -268,3 +271,157 @@ def test_s60_peer_b58_is_the_peer_id() -> None:
     raw = ID.from_base58("12D3KooWEeDFiUzuFeom3mTKvMoiCxHqvQ5r4Rd2yjsSPDqQcLur").to_bytes()
     assert peer_b58(raw) == "12D3KooWEeDFiUzuFeom3mTKvMoiCxHqvQ5r4Rd2yjsSPDqQcLur"
     assert peer_b58(raw) == ID(raw).to_base58()
+
+
+# ------------------------------------------------------------ §66 messages handled in the reading task
+
+
+def count_push_spawns(host: P2PHost) -> list[int]:
+    """How many tasks this host's pubsub spawns for ``push_msg`` (wraps the private ``_pubsub.manager``)."""
+    pubsub = host._pubsub
+    manager = pubsub.manager
+    spawned = [0]
+    run_task = manager.run_task
+
+    def counting(async_fn: Any, *args: Any, **kwargs: Any) -> None:
+        if getattr(async_fn, "__name__", "") == "push_msg":
+            spawned[0] += 1
+        run_task(async_fn, *args, **kwargs)
+
+    manager.run_task = counting
+    return spawned
+
+
+async def receive_in_order(fastpath: bool, n: int) -> tuple[int, list[bytes]]:
+    """``a`` publishes ``n`` messages to ``b`` as fast as it can; b's push_msg spawns and what b received."""
+    async with line(2, f"s66-{fastpath}", fastpath=fastpath) as (a, b):
+        await a.subscribe(T, accept_all)
+        sub = await b.subscribe(T, accept_all)
+        await wait_line_mesh([a, b], T)
+        spawned = count_push_spawns(b)
+        for i in range(n):
+            await a.publish(T, b"message %03d" % i)
+        with trio.fail_after(30):
+            got = [(await sub.receive())[1] for _ in range(n)]
+        return spawned[0], got
+
+
+async def test_s66_received_messages_are_handled_in_order_without_a_task_each() -> None:
+    """§66: 100 messages from one peer reach the subscriber in the order published, and the fast host
+    spawns no task for any of them (the library spawns one per message and copy: the next test)."""
+    spawned, got = await receive_in_order(True, 100)
+    assert got == [b"message %03d" % i for i in range(100)]
+    assert spawned == 0
+
+
+async def test_s66_library_fact_pubsub_spawns_a_task_per_received_message() -> None:
+    """§66, library fact: without the fast path, every received message is handled in a task of its own."""
+    spawned, got = await receive_in_order(False, 50)
+    assert sorted(got) == [b"message %03d" % i for i in range(50)]
+    assert spawned >= 50
+
+
+# ------------------------------------------------------------ §67 waiting RPCs in one write
+
+
+class RecordingStream:
+    """A pubsub stream that records each write; ``fail`` makes writes raise StreamReset."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.writes: list[bytes] = []
+        self.fail = fail
+
+    async def write(self, data: bytes) -> None:
+        if self.fail:
+            raise StreamReset("gone")
+        self.writes.append(data)
+
+
+class DeadPeers:
+    """Stands in for the Pubsub the sender reports dead peers to."""
+
+    def __init__(self) -> None:
+        self.dead: list[Any] = []
+
+    def _handle_dead_peer(self, peer_id: Any) -> None:
+        self.dead.append(peer_id)
+
+
+def rpc_with(data: bytes, control: bool = False) -> rpc_pb2.RPC:
+    rpc = rpc_pb2.RPC()
+    if control:
+        rpc.control.graft.add(topicID=data.decode())
+    else:
+        rpc.publish.add(data=data, topicIDs=[T])
+    return rpc
+
+
+def split_rpcs(data: bytes) -> list[rpc_pb2.RPC]:
+    """The varint-prefixed RPCs in one write, as the receiving pubsub reads them."""
+    rpcs = []
+    while data:
+        size, used = decode_varint_from_bytes(data), 0
+        while data[used] & 0x80:
+            used += 1
+        used += 1
+        rpc = rpc_pb2.RPC()
+        rpc.ParseFromString(data[used : used + size])
+        rpcs.append(rpc)
+        data = data[used + size :]
+    return rpcs
+
+
+async def run_sender(queue: RpcQueue, stream: RecordingStream) -> DeadPeers:
+    pubsub = DeadPeers()
+    with trio.fail_after(5):
+        await _coalescing_sender(pubsub)(ID(b"peer"), stream, queue)  # type: ignore[arg-type]
+    return pubsub
+
+
+async def test_s67_rpcs_that_wait_go_out_in_one_write_in_the_queues_order() -> None:
+    """§67: 50 RPCs waiting in a peer's queue go out in one write, each with its own length prefix, control
+    first as the library's queue orders them; a lone RPC goes out alone as soon as it is queued."""
+    queue = RpcQueue(max_size=512)  # the node's queue size (the library's default is 32)
+    for i in range(50):
+        queue.push(rpc_with(b"message %02d" % i))
+    queue.push(rpc_with(b"mesh", control=True), priority=True)
+    queue.close()
+    stream = RecordingStream()
+    pubsub = await run_sender(queue, stream)
+    assert len(stream.writes) == 1
+    rpcs = split_rpcs(stream.writes[0])
+    assert rpcs[0].control.graft[0].topicID == "mesh"
+    assert [r.publish[0].data for r in rpcs[1:]] == [b"message %02d" % i for i in range(50)]
+    assert pubsub.dead == []  # a closed queue is a peer that left, not a failure
+
+    lone = RpcQueue()
+    stream = RecordingStream()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_sender, lone, stream)
+        lone.push(rpc_with(b"alone"))
+        with trio.fail_after(5):
+            while not stream.writes:
+                await trio.sleep(0.01)
+        lone.close()
+    assert [r.publish[0].data for r in split_rpcs(stream.writes[0])] == [b"alone"]
+
+
+async def test_s67_one_write_holds_at_most_coalesce_bytes_and_a_failed_write_drops_the_peer() -> None:
+    """§67: a write stops at COALESCE_BYTES (plus the RPC that crossed it); a reset stream is a dead peer,
+    as in the library's write_msg."""
+    queue = RpcQueue(max_size=512)
+    body = bytes(1000)
+    for i in range(200):  # about 200 kB waiting
+        queue.push(rpc_with(b"%03d" % i + body))
+    queue.close()
+    stream = RecordingStream()
+    await run_sender(queue, stream)
+    assert len(stream.writes) >= 3
+    assert all(len(w) < COALESCE_BYTES + 1100 for w in stream.writes)
+    sent = [r.publish[0].data[:3] for w in stream.writes for r in split_rpcs(w)]
+    assert sent == [b"%03d" % i for i in range(200)]
+
+    queue = RpcQueue()
+    queue.push(rpc_with(b"lost"))
+    pubsub = await run_sender(queue, RecordingStream(fail=True))
+    assert pubsub.dead == [ID(b"peer")]

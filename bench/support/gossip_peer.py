@@ -122,7 +122,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--fastpath",
         action="store_true",
-        help="our host fast path (docs/LIBP2P.md §60-§64); the baseline is without it: the library as it comes",
+        help="our host fast path (docs/LIBP2P.md §60-§67); the baseline is without it: the library as it comes",
     )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C during shutdown

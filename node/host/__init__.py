@@ -10,7 +10,7 @@ of anything that does not run a host (the CLI talks to a running node over HTTP)
 - :mod:`.gossip`: GossipSub settings, message ids, per-peer queues, subscriptions.
 - :mod:`.streams`: length-prefixed framed streams.
 - :mod:`.discovery`: bootstrap dialling, mDNS, the DHT's routing table.
-- :mod:`.fastpath`: py-libp2p's per-message costs cut (docs/LIBP2P.md §60-§64).
+- :mod:`.fastpath`: py-libp2p's per-message costs cut (docs/LIBP2P.md §60-§64, §66, §67).
 - :mod:`.liveness`: silent connections closed and redialled (docs/LIBP2P.md §65).
 - :mod:`.names`: topic and protocol ids that carry the network name.
 - :mod:`.errors`, :mod:`.logs`: what the host raises; keeping py-libp2p's logging quiet.

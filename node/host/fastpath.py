@@ -1,4 +1,4 @@
-"""Cuts py-libp2p 0.8.1's CPU per gossip message: the host's fast path (docs/LIBP2P.md §60-§64).
+"""Cuts py-libp2p 0.8.1's CPU per gossip message: the host's fast path (docs/LIBP2P.md §60-§64, §66, §67).
 
 A gossip message costs py-libp2p far more in frames, locks and bookkeeping
 around it than in its own bytes (the profile is docs/LIBP2P.md §60). What this
@@ -19,12 +19,24 @@ module changes, each a section of that document:
   the record identify sent, and an RPC whose record is merely out of date is
   read, not dropped;
 - §64 the validation-result cache is an ordered dict (:class:`LruValidationCache`):
-  the library's keeps its LRU order in a list and scans it on every message.
+  the library's keeps its LRU order in a list and scans it on every message;
+- §66 each received message is handled in the task that read it, in the
+  order it came (:func:`_in_order_reader`): the library spawned a managed task
+  for every copy (its parent found by a walk over all the service's tasks),
+  most copies a node receives are duplicates dropped first thing in that task,
+  and the spawned tasks of one read ran in any order;
+- §67 the RPCs waiting in a peer's outbound queue go out in one write
+  (:func:`_coalescing_sender`): one yamux frame, one Noise message and one TCP
+  send for all of them, instead of one each. The bytes on the wire are the
+  same (a pubsub stream is a sequence of length-prefixed RPCs); the batching
+  only happens when RPCs wait, that is when the node is busy.
 
 Everything here is per host: a host opened with ``fastpath=False`` (the
 benchmarks' baseline) keeps the library's behaviour, also in the same process
 (the two module-level hooks of §63 look the host up first). Relies on
 ``Pubsub.continuously_read_stream``, ``Pubsub.validation_cache``,
+``Pubsub.push_msg``, ``Pubsub.handle_subscription``, ``Pubsub.router.handle_rpc``,
+``Pubsub.handle_sending_messages`` / ``RpcQueue._queue``,
 ``NetStream.muxed_stream``, ``YamuxStream._auto_tune_and_send_window_update``
 and the names ``env_to_send_in_RPC`` / ``maybe_consume_signed_record`` in
 ``libp2p.pubsub.pubsub`` and ``libp2p.pubsub.gossipsub``.
@@ -32,19 +44,26 @@ and the names ``env_to_send_in_RPC`` / ``maybe_consume_signed_record`` in
 
 from __future__ import annotations
 
+import contextlib
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import libp2p.pubsub.gossipsub as _gossipsub_mod
 import libp2p.pubsub.pubsub as _pubsub_mod
 from libp2p.abc import IHost
+from libp2p.io.exceptions import IOException, MessageTooLarge
+from libp2p.network.connection.exceptions import RawConnError
+from libp2p.network.stream.exceptions import StreamClosed, StreamEOF, StreamError, StreamReset
 from libp2p.peer.envelope import consume_envelope
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.rpc_queue import RpcQueue
+from libp2p.utils import encode_varint_prefixed
+from libp2p.utils.varint import read_varint_prefixed_bytes_limited
 
 #: Bytes asked of yamux per read of a pubsub stream (§62); yamux returns what it holds, up to this.
 READ_CHUNK = 256 * 1024
@@ -55,6 +74,9 @@ CREDIT_BATCH = 64 * 1024
 RECORD_REUSE_S = 1.0
 #: Peers whose last verified record we remember, per host (§63).
 RECORD_CACHE_PEERS = 4096
+#: At most this many bytes of waiting RPCs go to a peer in one write (§67): a quarter of yamux's initial
+#: window, so one write never waits for more credit than a reader gives back at once (CREDIT_BATCH).
+COALESCE_BYTES = 64 * 1024
 
 
 class BufferedStream:
@@ -219,15 +241,83 @@ def _hook_record_functions() -> None:
         module.maybe_consume_signed_record = _cached_consume_record  # type: ignore[attr-defined]
 
 
+def _in_order_reader(pubsub: Pubsub) -> Callable[[Any], Awaitable[None]]:
+    """``Pubsub.continuously_read_stream``: the library's loop, step for step, but each message is handled
+    here, in the order received, instead of in a task spawned for it (§66), and read through a buffer (§62).
+
+    Handling a message in the reader is what go-libp2p does too: the next RPC from this peer is read once
+    this one's messages were validated and queued for forwarding, which bounds what one peer can make us
+    hold at once. It cannot wait long: our validators are synchronous (``set_topic_validator(...,
+    False)``), and forwarding only queues (§22). Hosts are opened without libp2p's metrics channel,
+    so the library's per-RPC metrics event is not sent.
+    """
+
+    async def continuously_read_stream(stream: Any) -> None:
+        peer_id = stream.muxed_conn.peer_id
+        buffered = BufferedStream(stream)
+        try:
+            while pubsub.manager.is_running:
+                incoming = await read_varint_prefixed_bytes_limited(buffered, pubsub.max_inbound_rpc_size)
+                rpc = rpc_pb2.RPC()
+                rpc.ParseFromString(incoming)
+                # the module's name, so that §63's caching version is the one called
+                if not _pubsub_mod.maybe_consume_signed_record(rpc, pubsub.host, peer_id):
+                    continue  # a record that is not the peer's own: the whole RPC is dropped, as the library does
+                for msg in rpc.publish:
+                    if pubsub._is_subscribed_to_msg(msg):
+                        await pubsub.push_msg(peer_id, msg)  # a copy already seen returns at once
+                if rpc.subscriptions and len(rpc.subscriptions) <= pubsub.max_subscriptions_per_rpc:
+                    for sub in rpc.subscriptions:
+                        pubsub.handle_subscription(peer_id, sub)
+                if rpc.HasField("control"):
+                    await pubsub.router.handle_rpc(rpc, peer_id)
+        except MessageTooLarge:
+            with contextlib.suppress(Exception):
+                await stream.reset()
+            pubsub._handle_dead_peer(peer_id)
+        except (StreamEOF, StreamError, IOException, RawConnError):
+            pass  # the stream or its connection ended: the library's loop ends here too
+
+    return continuously_read_stream
+
+
+def _coalescing_sender(pubsub: Pubsub) -> Callable[[ID, Any, RpcQueue], Awaitable[None]]:
+    """``Pubsub.handle_sending_messages`` that writes every RPC waiting in the queue at once (§67).
+
+    The library's loop pops one RPC and writes it, one frame per RPC. Here the first RPC is awaited as
+    there, and whatever else waits by then (in the queue's own order: control before messages) is
+    appended, each RPC with its own varint length prefix, up to COALESCE_BYTES. The errors are handled
+    as the library's ``write_msg`` and loop handle them: the peer is dropped as dead.
+    """
+
+    async def handle_sending_messages(peer_id: ID, stream: Any, queue: RpcQueue) -> None:
+        try:
+            while True:
+                rpc = await queue.pop()
+                if rpc is None:
+                    return  # the queue was closed: the peer is gone
+                frames = [encode_varint_prefixed(rpc.SerializeToString())]
+                size = len(frames[0])
+                while size < COALESCE_BYTES and (waiting := queue._queue.pop()) is not None:
+                    frames.append(encode_varint_prefixed(waiting.SerializeToString()))
+                    size += len(frames[-1])
+                try:
+                    await stream.write(b"".join(frames))
+                except (StreamClosed, StreamReset):
+                    pubsub._handle_dead_peer(peer_id)
+                    return
+        except Exception:
+            pubsub._handle_dead_peer(peer_id)
+
+    return handle_sending_messages
+
+
 def install_fastpath(host: IHost, pubsub: Pubsub) -> None:
-    """Turn on §61-§64 for this host and its pubsub (before the pubsub service runs)."""
-    # §61, §62: Pubsub.stream_handler calls self.continuously_read_stream: an instance attribute wins.
-    read_stream = pubsub.continuously_read_stream
-
-    async def continuously_read_buffered(stream: Any) -> None:
-        await read_stream(BufferedStream(stream))
-
-    pubsub.continuously_read_stream = continuously_read_buffered  # type: ignore[method-assign]
+    """Turn on §61-§64, §66 and §67 for this host and its pubsub (before the pubsub service runs)."""
+    # §61, §62, §66: Pubsub.stream_handler calls self.continuously_read_stream: an instance attribute wins.
+    pubsub.continuously_read_stream = _in_order_reader(pubsub)  # type: ignore[method-assign]
+    # §67: _handle_new_peer runs self.handle_sending_messages for each peer; an instance attribute wins.
+    pubsub.handle_sending_messages = _coalescing_sender(pubsub)  # type: ignore[method-assign]
     # §64
     old = pubsub.validation_cache
     pubsub.validation_cache = LruValidationCache(old.ttl, old.max_size)  # type: ignore[assignment]

@@ -1091,7 +1091,7 @@ async def open_host(
     ``relay_reservations``: how many peers' relays to hold reservations on (0: none), so that
     peers can reach us through them when nobody can dial us. ``find_market_by_name`` (with
     ``enable_dht``): provide the market's DHT key and dial the other providers (discovery.py).
-    ``fastpath``: cut py-libp2p's per-message costs (:mod:`.fastpath`, docs/LIBP2P.md §60-§64);
+    ``fastpath``: cut py-libp2p's per-message costs (:mod:`.fastpath`, docs/LIBP2P.md §60-§64, §66, §67);
     off only for the unpatched baseline of the benchmarks. ``liveness``: how connections are pinged,
     closed when silent and redialled (:mod:`.liveness`, docs/LIBP2P.md §65); None turns it off.
     """
