@@ -62,6 +62,7 @@ from swarm import (
     Tailer,
     Watched,
     bench_listing_sizes,
+    connect_bare,
     connection_graph,
     cpu_s,
     stop_bare,
@@ -131,23 +132,17 @@ def measure(
     return figures
 
 
-def gossip_peers(tmp: Path, tag: str, graph: list[list[int]], fastpath: bool, tailer: Tailer) -> list[BarePeer]:
-    peers = [
-        BarePeer(i, tmp / f"{tag}{i}.log", f"nodecpu-{os.getpid()}-{tag}", fastpath=fastpath) for i in range(len(graph))
-    ]
+def gossip_peers(
+    tmp: Path, tag: str, n: int, edges: set[tuple[int, int]], fastpath: bool, tailer: Tailer
+) -> list[BarePeer]:
+    peers = [BarePeer(i, tmp / f"{tag}{i}.log", f"nodecpu-{os.getpid()}-{tag}", fastpath=fastpath) for i in range(n)]
     for p in peers:
         tailer.watch(p.log, p)
-    if not wait_for(lambda: all(p.addr for p in peers), 60):
+    try:
+        connect_bare(peers, edges)
+    except RuntimeError:
         stop_bare(peers)
-        raise RuntimeError(f"{tag} peers did not start")
-    for i, targets in enumerate(graph):
-        if targets:
-            peers[i].send("D " + " ".join(peers[j].addr for j in targets))
-    if not wait_for(
-        lambda: all(any(r.startswith("C ") for r in peers[i].replies) for i, t in enumerate(graph) if t), 30
-    ):
-        stop_bare(peers)
-        raise RuntimeError(f"{tag} peers did not connect")
+        raise
     return peers
 
 
@@ -158,8 +153,7 @@ def run_gossip(
     tailer.start()
     peers: list[BarePeer] = []
     try:
-        graph = [[i for i, j in edges if j == k] for k in range(args.nodes)]  # k dials its lower-numbered peers
-        peers = gossip_peers(tmp, tag, graph, fastpath, tailer)
+        peers = gossip_peers(tmp, tag, args.nodes, edges, fastpath, tailer)
         time.sleep(SETTLE_S)
         _, size = bench_listing_sizes()
         return measure(tag, peers, [p.pid for p in peers], lambda at, k: peers[at].publish(k, size), args, rng)

@@ -336,6 +336,23 @@ class BarePeer(Watched):
         self.send(f"P {os.urandom(8).hex()} {size}")
 
 
+def connect_bare(peers: Sequence[BarePeer], edges: set[tuple[int, int]]) -> None:
+    """Wait for the peers to start, then connect them along ``edges`` (index pairs, each peer dialling its
+    lower-numbered neighbours); raises RuntimeError if a peer does not start or a dial fails."""
+    if not wait_for(lambda: all(p.addr for p in peers), 60):
+        raise RuntimeError(f"bare peers did not start: {[p.name for p in peers if not p.addr]}")
+    lower = [[i for i, j in edges if j == k] for k in range(len(peers))]
+    for k, targets in enumerate(lower):
+        if targets:
+            peers[k].send("D " + " ".join(peers[i].addr for i in targets))
+    dialled = [k for k, targets in enumerate(lower) if targets]
+    if not wait_for(lambda: all(any(r.startswith("C ") for r in peers[k].replies) for k in dialled), 30):
+        raise RuntimeError("bare peers did not connect")
+    dial_errors = [r for p in peers for r in p.replies if r.startswith("E ")]
+    if dial_errors:
+        raise RuntimeError(f"bare dials failed: {dial_errors[:3]}")
+
+
 def stop_bare(peers: Sequence[BarePeer], timeout: float = 10.0) -> list[str]:
     """SIGTERM (the peer leaves cleanly), bounded wait, then SIGKILL; returns the peers that did not exit 0."""
     for p in peers:
@@ -1019,21 +1036,8 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -
     dial_edges = {(min(i, j), max(i, j)) for i in range(n) for j in swarm.nodes[i].bootstrap_from}
     time.sleep(2.0)  # the nodes find each other beyond the peers they dialled (DHT, identify)
     edges = connection_graph(swarm)
-    graph = [[i for i, j in edges if j == k] for k in range(n)]  # member k dials its lower-numbered peers
     f["dial_edges"], f["edges"] = len(dial_edges), len(edges)
-
-    if not wait_for(lambda: all(b.addr for b in bare), 60):
-        raise RuntimeError(f"bare peers did not start: {[b.name for b in bare if not b.addr]}")
-    for i, ts in enumerate(graph):
-        if ts:
-            bare[i].send("D " + " ".join(bare[j].addr for j in ts))
-    if not wait_for(
-        lambda: all(any(r.startswith("C ") for r in bare[i].replies) for i, ts in enumerate(graph) if ts), 30
-    ):
-        raise RuntimeError("bare peers did not connect")
-    dial_errors = [r for b in bare for r in b.replies if r.startswith("E ")]
-    if dial_errors:
-        raise RuntimeError(f"bare dials failed: {dial_errors[:3]}")
+    connect_bare(bare, edges)
     say(
         f"{stamp()} {n} nodes up in {f['node_start_s']} s (LocalSwarm waves), {len(dial_edges)} dial edges,"
         f" {len(edges)} connections after discovery; {n} bare gossipsub peers up with the same connections"

@@ -314,6 +314,27 @@ async def test_s66_received_messages_are_handled_in_order_without_a_task_each() 
     assert spawned == 0
 
 
+async def test_s66_a_message_the_library_fails_on_is_dropped_and_reading_goes_on() -> None:
+    """§66: push_msg raising on one message (in the library it failed its own task) costs that message
+    only; the peer's next messages are still read and delivered."""
+    async with line(2, "s66-fail") as (a, b):
+        await a.subscribe(T, accept_all)
+        sub = await b.subscribe(T, accept_all)
+        await wait_line_mesh([a, b], T)
+        push_msg = b._pubsub.push_msg
+
+        async def failing(peer_id: Any, msg: Any) -> None:
+            if msg.data == b"boom":
+                raise ValueError("a message the library cannot take")
+            await push_msg(peer_id, msg)
+
+        b._pubsub.push_msg = failing
+        await a.publish(T, b"boom")
+        await a.publish(T, b"after")
+        with trio.fail_after(10):
+            assert (await sub.receive())[1] == b"after"
+
+
 async def test_s66_library_fact_pubsub_spawns_a_task_per_received_message() -> None:
     """§66, library fact: without the fast path, every received message is handled in a task of its own."""
     spawned, got = await receive_in_order(False, 50)

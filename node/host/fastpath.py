@@ -45,6 +45,7 @@ and the names ``env_to_send_in_RPC`` / ``maybe_consume_signed_record`` in
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import weakref
 from collections import OrderedDict
@@ -64,6 +65,8 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.rpc_queue import RpcQueue
 from libp2p.utils import encode_varint_prefixed
 from libp2p.utils.varint import read_varint_prefixed_bytes_limited
+
+log = logging.getLogger("swapmeet.node.host")
 
 #: Bytes asked of yamux per read of a pubsub stream (§62); yamux returns what it holds, up to this.
 READ_CHUNK = 256 * 1024
@@ -245,11 +248,11 @@ def _in_order_reader(pubsub: Pubsub) -> Callable[[Any], Awaitable[None]]:
     """``Pubsub.continuously_read_stream``: the library's loop, step for step, but each message is handled
     here, in the order received, instead of in a task spawned for it (§66), and read through a buffer (§62).
 
-    Handling a message in the reader is what go-libp2p does too: the next RPC from this peer is read once
-    this one's messages were validated and queued for forwarding, which bounds what one peer can make us
-    hold at once. It cannot wait long: our validators are synchronous (``set_topic_validator(...,
-    False)``), and forwarding only queues (§22). Hosts are opened without libp2p's metrics channel,
-    so the library's per-RPC metrics event is not sent.
+    The next RPC from this peer is read once this one's messages were validated and queued for
+    forwarding, which bounds what one peer can make us hold at once. It cannot wait long: our validators
+    are synchronous (``set_topic_validator(..., False)``), and forwarding only queues (§22). A message
+    ``push_msg`` fails on is dropped and the reading goes on (in the library it failed its own task).
+    Hosts are opened without libp2p's metrics channel, so the library's per-RPC metrics event is not sent.
     """
 
     async def continuously_read_stream(stream: Any) -> None:
@@ -264,8 +267,12 @@ def _in_order_reader(pubsub: Pubsub) -> Callable[[Any], Awaitable[None]]:
                 if not _pubsub_mod.maybe_consume_signed_record(rpc, pubsub.host, peer_id):
                     continue  # a record that is not the peer's own: the whole RPC is dropped, as the library does
                 for msg in rpc.publish:
-                    if pubsub._is_subscribed_to_msg(msg):
+                    if not pubsub._is_subscribed_to_msg(msg):
+                        continue
+                    try:
                         await pubsub.push_msg(peer_id, msg)  # a copy already seen returns at once
+                    except Exception as exc:  # a message the library cannot take: the peer's others still count
+                        log.debug("pubsub: a message from %s failed: %r", peer_id, exc)
                 if rpc.subscriptions and len(rpc.subscriptions) <= pubsub.max_subscriptions_per_rpc:
                     for sub in rpc.subscriptions:
                         pubsub.handle_subscription(peer_id, sub)
