@@ -65,6 +65,8 @@ from swarm import (
     connect_bare,
     connection_graph,
     cpu_s,
+    say,
+    stamp,
     stop_bare,
     wait_for,
 )
@@ -76,14 +78,6 @@ SETTLE_S = 3.0  # after the swarm is up: meshes formed, first syncs done
 IDLE_S = 3.0  # idle CPU measured over this long, just before the stream
 HOLD_TIMEOUT_S = 60.0  # after the last publish, every member must hold everything within this
 TOP_PACKAGES = 15
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def stamp() -> str:
-    return f"[{time.monotonic() - T0:5.1f}s]"
 
 
 def received(member: Watched) -> int:
