@@ -404,11 +404,8 @@ class RelayClient:
         §65) it is asked at once, as a relay we held a reservation on is.
         """
         refused = self._failed.get(relay)
-        if refused is None:
-            return True
-        if refused.until <= time.monotonic():
-            del self._failed[relay]
-            return True
+        if refused is None or refused.until <= time.monotonic():
+            return True  # ``keep`` forgets expired refusals on each pass
         open_now = self._host.get_network().get_connections(relay)
         return not any(conn is old for conn in open_now for old in refused.conns)
 
