@@ -16,8 +16,9 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+from libp2p.connection_types import ConnectionType
 from swapmeet.node.host import FramedStream, P2PError, P2PHost, open_host, protocol_id
-from swapmeet.node.host.relay import HOP, RelayLimits
+from swapmeet.node.host.relay import HOP, RelayLimits, is_relayed
 
 from tests.p2p_helpers import LOOPBACK, seed
 
@@ -51,6 +52,30 @@ async def relay_and_two(limits: RelayLimits | None = None) -> AsyncIterator[tupl
             await wait_for(lambda: a.relay_status()["reservations"] == [r.peer_id], "A's reservation")
             await wait_for(lambda: b.relay_status()["reservations"] == [r.peer_id], "B's reservation")
             yield r, a, b
+
+
+class _Conn:
+    """A connection as is_relayed sees it: a type, and addresses that count how often they were read."""
+
+    def __init__(self, kind: ConnectionType, addr: str) -> None:
+        self.kind, self.addr, self.addr_reads = kind, addr, 0
+
+    def get_connection_type(self) -> ConnectionType:
+        return self.kind
+
+    def get_transport_addresses(self) -> list[str]:
+        self.addr_reads += 1
+        return [self.addr]
+
+
+def test_is_relayed_trusts_a_known_type_and_reads_addresses_only_for_an_unknown_one() -> None:
+    circuit = "/ip4/198.18.0.1/tcp/4001/p2p/12D3KooWRelay/p2p-circuit"
+    relayed, direct = _Conn(ConnectionType.RELAYED, circuit), _Conn(ConnectionType.DIRECT, "/ip4/198.18.0.2/tcp/1")
+    assert is_relayed(relayed) and not is_relayed(direct)  # type: ignore[arg-type]
+    assert relayed.addr_reads == direct.addr_reads == 0  # the scan each second stringifies no address
+    unknown_circuit, unknown_tcp = _Conn(ConnectionType.UNKNOWN, circuit), _Conn(ConnectionType.UNKNOWN, "/ip4/1/tcp/1")
+    assert is_relayed(unknown_circuit) and not is_relayed(unknown_tcp)  # type: ignore[arg-type]
+    assert unknown_circuit.addr_reads == unknown_tcp.addr_reads == 1
 
 
 async def test_a_peer_behind_a_relay_is_reached_through_it() -> None:

@@ -174,11 +174,11 @@ class HolePuncher:
                 out.append((peer, conns))
         return out
 
-    def _candidates(self) -> list[ID]:
-        """Peers we reach only through relays, over a connection the relay brought us (we are B)."""
+    def _candidates(self, relayed_only: list[tuple[ID, list[INetConn]]]) -> list[ID]:
+        """Of ``relayed_only``, the peers that came to us over a connection a relay brought (we are B)."""
         now = time.monotonic()
         out = []
-        for peer, conns in self._relayed_only():
+        for peer, conns in relayed_only:
             if not any(getattr(c, "direction", None) == Direction.INBOUND for c in conns):
                 continue
             punch = self.punches.get(peer)
@@ -192,10 +192,11 @@ class HolePuncher:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             while True:
-                for peer in self._candidates():
+                relayed_only = self._relayed_only()  # once a pass: it looks at every connection
+                for peer in self._candidates(relayed_only):
                     self._running.add(peer)
                     nursery.start_soon(self._initiate, peer)
-                for peer in self._due_direct():
+                for peer in self._due_direct([(p, c) for p, c in relayed_only if p not in self._running]):
                     self._running.add(peer)
                     nursery.start_soon(self._dial_direct, peer)
                 connected = set(self._host.get_connected_peers())
@@ -204,11 +205,11 @@ class HolePuncher:
                         del table[gone]  # bounded by our connections; a new relayed connection starts afresh
                 await trio.sleep(_LOOK_S)
 
-    def _due_direct(self) -> list[ID]:
-        """Peers we reach only through a relay that has direct addresses to try again (their backoff is over)."""
+    def _due_direct(self, relayed_only: list[tuple[ID, list[INetConn]]]) -> list[ID]:
+        """Of ``relayed_only``, the peers with direct addresses to try again (their backoff is over)."""
         now = time.monotonic()
         out = []
-        for peer, _conns in self._relayed_only():
+        for peer, _conns in relayed_only:
             due, _ = self._direct_tries.get(peer, (0.0, DIRECT_FIRST_S))
             if due <= now and self._known_direct(peer):
                 out.append(peer)

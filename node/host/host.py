@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import multiaddr
@@ -123,6 +123,7 @@ def identity_key_pair(seed: bytes) -> KeyPair:
 # -------------------------------------------------------------------------- host
 
 
+@lru_cache(maxsize=4096)  # a base58 decode: liveness, gossip and the API ask for the same few peers
 def _to_id(peer_id: str) -> ID:
     try:
         return ID.from_base58(peer_id)

@@ -32,9 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from libp2p.abc import IHost, INetConn
+from libp2p.exceptions import BaseLibp2pError
 from libp2p.host.ping import ID as PING_PROTOCOL
 from libp2p.host.ping import perform_ping_roundtrip
 from libp2p.peer.id import ID
+from libp2p.peer.peerstore import PeerStoreError
 
 if TYPE_CHECKING:
     from .host import P2PHost
@@ -118,7 +120,7 @@ class Liveness:
                 await trio.sleep(self.settings.interval * random.uniform(0.8, 1.0))
                 if not self.p2p.is_connected(peer):
                     return
-                addrs = self.p2p.known_addrs(peer)  # before closing: the peerstore may forget them
+                addrs = self._addrs_of(pid)  # before closing: the peerstore may forget them
                 try:
                     with trio.fail_after(self.settings.deadline):
                         if stream is None:
@@ -138,12 +140,20 @@ class Liveness:
                         await stream.reset()
                 stream = None
                 if suspects:
-                    await self._dead(peer, pid, suspects, addrs, nursery, why)
+                    await self._dead(peer, pid, suspects, [str(a) for a in addrs], nursery, why)
         finally:
             self._watched.discard(peer)
             if stream is not None:
                 with suppress(Exception), trio.move_on_after(1.0):
                     await stream.reset()
+
+    def _addrs_of(self, pid: ID) -> list[Any]:
+        """The peerstore's addresses of ``pid`` as they are (a str() of each costs more than the ping: only a
+        failed ping needs them as text)."""
+        try:
+            return list(self.host.get_peerstore().addrs(pid))
+        except (BaseLibp2pError, PeerStoreError):  # PeerStoreError is a KeyError (docs/LIBP2P.md §9): gone
+            return []
 
     def _connections_under(self, pid: ID, stream: Any) -> list[INetConn]:
         """The open connections a failed ping condemns: the one its stream ran on, or, when the stream

@@ -52,8 +52,12 @@ _CHUNK = 64 * 1024
 def is_relayed(conn: INetConn) -> bool:
     """Whether a connection runs through a relay (a ``/p2p-circuit`` connection)."""
     with_type = getattr(conn, "get_connection_type", None)
-    if callable(with_type) and with_type() is ConnectionType.RELAYED:
-        return True
+    kind = with_type() if callable(with_type) else ConnectionType.UNKNOWN
+    if kind is not ConnectionType.UNKNOWN:
+        # Known from the raw connection up: ours through a relay say RELAYED (as the library's own circuit
+        # transport does), TCP says DIRECT. Only an unknown type needs the addresses, a str() of each: this
+        # runs for every connection each second (the hole-punch scan, docs/LIBP2P.md §68).
+        return kind is ConnectionType.RELAYED
     get_addrs = getattr(conn, "get_transport_addresses", None)
     addrs = get_addrs() if callable(get_addrs) else []
     return any("/p2p-circuit" in str(a) for a in addrs or [])
