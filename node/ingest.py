@@ -3,9 +3,10 @@
 Gossip (:mod:`.bookgossip`), book sync (:mod:`.booksync`), the local user
 (:mod:`.market`) and settlement's direct stream all hand their objects to
 :meth:`BookIngest.store`: listings, withdrawals and offers go into the
-:class:`~swapmeet.node.book.OfferBook` (in a worker thread: SQLite), and an
+:class:`~swapmeet.node.book.OfferBook` (in a worker thread: SQLite), an
 offer to or from this node that someone else wrote goes on to settlement
-through a channel (settlement reads it; nothing here calls up into it).
+through a channel, and a new listing that names photos to the photo room's
+prefetch through another (they read them; nothing here calls up into them).
 
 Only verified, typed objects come in (the book refuses bytes);
 :meth:`BookIngest.store_raw` is the decode-and-verify step for bytes a peer
@@ -14,13 +15,14 @@ pushed or sent on a sync stream.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 
 import trio
 from swapmeet.protocol import boundary
 from swapmeet.protocol.errors import InvalidObject
-from swapmeet.protocol.objects import KIND_LISTING, KIND_OFFER, KIND_WITHDRAWAL, Offer
+from swapmeet.protocol.objects import KIND_LISTING, KIND_OFFER, KIND_WITHDRAWAL, Listing, Offer
 
 from .book import BookObject, OfferBook
 from .budgets import Budgets
@@ -51,6 +53,9 @@ class BookIngest:
         self.me = me
         self._to_settlement = to_settlement
         self.events: EventFeed | None = None  # told what entered the book (the web UI's live pages)
+        # New listings that name photos, for the photo room's prefetch (dropped when it is full: a page
+        # that shows the listing fetches them on demand). Handed over whole: it needs no book read for them.
+        self.photos_wanted: trio.MemorySendChannel[Listing] | None = None
 
     async def store(self, objects: Iterable[BookObject]) -> int:
         """Store verified objects; the number that were new (or newer versions of what the book held)."""
@@ -61,10 +66,14 @@ class BookIngest:
         the number new in each group. What gossip batches when messages wait for the book."""
         objects = [obj for group in groups for obj in group]
         results = await trio.to_thread.run_sync(self.book.add_many, objects, _now())
-        if self.events is not None:
-            for obj, result in zip(objects, results, strict=True):
-                if result.forward:
-                    self.events.publish(obj.kind, obj.id)
+        for obj, result in zip(objects, results, strict=True):
+            if not result.forward:
+                continue
+            if self.events is not None:
+                self.events.publish(obj.kind, obj.id)
+            if self.photos_wanted is not None and isinstance(obj, Listing) and obj.photos:
+                with contextlib.suppress(trio.WouldBlock):
+                    self.photos_wanted.send_nowait(obj)
         for obj in objects:
             if isinstance(obj, Offer) and obj.author != self.me and self.me in (obj.maker, obj.taker):
                 await self._to_settlement.send(obj)

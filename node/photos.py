@@ -19,7 +19,6 @@ as they enter the book, and drops photos no held listing names any more.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -30,6 +29,7 @@ from pathlib import Path
 import trio
 from swapmeet.protocol.boundary import PHOTO_HASH_SIZE
 from swapmeet.protocol.identity import peer_id
+from swapmeet.protocol.objects import Listing
 from swapmeet.protocol.ratelimit import AuthorRateLimiter
 
 from .book import OfferBook
@@ -158,12 +158,12 @@ class PhotoService:
             rate=PER_PEER_BYTES_PER_MIN / 60, burst=PER_PEER_BYTES_PER_MIN, max_authors=4096
         )
         self._fetching: dict[bytes, trio.Event] = {}
-        self._prefetch_send, self._prefetch_receive = trio.open_memory_channel[bytes](PREFETCH_QUEUE)
+        #: New listings that name photos (:class:`~swapmeet.node.ingest.BookIngest` sends, prefetch reads).
+        self.prefetch_send, self._prefetch_receive = trio.open_memory_channel[Listing](PREFETCH_QUEUE)
 
     async def start(self, nursery: trio.Nursery) -> None:
         # one frame size for both directions of a stream: the answer (status byte + photo) sets it
         self.host.set_request_handler(self.protocol, self._serve, max_frame_size=MAX_BYTES + 1, timeout=FETCH_TIMEOUT_S)
-        nursery.start_soon(self._watch_book)
         nursery.start_soon(self._prefetch)
         nursery.start_soon(self._collect)
 
@@ -250,21 +250,11 @@ class PhotoService:
         await trio.to_thread.run_sync(self.store.put, data, frozenset(self.own))
         return True
 
-    async def _watch_book(self) -> None:
-        """Queue every listing that enters the book for prefetch (dropped when the queue is full)."""
-        with self.events.subscribe() as sub:
-            while True:
-                event = await sub.next(3600.0)
-                if event is not None and event.kind == "listing":
-                    # queue full: skipped; a page showing the listing fetches its photos on demand
-                    with contextlib.suppress(trio.WouldBlock):
-                        self._prefetch_send.send_nowait(bytes.fromhex(event.id))
-
     async def _prefetch(self) -> None:
-        async for listing_id in self._prefetch_receive:
-            listing = await trio.to_thread.run_sync(self.book.load, listing_id)
-            for h in getattr(listing, "photos", ()):
-                await self.fetch(h, listing.author)  # type: ignore[union-attr]
+        """Fetch the photos of listings as they enter the book (the ingest queues those that name any)."""
+        async for listing in self._prefetch_receive:
+            for h in listing.photos:
+                await self.fetch(h, listing.author)
 
     async def _collect(self) -> None:
         """Every GC_S: drop photos that no held listing names (own uploads get their grace period)."""

@@ -186,6 +186,7 @@ class Node:
         self.settlement.events = events
         photo_store = await trio.to_thread.run_sync(PhotoStore, self.home.photos_dir)
         photos = PhotoService(host, cfg.net, photo_store, book, events)
+        ingest.photos_wanted = photos.prefetch_send
         self.trading = Trading(self.identity, self.settlement, self.replication, book)
         self.market = Market(
             self.identity,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,15 @@ from click.testing import CliRunner
 from PIL import Image
 from swapmeet.cli.main import cli
 from swapmeet.node.book import OfferBook
+from swapmeet.node.budgets import Budgets
 from swapmeet.node.events import EventFeed
+from swapmeet.node.ingest import BookIngest
 from swapmeet.node.photos import NOT_HELD, OK, PER_PEER_CONCURRENT, REFUSED, PhotoService, PhotoStore
-from swapmeet.protocol.build import make_listing, parse_item
-from swapmeet.protocol.identity import Identity
+from swapmeet.node.refusals import RefusalLog
+from swapmeet.protocol.build import make_listing, parse_item, sign_listing
+from swapmeet.protocol.identity import Identity, peer_id
+from swapmeet.protocol.listing_spec import ListingSpec
+from swapmeet.protocol.objects import Offer
 from swapmeet.protocol.ratelimit import AuthorRateLimiter
 
 ALICE = Identity(b"\x01" * 32)
@@ -49,6 +55,9 @@ class FakeHost:
     def connected_peers(self) -> list[str]:
         return list(self.answers)
 
+    def set_request_handler(self, protocol: str, handler: Any, **kw: Any) -> None:
+        self.handler = handler
+
     async def request(self, peer: str, protocol: str, payload: bytes, **kw: Any) -> bytes:
         self.asked.append(peer)
         return self.answers[peer]
@@ -67,6 +76,33 @@ async def test_fetched_bytes_must_match_the_hash(tmp_path: Path) -> None:
         FakeHost({"liar": OK + b"\xff\xd8\xff junk"}), "test", PhotoStore(tmp_path / "p2"), book, EventFeed()
     )  # type: ignore[arg-type]
     assert not await liar_only.fetch(hashlib.sha256(b"other").digest()) and liar_only.store.total == 0
+    book.close()
+
+
+async def test_a_listing_that_names_photos_has_them_prefetched_as_it_enters_the_book(tmp_path: Path) -> None:
+    good = jpeg((90, 90, 200))
+    h = hashlib.sha256(good).digest()
+    author = peer_id(ALICE.public_key)
+    host = FakeHost({"other": OK + good, author: OK + good})
+    book = OfferBook(tmp_path / "book.sqlite")
+    service = PhotoService(host, "test", PhotoStore(tmp_path / "photos"), book, EventFeed())  # type: ignore[arg-type]
+    offers, _ = trio.open_memory_channel[Offer](8)
+    ingest = BookIngest(book, b"\x02" * 32, offers, RefusalLog(logging.getLogger("test")), Budgets())
+    ingest.photos_wanted = service.prefetch_send
+    now = int(time.time())
+    plain = sign_listing(ALICE, ListingSpec(title="Jar", have=[parse_item("1 x jar")]), created=now)
+    with_photo = sign_listing(ALICE, ListingSpec(title="Lamp", have=[parse_item("1 x lamp")], photos=[h]), created=now)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await service.start(nursery)
+            assert await ingest.store([plain, with_photo]) == 2
+            while not service.store.has(h):
+                await trio.sleep(0.01)
+            assert host.asked == [author]  # from its author first; the listing without photos asked nothing
+            assert await ingest.store([with_photo]) == 0  # a duplicate is not fetched again
+            await trio.sleep(0.05)
+            assert host.asked == [author]
+            nursery.cancel_scope.cancel()
     book.close()
 
 
