@@ -121,6 +121,10 @@ class ApiClient:
         """``spec``: the fields of :class:`~swapmeet.protocol.listing_spec.ListingSpec`, items as ``"QTY x ITEM"``."""
         return self.request("POST", "/v1/listings", body=spec)
 
+    def publish_many(self, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Several new listings at once, all or none (``POST /v1/listings/import``); the listings, in order."""
+        return self.request("POST", "/v1/listings/import", body={"listings": specs})  # type: ignore[no-any-return]
+
     def add_photo(self, data: bytes) -> dict[str, Any]:
         """Send a photo's bytes; the node re-encodes and keeps it: ``{"hash", "bytes"}``."""
         return self.request("POST", "/v1/photos", raw_body=data, content_type="application/octet-stream")

@@ -134,6 +134,64 @@ def listing_body(values: dict[str, Any], now: int) -> dict[str, Any]:
     return body
 
 
+def record_body(record: object, where: str, base: str, now: int) -> dict[str, Any]:
+    """A catalogue record's API request body (:func:`listing_body` of :func:`_record_values`); errors name
+    the record's key (``shop.json[3].have``), not the option."""
+    try:
+        return listing_body(_record_values(record, where, base), now)
+    except InvalidObject as err:
+        if not err.path.startswith("--"):
+            raise
+        raise InvalidObject(err.path[2:], err.reason, err.code).under(where) from None
+
+
+def _record_values(record: object, where: str, base: str) -> dict[str, Any]:
+    """A catalogue record (``swapmeet import``) as the options' values :func:`listing_body` takes.
+
+    ``record``: a JSON object keyed by the option names without ``--`` (``title``, ``have``, ``tag``,
+    ``photo``, ``expires``...), each a string (a number for a time), or a list of them for a repeatable
+    option; photo paths are relative to ``base``. Raises :class:`InvalidObject` at ``where``.
+    """
+    if not isinstance(record, dict):
+        raise InvalidObject(where, f"expected an object of the publish options, got {json_type(record)}", "type")
+    by_key = {_option_name(f)[2:]: f for f in _content_fields()}
+    unknown = sorted(set(record) - set(by_key) - {"expires"})
+    if unknown:
+        raise InvalidObject(f"{where}.{unknown[0]}", f"no such option; one of {', '.join([*by_key, 'expires'])}", "key")
+    values: dict[str, Any] = {"expires": None}
+    for key, value in record.items():
+        path = f"{where}.{key}"
+        if key == "expires":
+            values["expires"] = _text(value, path)
+            continue
+        f = by_key[key]
+        if not _KINDS[_TYPES[f.name]].multiple:
+            values[f.name] = _text(value, path)
+            continue
+        texts = [_text(v, f"{path}[{i}]") for i, v in enumerate(value if isinstance(value, list) else [value])]
+        if f.name in HASH_FIELDS:
+            texts = [os.path.join(base, t) for t in texts]
+        values[f.name] = tuple(texts)
+    for key, f in by_key.items():
+        if (f.default is MISSING and f.name not in values) or (f.metadata.get("min_items") and not values.get(f.name)):
+            raise InvalidObject(f"{where}.{key}", "missing: every listing needs one", "missing")
+    return values
+
+
+def _text(value: object, path: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidObject(path, f"expected a string, got {json_type(value)}", "type")
+    return str(value)
+
+
+_JSON_TYPES = {dict: "an object", list: "a list", int: "a number", float: "a number", bool: "a boolean"}
+
+
+def json_type(value: object) -> str:
+    """What a decoded JSON value is, as an error message says it ("an object", "a list"...)."""
+    return "null" if value is None else _JSON_TYPES.get(type(value), type(value).__name__)
+
+
 def resolve_refs(body: dict[str, Any], client: ApiClient) -> dict[str, Any]:
     """``body`` with the listings of its reference fields (``--accept``), typed as ids or short prefixes, made
     ``{"author", "series"}`` references (a listing across its revisions) by asking the node."""

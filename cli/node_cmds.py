@@ -1,7 +1,8 @@
 """Commands that run a node or talk to the running one through its local API.
 
 ``node run`` starts the node in the foreground (until Ctrl-C / SIGTERM);
-``node status``, ``node stop``, ``peers``, ``publish``, ``withdraw`` and
+``node status``, ``node stop``, ``peers``, ``publish``, ``import`` (many listings from a file),
+``withdraw`` and
 ``listings`` are clients of the node running for the same home: they find its
 port and token in ``<home>/api.cookie``. When none runs they say so in one line
 and exit 3. Every client command takes ``--json`` for scripts (shapes in
@@ -20,6 +21,9 @@ Heavy modules (the runtime, rich) are imported inside the commands: ``swapmeet
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import re
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -27,17 +31,18 @@ from typing import TYPE_CHECKING, Any
 import click
 from swapmeet.node import identity_store
 from swapmeet.node.config import DEFAULT_LISTEN, DEFAULT_NET, load_config
-from swapmeet.protocol.errors import SwapmeetError
+from swapmeet.protocol.errors import InvalidObject, SwapmeetError
 from swapmeet.protocol.objects import LISTING_TYPES
 
 from .context import App, pass_app
-from .listing_options import listing_body, listing_options, resolve_refs, upload_files
+from .listing_options import json_type, listing_body, listing_options, record_body, resolve_refs, upload_files
 from .output import duration, items_text, json_option, peer_cell, print_fields, print_json, print_table, relative, short
 
 if TYPE_CHECKING:
     from swapmeet.node.home import Home
 
 STOP_WAIT_S = 30.0
+MAX_CATALOGUE_BYTES = 4 * 1024 * 1024  # 256 listings of the largest size fit easily; photos are separate files
 
 
 class NodeAlreadyRunning(SwapmeetError):
@@ -326,6 +331,63 @@ def publish(app: App, as_json: bool, **values: Any) -> None:
     click.echo(f"published {short(listing['id'])}  {listing['title']}  ({listing['type']}, expires {expiry})")
 
 
+@click.command("import")
+@click.argument("catalogue", metavar="FILE")
+@json_option
+@pass_app
+def import_listings(app: App, catalogue: str, as_json: bool) -> None:
+    """Publish many listings at once from a JSON file: all of them, or none.
+
+    FILE holds a list of objects keyed by publish's options without the dashes, a list for a
+    repeatable one; photo paths are relative to FILE. At most 256 listings (one gossip message's
+    worth): they are stored at once and reach the swarm together, 40 at once and then 8 every
+    2 seconds (below the rate every node allows an author). Example FILE:
+
+    [{"title": "Road bike", "have": "1 x road bike", "want": ["20 kg x apples"], "tag": "bikes"}]
+    """
+    records, now = read_catalogue(catalogue), int(time.time())
+    base = os.path.dirname(os.path.abspath(catalogue))
+    bodies = [record_body(r, f"{catalogue}[{i}]", base, now) for i, r in enumerate(records)]  # before the node
+    client = app.client()
+    bodies = [upload_files(resolve_refs(body, client), client) for body in bodies]
+    try:
+        published = client.publish_many(bodies)
+    except InvalidObject as err:  # the node names the listing as listings[i]: say which record of the file
+        if not (m := re.match(r"listings\[(\d+)\]\.", err.path)):
+            raise
+        reason = err.reason.removeprefix(f"{err.path}: ")
+        raise InvalidObject(err.path[m.end() :], reason, err.code).under(f"{catalogue}[{m[1]}]") from None
+    if as_json:
+        print_json(published)
+        return
+    print_table(["ID", "TITLE", "EXPIRES"], [[short(x["id"]), x["title"], relative(x["expires"])] for x in published])
+    click.echo(f"published {len(published)} listing(s)")
+
+
+def read_catalogue(path: str) -> list[object]:
+    """The records of a catalogue file: a JSON list of 1 to MAX_IMPORT objects (one-line errors)."""
+    from swapmeet.ledger.localfile import open_regular
+    from swapmeet.node.contract import MAX_IMPORT
+
+    try:
+        with open_regular(path) as f:
+            text = f.read(MAX_CATALOGUE_BYTES + 1)
+    except OSError as exc:
+        raise InvalidObject(path, f"cannot read it: {exc.strerror}", "file") from None
+    if len(text) > MAX_CATALOGUE_BYTES:
+        raise InvalidObject(path, f"over {MAX_CATALOGUE_BYTES} bytes", "file")
+    try:
+        records = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidObject(path, f"not JSON: {exc}", "format") from None
+    if not isinstance(records, list):
+        raise InvalidObject(path, f"expected a list of listings, got {json_type(records)}", "type")
+    if not 1 <= len(records) <= MAX_IMPORT:
+        split = ": split the file" if records else ""
+        raise InvalidObject(path, f"expected 1 to {MAX_IMPORT} listings, got {len(records)}{split}", "length")
+    return records
+
+
 @click.command("withdraw")
 @click.argument("listing_id", metavar="ID")
 @json_option
@@ -414,4 +476,4 @@ def _photos_note(listing: dict[str, Any]) -> str:
     return f" [{count} photo{'s' if count > 1 else ''}]" if count else ""
 
 
-COMMANDS = [node, peers, publish, withdraw, listings]
+COMMANDS = [node, peers, publish, import_listings, withdraw, listings]

@@ -39,6 +39,8 @@ TOPIC_KINDS: dict[str, tuple[str, ...]] = {
 # Our own objects go out at 80 % of the budget every node enforces: delays on the way can bunch paced
 # messages together, and a receiver must still find them within budget.
 OWN_PACE = 0.8
+# Objects over our pace wait until this many can go in one message (2 s of tokens at our pace), or all of them.
+PACED_BATCH = 8
 # Verified messages waiting for the book, per topic, and how many are stored in one transaction: while
 # one batch is in SQLite the next one gathers (py-libp2p's validator has already run; only storing waits).
 STORE_QUEUE = 1024
@@ -109,20 +111,18 @@ class BookGossip:
                     log.info("gossip from %s: %d new object(s)", from_peer[-8:], new)
 
     async def _publish_waiting(self) -> None:
-        """Publish what waits in the outbox; what is over our pace waits for the next round."""
-        held_back = False
+        """Publish what waits in the outbox; what is over our pace waits until it is due."""
+        due_in = float("inf")
         last = -1.0
         while True:
-            # Objects held back by pacing are due again after one token's time; otherwise wait for news.
-            with trio.move_on_after(1.0 / self._own_pace.rate if held_back else float("inf")):
+            # Objects held back by pacing are due after due_in seconds; otherwise wait for news.
+            with trio.move_on_after(due_in):
                 await self._outbox_ready.wait()
             if trio.current_time() - last < BUSY_S:
                 await self._gather()  # busy: let the rest of a burst join this message
             last = trio.current_time()
             self._outbox_ready = trio.Event()
-            for name in self._outbox:
-                await self._publish_ready(name)
-            held_back = any(self._outbox.values())
+            due_in = min([await self._publish_ready(name) for name in self._outbox])
 
     async def _gather(self) -> None:
         """Wait while objects keep arriving (each within QUIET_S of the last), at most COALESCE_MAX_S."""
@@ -135,17 +135,26 @@ class BookGossip:
                 return
             waiting = now_waiting
 
-    async def _publish_ready(self, name: str) -> None:
+    async def _publish_ready(self, name: str) -> float:
+        """Publish what our pace allows of ``name``'s outbox; the seconds until the rest is due (inf: none)."""
         raws = self._outbox[name]
-        now = time.monotonic()
-        ready = 0
+        if not raws:
+            return float("inf")
+        now = trio.current_time()  # monotonic, and a test's mock clock moves it
+        # Over our pace, objects go in batches of PACED_BATCH rather than one per token: every message costs
+        # every node the same whatever it holds (a catalogue import would otherwise trickle out one a message).
+        due_in = self._own_pace.wait(self.me, now, cost=min(len(raws), PACED_BATCH))
+        if due_in > 0:
+            return due_in
+        ready = min(len(raws), PACED_BATCH)
         while ready < len(raws) and self._own_pace.allow(self.me, now):
             ready += 1
-        if ready == 0:
-            return
-        self._outbox[name] = raws[ready:]
+        self._outbox[name] = rest = raws[ready:]
+        # The loop took every token, so this takes none: it says when the next batch of the rest may go.
+        due_in = self._own_pace.wait(self.me, now, cost=min(len(rest), PACED_BATCH)) if rest else float("inf")
         for data in batch.pack(raws[:ready], max_size=DEFAULT_MAX_MESSAGE_SIZE):
             try:
                 await self.topics[name].publish(data)
             except P2PError as exc:
                 log.warning("could not publish on %s: %s", name, exc)
+        return due_in

@@ -30,6 +30,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from swapmeet.protocol.batch import MAX_BATCH_OBJECTS
 from swapmeet.protocol.errors import InvalidObject, SwapmeetError
 
 if TYPE_CHECKING:
@@ -57,6 +58,9 @@ API_HOST = "127.0.0.1"  # the local API listens on loopback only: the token is t
 MIN_PREFIX = 4  # hex digits; shorter prefixes match by accident too easily
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+# Listings one import (publish_many) may carry: what one gossip message can hold. Beyond the author's burst
+# allowance (PROTOCOL.md §13) they are all stored at once and reach the swarm at the paced rate.
+MAX_IMPORT = MAX_BATCH_OBJECTS
 DEFAULT_OFFER_TTL_S = 86_400  # an offer nobody answers in a day is stale
 DEFAULT_DEADLINE_S = 600  # from accept to every signature: parties online settle in well under a second
 
@@ -153,6 +157,15 @@ class MarketAPI(Protocol):
         rev + 1: it supersedes the old one everywhere). Raises :class:`InvalidObject` naming the field
         the protocol refuses, :class:`UnknownObject` / :class:`Conflict` for a ``replaces`` that is not
         our live listing.
+        """
+        ...
+
+    async def publish_many(self, specs: Sequence[ListingSpec]) -> list[Listing]:
+        """Sign, store and announce several new listings at once (a catalogue): all or none.
+
+        Stored in one transaction and gossiped together in as few messages as fit; beyond the author's
+        burst allowance the rest reach the swarm at the paced rate. Raises :class:`InvalidObject` with
+        paths starting ``listings[i].``, and for fewer than 1 or more than ``MAX_IMPORT`` specs.
         """
         ...
 

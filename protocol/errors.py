@@ -27,6 +27,10 @@ class InvalidObject(SwapmeetError):
         self.code = code
         super().__init__(f"{path}: {reason}" if path else reason)
 
+    def under(self, prefix: str) -> InvalidObject:
+        """The same error for a value found at ``prefix`` (e.g. ``listings[3]``) of a larger input."""
+        return InvalidObject(f"{prefix}.{self.path}" if self.path else prefix, self.reason, self.code)
+
 
 class KeyFileError(SwapmeetError):
     """The identity key file is missing, damaged, or the passphrase is wrong."""

@@ -32,7 +32,7 @@ from swapmeet.cli.client import ApiClient, NodeError, NodeNotRunning, live_addrs
 from swapmeet.ledger.audit import AuditReport
 from swapmeet.node import contract, cookie
 from swapmeet.node.activity import EVENTS, Activity
-from swapmeet.node.contract import AmbiguousPrefix, Conflict, UnknownObject
+from swapmeet.node.contract import MAX_IMPORT, AmbiguousPrefix, Conflict, UnknownObject
 from swapmeet.node.events import EventFeed
 from swapmeet.node.home import Home
 from swapmeet.node.http.app import create_app
@@ -141,6 +141,18 @@ class FakeNode:
         self.objects[listing.id] = listing
         self.events.publish("listing", listing.id)
         return listing
+
+    async def publish_many(self, specs: Sequence[ListingSpec]) -> list[Listing]:
+        now = int(time.time())
+        listings = []
+        for i, spec in enumerate(specs):  # all checked and signed before any is kept, as the node does
+            try:
+                listings.append(sign_listing(self.identity, spec, created=now))
+            except InvalidObject as err:
+                raise err.under(f"listings[{i}]") from None
+        for listing in listings:
+            self.add(listing)
+        return listings
 
     def add(self, listing: Listing) -> None:
         self.objects[listing.id] = listing
@@ -653,6 +665,35 @@ async def test_publish_then_listings_round_trip(tmp_path: Path) -> None:
             assert got["id"] == published["id"]
             assert bytes.fromhex(got["raw"]) == node.objects[bytes.fromhex(published["id"])].raw
             assert await r.call("resolve", published["id"][:10]) == published["id"]
+
+
+async def test_an_import_publishes_all_in_order_or_none(tmp_path: Path) -> None:
+    with trio.fail_after(LIMIT_S):
+        node = FakeNode()
+        async with running(node, tmp_path) as r:
+            specs = [spec(f"Jar {n}", tags=["jars"]) for n in range(3)]
+            published = await r.call("publish_many", specs)
+            assert [x["title"] for x in published] == ["Jar 0", "Jar 1", "Jar 2"]
+            assert all(bytes.fromhex(x["id"]) in node.objects and x["tags"] == ["jars"] for x in published)
+            held = len(node.objects)
+
+            # one bad listing: the error names it, and none of the others is published
+            status, _, body = await r.raw(
+                "POST", "/v1/listings/import", body=json.dumps({"listings": [spec(), spec(have=["lots"])]}).encode()
+            )
+            assert status == 400 and body["path"] == "listings[1].have[0]", body
+            with pytest.raises(InvalidObject, match=r"listings\[2\]\.listing\.body\.tags\[0\]"):
+                await r.call("publish_many", [spec(), spec(), spec(tags=["Not A Tag"])])
+            for bad in ([], [spec()] * (MAX_IMPORT + 1)):
+                request = json.dumps({"listings": bad}).encode()
+                status, _, body = await r.raw("POST", "/v1/listings/import", body=request)
+                assert status == 400 and "listings" in body["error"], body
+            assert len(node.objects) == held
+
+            # the guard lets an import's body be as large as MAX_IMPORT listings need (over the 64 KiB of others)
+            big = [spec(desc="x" * 1000) for _ in range(MAX_IMPORT)]
+            assert len(json.dumps({"listings": big})) > 4 * 65536
+            assert len(await r.call("publish_many", big)) == MAX_IMPORT
 
 
 # --- bad input: one-line JSON errors ---

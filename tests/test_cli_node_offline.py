@@ -92,6 +92,42 @@ def test_publish_bad_input_is_exit_2_before_contacting_a_node(
     assert "no node is running" not in line
 
 
+GOOD = {"title": "Road bike", "have": "1 x bike"}
+
+
+@pytest.mark.parametrize(
+    ("catalogue", "needles"),
+    [
+        ("{not json", ["shop.json: not JSON"]),
+        ('{"title": "x"}', ["shop.json: expected a list of listings, got an object"]),
+        ("[]", ["shop.json: expected 1 to 256 listings, got 0"]),
+        (json.dumps([GOOD] * 257), ["expected 1 to 256 listings, got 257: split the file"]),
+        (json.dumps([GOOD, 3]), ["shop.json[1]: expected an object of the publish options, got a number"]),
+        (json.dumps([{"title": "x"}]), ["shop.json[0].have: missing"]),
+        (json.dumps([{**GOOD, "have": []}]), ["shop.json[0].have: missing"]),
+        (json.dumps([{**GOOD, "colour": "red"}]), ["shop.json[0].colour: no such option", "tag"]),
+        (json.dumps([{**GOOD, "tag": [{"a": 1}]}]), ["shop.json[0].tag[0]: expected a string, got an object"]),
+        (json.dumps([GOOD, {**GOOD, "want": "apples"}]), ["shop.json[1].want:", "'apples'"]),
+        (json.dumps([{**GOOD, "expires": "soon"}]), ["shop.json[0].expires:", "'soon'"]),
+        (json.dumps([{**GOOD, "photo": "missing.jpg"}]), ["shop.json[0].photo:", "missing.jpg"]),
+    ],
+    ids=lambda x: x if isinstance(x, str) and len(x) < 30 else None,
+)
+def test_import_bad_input_is_exit_2_before_contacting_a_node(
+    tmp_path: Path, catalogue: str, needles: list[str]
+) -> None:
+    (tmp_path / "shop.json").write_text(catalogue)
+    home = tmp_path / "home"
+    line = assert_one_line_error(run(home, "import", str(tmp_path / "shop.json")), 2)
+    for needle in needles:
+        assert needle in line, (needle, line)
+    assert "no node is running" not in line
+    line = assert_one_line_error(run(home, "import", str(tmp_path / "none.json")), 2)
+    assert "none.json: cannot read it" in line
+    (tmp_path / "good.json").write_text(json.dumps([GOOD]))
+    assert_not_running(run(home, "import", str(tmp_path / "good.json")), home)  # a good file needs the node
+
+
 def test_other_bad_input_is_exit_2(tmp_path: Path) -> None:
     home = tmp_path / "home"
     line = assert_one_line_error(run(home, "withdraw", "not-hex"), 2)

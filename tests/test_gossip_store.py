@@ -103,3 +103,38 @@ async def test_a_burst_of_publishes_goes_out_in_few_messages(autojump_clock: tri
     sent = [batch.split_batch(m) for m in topic.messages]
     assert sum(map(len, sent)) == 16
     assert len(topic.messages) <= 4, [len(x) for x in sent]
+
+
+async def test_over_our_pace_objects_go_in_batches_not_one_a_message(autojump_clock: trio.testing.MockClock) -> None:
+    """60 listings at once with our pace (40 at once, 4/s): 40 go at once, the rest in batches of PACED_BATCH
+    as the tokens for a batch come (not one message per token), and the last batch as soon as it can."""
+    from swapmeet.node.bookgossip import OWN_PACE, PACED_BATCH
+    from swapmeet.protocol import batch
+    from swapmeet.protocol.ratelimit import AUTHOR_BURST, AUTHOR_RATE, AuthorRateLimiter
+
+    gossip = BookGossip.__new__(BookGossip)
+    gossip.me = b"me" * 16
+    gossip._own_pace = AuthorRateLimiter(rate=AUTHOR_RATE * OWN_PACE, burst=AUTHOR_BURST * OWN_PACE)
+    gossip._outbox = {"listings": [], "offers": []}
+    gossip._outbox_ready = trio.Event()
+    topic = RecordingTopic()
+    gossip.topics = {"listings": topic, "offers": RecordingTopic()}  # type: ignore[dict-item]
+    sent_at: list[float] = []
+
+    async def publish(data: bytes) -> None:
+        topic.messages.append(data)
+        sent_at.append(trio.current_time())
+
+    topic.publish = publish  # type: ignore[method-assign]
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(gossip._publish_waiting)
+        for i in range(60):
+            gossip.announce("listings", listing(ALICE, series=bytes([i]) * 16).raw)
+        await trio.sleep(30)
+        nursery.cancel_scope.cancel()
+    sizes = [len(batch.split_batch(m)) for m in topic.messages]
+    assert sizes == [40, PACED_BATCH, PACED_BATCH, 60 - 40 - 2 * PACED_BATCH], sizes
+    gaps = [round(b - a, 2) for a, b in zip([start, *sent_at], sent_at, strict=False)]
+    pace = AUTHOR_RATE * OWN_PACE
+    assert gaps == [0.0, PACED_BATCH / pace, PACED_BATCH / pace, 4 / pace], gaps

@@ -13,6 +13,7 @@ after evidence (a node's own log line) that the thing in question reached the no
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -31,6 +32,8 @@ from swapmeet.protocol import batch, boundary
 from swapmeet.protocol.build import make_listing, parse_item
 from swapmeet.protocol.identity import Identity
 from swapmeet.protocol.ratelimit import AuthorRateLimiter
+
+from tests.cli_helpers import assert_one_line_error
 
 pytestmark = pytest.mark.slow
 
@@ -165,6 +168,42 @@ def test_a_burst_beyond_the_rate_budget_is_paced_not_lost(swarm: LocalSwarm) -> 
     ids = {publish(swarm, 0, unique(f"Jar {n}"))["id"] for n in range(count)}
     wait_everywhere(swarm, ids, timeout=DELIVERY_S, what=f"a burst of {count} listings")
     assert "over its rate limit" not in "".join(swarm.log_text(i) for i in swarm.running())
+
+
+def test_a_catalogue_import_reaches_every_node_in_one_gossip_message(swarm: LocalSwarm, tmp_path: Path) -> None:
+    # A shop's catalogue: signed and stored in one request, and sent in one message (py-libp2p's cost is
+    # per message). Every receiver logs one line per message it stored: "gossip from <author>: N new".
+    titles = [unique(f"Shelf {n}") for n in range(12)]
+    records = [{"title": t, "have": "1 x shelf", "want": ["2 kg x honey"], "tag": ["furniture"]} for t in titles]
+    catalogue = tmp_path / "shop.json"
+    catalogue.write_text(json.dumps(records))
+    marks = log_marks(swarm)
+    published = swarm.cli_json(1, "import", str(catalogue))
+    assert [x["title"] for x in published] == titles
+    assert all(x["tags"] == ["furniture"] and x["author"] == swarm.peer_id(1) for x in published)
+    wait_everywhere(swarm, {x["id"] for x in published}, what="an imported catalogue")
+    one_message = f"gossip from {swarm.peer_id(1)[-8:]}: {len(titles)} new object(s)"
+    for i in swarm.running():
+        if i != 1:
+            assert one_message in swarm.log_text(i)[marks[i] :], swarm.log_tail(i)
+
+
+def test_a_catalogue_with_one_bad_listing_publishes_nothing(swarm: LocalSwarm, tmp_path: Path) -> None:
+    before = swarm.listing_ids(2)
+    records = [{"title": unique("Lamp"), "have": "1 x lamp"}, {"title": unique("Chair"), "have": "one chair"}]
+    catalogue = tmp_path / "bad.json"
+    catalogue.write_text(json.dumps(records))
+    line = assert_one_line_error(swarm.cli(2, "import", str(catalogue), check=False), 2, f"{catalogue}[1].have")
+    assert "QTY x ITEM" in line
+    records[1]["have"] = "1 x chair"
+    records.append({"title": unique("Desk"), "hav": "1 x desk"})
+    catalogue.write_text(json.dumps(records))
+    assert_one_line_error(swarm.cli(2, "import", str(catalogue), check=False), 2, f"{catalogue}[2].hav: no such option")
+    records[2] = {"title": unique("Desk"), "have": "1 x desk", "tag": ["Not A Tag"]}  # the node refuses this one
+    catalogue.write_text(json.dumps(records))
+    line = assert_one_line_error(swarm.cli(2, "import", str(catalogue), check=False), 2, f"{catalogue}[2].")
+    assert "tags[0]: must be a lowercase tag" in line and "listings[" not in line
+    assert swarm.listing_ids(2) == before
 
 
 def test_withdrawal_propagates(swarm: LocalSwarm) -> None:

@@ -18,11 +18,12 @@ import hmac
 import json
 from typing import Any
 
-from ..contract import TooLarge
+from ..contract import MAX_IMPORT, TooLarge
 
 MAX_BODY = 64 * 1024  # bytes; a listing is at most 16 KiB signed, its JSON request far less
 MAX_UPLOAD = 16 * 1024 * 1024  # a photo as the camera wrote it (POST /v1/photos); the node re-encodes it
-UPLOAD_PATHS = ("/v1/photos",)
+# Paths whose bodies may be larger than MAX_BODY: a photo, and an import of up to MAX_IMPORT listings.
+LARGE_BODIES = {"/v1/photos": MAX_UPLOAD, "/v1/listings/import": MAX_IMPORT * MAX_BODY}
 
 _UNAUTHORIZED = {
     "error": "missing or wrong API token: send 'Authorization: Bearer <token>'"
@@ -58,7 +59,7 @@ class TokenGuard:
         if not hmac.compare_digest(headers.get(b"authorization", b""), self._expected):
             await send_json(send, 401, _UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
             return
-        cap = MAX_UPLOAD if path in UPLOAD_PATHS else MAX_BODY
+        cap = LARGE_BODIES.get(path, MAX_BODY)
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > cap):
             await send_json(send, 413, _too_large(cap))

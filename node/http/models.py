@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_mo
 from swapmeet.protocol.listing_spec import CONTENT_FIELDS, ListingSpec
 from swapmeet.protocol.objects import Item
 
-from ..contract import DEFAULT_DEADLINE_S, DEFAULT_OFFER_TTL_S
+from ..contract import DEFAULT_DEADLINE_S, DEFAULT_OFFER_TTL_S, MAX_IMPORT
 
 
 class _Open(BaseModel):
@@ -208,6 +208,14 @@ def _listing_out() -> type[BaseModel]:
 
 ListingIn = _listing_in()
 ListingOut = _listing_out()
+
+
+class ListingsIn(_In):
+    """Several new listings published at once (a catalogue): all are published, or none."""
+
+    listings: list[ListingIn] = Field(  # type: ignore[valid-type]
+        min_length=1, max_length=MAX_IMPORT, description=f"1 to {MAX_IMPORT} listings"
+    )
 
 
 class ListingRowOut(ListingOut):  # type: ignore[misc,valid-type]

@@ -10,6 +10,8 @@ is a full 64-hex object id or an unambiguous prefix of at least
 ``GET  /v1/activity``                 gossip and sync per minute over the last hour (60 rows, oldest first)
 ``GET  /v1/listings``                 live listings; query ``q type category author wants tag loc limit``
 ``POST /v1/listings``                 publish (body: the fields of ``ListingSpec``; 201 + listing)
+``POST /v1/listings/import``          publish several at once, all or none (``{"listings": [ListingSpec]}``, 1 to
+                                      ``MAX_IMPORT``; 201 + the listings, in order)
 ``POST /v1/listings/{ID}/withdraw``   withdraw one of our listings (200 + withdrawal)
 ``GET  /v1/objects/{ID}``             any object the node holds (``?raw=true`` adds its hex bytes)
 ``GET  /v1/resolve/{PREFIX}``         ``{"id": "<64 hex>"}``
@@ -72,6 +74,7 @@ from .models import (
     ListingIn,
     ListingOut,
     ListingRowOut,
+    ListingsIn,
     MatchIn,
     MatchOut,
     NoteIn,
@@ -231,6 +234,18 @@ async def listings(
 async def publish(market: Market, body: ListingIn) -> dict[str, Any]:  # type: ignore[valid-type]
     """Sign, store and announce a new listing."""
     return jsonview.listing(await market.publish(listing_spec(body)))
+
+
+@router.post("/v1/listings/import", response_model=list[ListingOut], status_code=201)
+async def publish_many(market: Market, body: ListingsIn) -> list[dict[str, Any]]:
+    """Sign, store and announce several new listings at once (all or none)."""
+    specs = []
+    for i, listing in enumerate(body.listings):
+        try:
+            specs.append(listing_spec(listing))
+        except InvalidObject as err:
+            raise err.under(f"listings[{i}]") from None
+    return [jsonview.listing(x) for x in await market.publish_many(specs)]
 
 
 @router.post("/v1/listings/{listing_id}/withdraw", response_model=WithdrawalOut)
