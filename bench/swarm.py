@@ -1142,7 +1142,7 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -
     # pings) leaves, over the CPU each object adds. Before 2026-12-05 this was cores / (all CPU per object at
     # the steps' own rates), which charged the idle work per object at whatever rate a step ran: the slower
     # system's steps (bare's) had less idle work per object, and a saturated swarm still runs its heartbeats.
-    ceiling = {k: (f["cores"] - idle_of[k]) * 1000 / v if v > 0 else float("inf") for k, v in cpu_net.items()}
+    ceiling = {k: (f["cores"] - idle_of[k]) * 1000 / v if v > 0 else float("nan") for k, v in cpu_net.items()}
     say(
         f"    less idle CPU (node {idle[0]:.2f}, bare {idle[1]:.2f} cores for {n} processes): bare"
         f" {cpu_net['bare']:.1f} ms, node {cpu_net['node']:.1f} ms, bursts {cpu_net['burst']:.1f} ms per object"
