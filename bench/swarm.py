@@ -1054,8 +1054,10 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -
     f["bare_rss_mb"] = round(statistics.median(rss_mb(b.pid) for b in bare), 1)
 
     def node_publish(p: NodePeer, ks: list[int]) -> None:
-        # a burst is one import (POST /v1/listings/import), as a shop's catalogue would be
-        p.publish_many(ks) if len(ks) > 1 else p.publish(ks[0])
+        if len(ks) == 1:
+            p.publish(ks[0])
+        else:  # a burst is one import (POST /v1/listings/import), as a shop's catalogue would be
+            p.publish_many(ks)
 
     def bare_publish(p: BarePeer, ks: list[int]) -> None:
         for k in ks:  # bare gossipsub has no batching: a message per object, as another developer would
@@ -1130,14 +1132,10 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -
         burst_rate = burst_ladder.best
         say(f"{stamp()} the node swarm sustains {burst_rate:g} objects/s in bursts of {BURST}")
     bare_steps, node_steps, burst_steps = bare_ladder.steps, node_ladder.steps, burst_ladder.steps
-    cpu_cost = {
-        k: x.cpu_ms_per_object() for k, x in (("bare", bare_ladder), ("node", node_ladder), ("burst", burst_ladder))
-    }
+    ladders = {"bare": bare_ladder, "node": node_ladder, "burst": burst_ladder}
     idle_of = {"bare": idle[1], "node": idle[0], "burst": idle[0]}
-    cpu_net = {
-        k: x.cpu_ms_per_object_net(idle_of[k])
-        for k, x in (("bare", bare_ladder), ("node", node_ladder), ("burst", burst_ladder))
-    }
+    cpu_cost = {k: x.cpu_ms_per_object() for k, x in ladders.items()}
+    cpu_net = {k: x.cpu_ms_per_object_net(idle_of[k]) for k, x in ladders.items()}
     # The rate at which the N processes would fill the cores (no queueing): what their idle work (heartbeats,
     # pings) leaves, over the CPU each object adds. Before 2026-12-05 this was cores / (all CPU per object at
     # the steps' own rates), which charged the idle work per object at whatever rate a step ran: the slower

@@ -143,10 +143,10 @@ class BookGossip:
         now = trio.current_time()  # monotonic, and a test's mock clock moves it
         # Over our pace, objects go in batches of PACED_BATCH rather than one per token: every message costs
         # every node the same whatever it holds (a catalogue import would otherwise trickle out one a message).
-        due_in = self._own_pace.wait(self.me, now, cost=min(len(raws), PACED_BATCH))
+        ready = min(len(raws), PACED_BATCH)
+        due_in = self._own_pace.wait(self.me, now, cost=ready)
         if due_in > 0:
             return due_in
-        ready = min(len(raws), PACED_BATCH)
         while ready < len(raws) and self._own_pace.allow(self.me, now):
             ready += 1
         self._outbox[name] = rest = raws[ready:]

@@ -471,8 +471,13 @@ class P2PHost:
 
     def known_addrs(self, peer_id: str) -> list[str]:
         """Addresses the peerstore holds for ``peer_id`` (from dials, identify, mDNS, DHT)."""
+        return [str(a) for a in self.known_multiaddrs(peer_id)]
+
+    def known_multiaddrs(self, peer_id: str) -> list[multiaddr.Multiaddr]:
+        """:meth:`known_addrs` as multiaddrs: a str() of each decodes it again, and a caller that keeps them
+        in case it needs them (liveness, each ping) makes text of them only when it does (docs/LIBP2P.md §68)."""
         try:
-            return [str(a) for a in self._host.get_peerstore().addrs(_to_id(peer_id))]
+            return list(self._host.get_peerstore().addrs(_to_id(peer_id)))
         except (BaseLibp2pError, PeerStoreError):
             # PeerStoreError is a KeyError, not a BaseLibp2pError (docs/LIBP2P.md §9); it is raised
             # for a peer whose addresses expired or that disconnected a moment ago.

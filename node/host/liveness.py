@@ -32,11 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from libp2p.abc import IHost, INetConn
-from libp2p.exceptions import BaseLibp2pError
 from libp2p.host.ping import ID as PING_PROTOCOL
 from libp2p.host.ping import perform_ping_roundtrip
 from libp2p.peer.id import ID
-from libp2p.peer.peerstore import PeerStoreError
 
 if TYPE_CHECKING:
     from .host import P2PHost
@@ -120,7 +118,8 @@ class Liveness:
                 await trio.sleep(self.settings.interval * random.uniform(0.8, 1.0))
                 if not self.p2p.is_connected(peer):
                     return
-                addrs = self._addrs_of(pid)  # before closing: the peerstore may forget them
+                # before closing: the peerstore may forget them; as multiaddrs, text only if the ping fails
+                addrs = self.p2p.known_multiaddrs(peer)
                 try:
                     with trio.fail_after(self.settings.deadline):
                         if stream is None:
@@ -146,14 +145,6 @@ class Liveness:
             if stream is not None:
                 with suppress(Exception), trio.move_on_after(1.0):
                     await stream.reset()
-
-    def _addrs_of(self, pid: ID) -> list[Any]:
-        """The peerstore's addresses of ``pid`` as multiaddrs: a str() of each, before every ping, was about a
-        fifth of liveness's CPU, and only a failed ping needs them as text (docs/LIBP2P.md §68)."""
-        try:
-            return list(self.host.get_peerstore().addrs(pid))
-        except (BaseLibp2pError, PeerStoreError):  # PeerStoreError is a KeyError (docs/LIBP2P.md §9): gone
-            return []
 
     def _connections_under(self, pid: ID, stream: Any) -> list[INetConn]:
         """The open connections a failed ping condemns: the one its stream ran on, or, when the stream
