@@ -125,6 +125,11 @@ class ApiClient:
         """Several new listings at once, all or none (``POST /v1/listings/import``); the listings, in order."""
         return self.request("POST", "/v1/listings/import", body={"listings": specs})  # type: ignore[no-any-return]
 
+    def relay(self, raws: list[bytes]) -> list[dict[str, Any]]:
+        """Objects other authors signed, to verify, store and publish, all or none (``POST /v1/objects``):
+        ``[{"kind", "id", "author", "new"}]`` in order."""
+        return self.request("POST", "/v1/objects", body={"objects": [raw.hex() for raw in raws]})  # type: ignore[no-any-return]
+
     def add_photo(self, data: bytes) -> dict[str, Any]:
         """Send a photo's bytes; the node re-encodes and keeps it: ``{"hash", "bytes"}``."""
         return self.request("POST", "/v1/photos", raw_body=data, content_type="application/octet-stream")

@@ -6,12 +6,16 @@ every object verified and fresh, every author within its rate (one budget
 across both topics) before py-libp2p delivers or forwards the message; the
 readers hand the verified objects to :class:`~swapmeet.node.ingest.BookIngest`.
 
-Out: :meth:`BookGossip.announce` queues signed bytes already stored; a
-publisher task packs what is waiting into as few messages as fit
-(py-libp2p's cost is per message, not per byte: objects that arrive while a
-publish is in flight go out together in the next message) and paces this
-node's own objects below the per-author rate every other node enforces, so
-that none of its messages is refused for being over it.
+Out: :meth:`BookGossip.announce` queues signed bytes already stored: this
+node's own objects, and objects other authors signed that the local user hands
+us to publish (:meth:`~swapmeet.node.market.Market.relay`). A publisher task
+packs what is waiting into as few messages as fit (py-libp2p's cost is per
+message, not per byte: objects that arrive while a publish is in flight go out
+together in the next message) and paces every author below the per-author rate
+every other node enforces, so that none of its messages is refused for being
+over it. A message carries one author's objects: should an author also publish
+through another node and so go over its budget at a receiver, the receiver
+rejects that author's message, not the other authors' objects with it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from swapmeet.protocol.objects import KIND_LISTING, KIND_OFFER, KIND_WITHDRAWAL
 from swapmeet.protocol.ratelimit import AuthorRateLimiter
 
 from .activity import Activity
+from .contract import MAX_IMPORT
 from .gossip import PerAuthor, VerifiedTopic
 from .host import DEFAULT_MAX_MESSAGE_SIZE, P2PError, P2PHost, topic
 from .ingest import BookIngest
@@ -36,9 +41,19 @@ TOPIC_KINDS: dict[str, tuple[str, ...]] = {
     "listings": (KIND_LISTING, KIND_WITHDRAWAL),
     "offers": (KIND_OFFER,),
 }
-# Our own objects go out at 80 % of the budget every node enforces: delays on the way can bunch paced
+
+
+def topic_of(kind: str) -> str:
+    """The book topic that carries objects of ``kind``."""
+    return next(name for name, kinds in TOPIC_KINDS.items() if kind in kinds)
+
+
+# Every author's objects go out at 80 % of the budget every node enforces: delays on the way can bunch paced
 # messages together, and a receiver must still find them within budget.
 OWN_PACE = 0.8
+# Objects of one other author waiting for its pace, at most (both topics): one full relay's worth, a minute at
+# its pace. Past it a relay is refused (the caller retries later) rather than queued without bound.
+MAX_WAITING = MAX_IMPORT
 # Objects over our pace wait until this many can go in one message (2 s of tokens at our pace), or all of them.
 PACED_BATCH = 8
 # Verified messages waiting for the book, per topic, and how many are stored in one transaction: while
@@ -67,12 +82,13 @@ class BookGossip:
         self.me = me
         budget = PerAuthor()
         enforced = budget.limiter
-        self._own_pace = AuthorRateLimiter(rate=enforced.rate * OWN_PACE, burst=enforced.burst * OWN_PACE)
+        self._pace = AuthorRateLimiter(rate=enforced.rate * OWN_PACE, burst=enforced.burst * OWN_PACE)
         self.topics = {
             name: VerifiedTopic(host, topic(net, name), name, partial(_decode, kinds), budget=budget, activity=activity)
             for name, kinds in TOPIC_KINDS.items()
         }
-        self._outbox: dict[str, list[bytes]] = {name: [] for name in TOPIC_KINDS}
+        # Per topic, per author (in the order they first had something waiting): signed bytes to publish.
+        self._outbox: dict[str, dict[bytes, list[bytes]]] = {name: {} for name in TOPIC_KINDS}
         self._outbox_ready = trio.Event()
 
     async def start(self, nursery: trio.Nursery) -> None:
@@ -82,10 +98,20 @@ class BookGossip:
             nursery.start_soon(self._read, verified_topic)
         nursery.start_soon(self._publish_waiting)
 
-    def announce(self, topic_name: str, raw: bytes) -> None:
-        """Queue a stored object's signed bytes for gossip on ``topic_name`` ("listings" or "offers")."""
-        self._outbox[topic_name].append(raw)
+    def announce(self, topic_name: str, raw: bytes, author: bytes | None = None) -> None:
+        """Queue a stored object's signed bytes for gossip on ``topic_name`` ("listings" or "offers");
+        ``author``: who signed it, when not this node."""
+        self._outbox[topic_name].setdefault(author or self.me, []).append(raw)
         self._outbox_ready.set()
+
+    @property
+    def pace(self) -> float:
+        """Objects per second each author's objects go out at, sustained."""
+        return self._pace.rate
+
+    def waiting(self, author: bytes) -> int:
+        """How many of ``author``'s objects wait for its pace (both topics)."""
+        return sum(len(authors.get(author, ())) for authors in self._outbox.values())
 
     async def _read(self, verified_topic: VerifiedTopic[list[object]]) -> None:
         send, receive = trio.open_memory_channel[tuple[str, list[object]]](STORE_QUEUE)
@@ -127,34 +153,47 @@ class BookGossip:
     async def _gather(self) -> None:
         """Wait while objects keep arriving (each within QUIET_S of the last), at most COALESCE_MAX_S."""
         deadline = trio.current_time() + COALESCE_MAX_S
-        waiting = sum(map(len, self._outbox.values()))
+        waiting = self._waiting_total()
         while trio.current_time() < deadline:
             await trio.sleep(QUIET_S)
-            now_waiting = sum(map(len, self._outbox.values()))
+            now_waiting = self._waiting_total()
             if now_waiting == waiting:
                 return
             waiting = now_waiting
 
+    def _waiting_total(self) -> int:
+        return sum(len(raws) for authors in self._outbox.values() for raws in authors.values())
+
     async def _publish_ready(self, name: str) -> float:
-        """Publish what our pace allows of ``name``'s outbox; the seconds until the rest is due (inf: none)."""
-        raws = self._outbox[name]
-        if not raws:
-            return float("inf")
-        now = trio.current_time()  # monotonic, and a test's mock clock moves it
-        # Over our pace, objects go in batches of PACED_BATCH rather than one per token: every message costs
+        """Publish what each author's pace allows of ``name``'s outbox; the seconds until the rest is due
+        (inf: nothing waits)."""
+        authors = self._outbox[name]
+        due_in = float("inf")
+        for author in list(authors):
+            now = trio.current_time()  # monotonic, and a test's mock clock moves it
+            raws = authors[author]
+            ready = self._take_ready(author, raws, now)
+            if rest := raws[ready:]:
+                authors[author] = rest
+                # At the same `now` the tokens are spent, so this takes none: it says when the rest's next batch
+                # may go.
+                due_in = min(due_in, self._pace.wait(author, now, cost=min(len(rest), PACED_BATCH)))
+            else:
+                del authors[author]
+            for data in batch.pack(raws[:ready], max_size=DEFAULT_MAX_MESSAGE_SIZE):
+                try:
+                    await self.topics[name].publish(data)
+                except P2PError as exc:
+                    log.warning("could not publish on %s: %s", name, exc)
+        return due_in
+
+    def _take_ready(self, author: bytes, raws: list[bytes], now: float) -> int:
+        """Take ``author``'s tokens for as many of ``raws`` as may go at ``now``; how many (0: none yet)."""
+        # Over the pace, objects go in batches of PACED_BATCH rather than one per token: every message costs
         # every node the same whatever it holds (a catalogue import would otherwise trickle out one a message).
         ready = min(len(raws), PACED_BATCH)
-        due_in = self._own_pace.wait(self.me, now, cost=ready)
-        if due_in > 0:
-            return due_in
-        while ready < len(raws) and self._own_pace.allow(self.me, now):
+        if self._pace.wait(author, now, cost=ready) > 0:
+            return 0
+        while ready < len(raws) and self._pace.allow(author, now):
             ready += 1
-        self._outbox[name] = rest = raws[ready:]
-        # The loop took every token, so this takes none: it says when the next batch of the rest may go.
-        due_in = self._own_pace.wait(self.me, now, cost=min(len(rest), PACED_BATCH)) if rest else float("inf")
-        for data in batch.pack(raws[:ready], max_size=DEFAULT_MAX_MESSAGE_SIZE):
-            try:
-                await self.topics[name].publish(data)
-            except P2PError as exc:
-                log.warning("could not publish on %s: %s", name, exc)
-        return due_in
+        return ready

@@ -106,8 +106,16 @@ class Conflict(ApiError):
     exit_code = 1  # refused: the request was well formed, the node's state says no
 
 
+class Busy(ApiError):
+    """The node holds as much of this work as it queues: try again later (the message says when)."""
+
+    http_status = 429
+    api_code = "busy"
+    exit_code = 1
+
+
 ERRORS_BY_CODE: dict[str, type[ApiError]] = {
-    cls.api_code: cls for cls in (ApiError, UnknownObject, AmbiguousPrefix, Conflict, TooLarge)
+    cls.api_code: cls for cls in (ApiError, UnknownObject, AmbiguousPrefix, Conflict, TooLarge, Busy)
 }
 
 
@@ -198,6 +206,17 @@ class MarketAPI(Protocol):
         book, or an offer or exchange this node takes part in.
 
         Raises :class:`UnknownObject` when none matches, :class:`AmbiguousPrefix` when several do.
+        """
+        ...
+
+    async def relay(self, raws: Sequence[bytes]) -> list[tuple[Listing | Withdrawal | Offer, bool]]:
+        """Verify, store and announce listings, withdrawals and offers other authors signed (a program
+        that keeps its own key, objects carried over from elsewhere): all or none, 1 to ``MAX_IMPORT``.
+
+        Each object passes the same checks as one that arrives by gossip; the ones the book did not hold
+        are announced, every author paced below its budget (PROTOCOL.md §13). Returns each object and
+        whether it was new. Raises :class:`InvalidObject` with paths starting ``objects[i]``, and
+        :class:`Busy` when an author already has as many objects waiting for its pace as the node queues.
         """
         ...
 

@@ -24,7 +24,7 @@ from swapmeet.protocol import boundary
 from swapmeet.protocol.errors import InvalidObject
 from swapmeet.protocol.objects import KIND_LISTING, KIND_OFFER, KIND_WITHDRAWAL, Listing, Offer
 
-from .book import BookObject, OfferBook
+from .book import AddResult, BookObject, OfferBook
 from .budgets import Budgets
 from .events import EventFeed
 from .refusals import RefusalLog
@@ -61,10 +61,22 @@ class BookIngest:
         """Store verified objects; the number that were new (or newer versions of what the book held)."""
         return (await self.store_groups([list(objects)]))[0]
 
+    async def store_new(self, objects: list[BookObject]) -> list[bool]:
+        """Store verified objects; for each, whether it was new (or a newer version of what the book held)."""
+        return [result.forward for result in await self._add(objects)]
+
     async def store_groups(self, groups: list[list[BookObject]]) -> list[int]:
         """Store several groups of verified objects in one transaction (one worker-thread round trip);
         the number new in each group. What gossip batches when messages wait for the book."""
-        objects = [obj for group in groups for obj in group]
+        results = await self._add([obj for group in groups for obj in group])
+        counts, at = [], 0
+        for group in groups:
+            counts.append(sum(1 for r in results[at : at + len(group)] if r.forward))
+            at += len(group)
+        return counts
+
+    async def _add(self, objects: list[BookObject]) -> list[AddResult]:
+        """Add to the book in one transaction; tell the live views, the photo prefetch and settlement."""
         results = await trio.to_thread.run_sync(self.book.add_many, objects, _now())
         for obj, result in zip(objects, results, strict=True):
             if not result.forward:
@@ -77,11 +89,7 @@ class BookIngest:
         for obj in objects:
             if isinstance(obj, Offer) and obj.author != self.me and self.me in (obj.maker, obj.taker):
                 await self._to_settlement.send(obj)
-        counts, at = [], 0
-        for group in groups:
-            counts.append(sum(1 for r in results[at : at + len(group)] if r.forward))
-            at += len(group)
-        return counts
+        return results
 
     async def store_raw(self, raws: list[bytes], peer: str) -> int:
         """Signed bytes ``peer`` sent by book sync: within its budget, verified, within their authors'

@@ -3,7 +3,8 @@
 Implements :class:`~swapmeet.node.contract.MarketAPI`: the node's status and
 peers, publishing and withdrawing this node's listings (signed here, stored
 through :class:`~swapmeet.node.ingest.BookIngest`, announced by
-:class:`~swapmeet.node.bookgossip.BookGossip`), searching the offer book, and
+:class:`~swapmeet.node.bookgossip.BookGossip`), relaying what other authors
+signed (verified as gossip is, then stored and announced), searching the offer book, and
 finding any object by id or prefix (the book, and the offers and exchanges
 settlement holds). What the web UI reads besides is handed on to the room that
 owns it: the live feed (:mod:`.events`), photos (:mod:`.photos`) and the ledger's
@@ -14,26 +15,29 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
+from swapmeet.protocol import batch
 from swapmeet.protocol.build import make_withdrawal, sign_listing
 from swapmeet.protocol.errors import InvalidObject
-from swapmeet.protocol.identity import Identity
+from swapmeet.protocol.identity import Identity, peer_id
 from swapmeet.protocol.listing_spec import ListingSpec
 from swapmeet.protocol.objects import LedgerEntry, Listing, SignedObject, Withdrawal
 from swapmeet.protocol.settlement import ExchangeState, OfferState
 
 from . import jsonview
 from .activity import Activity
-from .book import OfferBook
-from .bookgossip import BookGossip
-from .contract import DEFAULT_LIMIT, MAX_IMPORT, AmbiguousPrefix, Conflict, UnknownObject, package_version
+from .book import BookObject, OfferBook
+from .bookgossip import MAX_WAITING, BookGossip, topic_of
+from .contract import DEFAULT_LIMIT, MAX_IMPORT, AmbiguousPrefix, Busy, Conflict, UnknownObject, package_version
 from .events import EventFeed, Subscription, TooManySubscribers
 from .host import P2PHost
-from .ingest import BookIngest
+from .ingest import BOOK_KINDS, BookIngest
 from .ledgerview import ChainHeld, LedgerViews, Reputation
 from .photos import PhotoService
 from .replication import Replication
@@ -169,6 +173,34 @@ class Market:
         await self.ingest.store(listings)
         log.info("published %d listings: %s ...", len(listings), listings[0].title)
         return listings
+
+    async def relay(self, raws: Sequence[bytes]) -> list[tuple[BookObject, bool]]:
+        if not 1 <= len(raws) <= MAX_IMPORT:
+            raise InvalidObject("objects", f"expected 1 to {MAX_IMPORT} objects, got {len(raws)}", "length")
+        # The trust boundary, as for gossip: every object decoded, verified and fresh before any is stored.
+        # In a worker thread: a signature check and decode is a fraction of a millisecond each.
+        objects: list[BookObject] = await trio.to_thread.run_sync(
+            partial(batch.decode_objects, raws, kinds=BOOK_KINDS, now=_now(), path="objects")
+        )
+        per_author = Counter(obj.author for obj in objects)
+        for author, count in per_author.items():
+            # Queued without bound, one author's backlog would hold memory and put its newest objects ever
+            # further behind; the caller hears how long until there is room. (Relays of one author that run
+            # at once may each pass before any is announced: a relay's worth more per request in flight.)
+            waiting = self.book_gossip.waiting(author)
+            if waiting + count > MAX_WAITING:
+                pace = self.book_gossip.pace
+                raise Busy(
+                    f"{count} object(s) by {peer_id(author)}: {waiting} of its objects already wait to go out "
+                    f"at its pace of {pace:g}/s (at most {MAX_WAITING}); try again in "
+                    f"{(waiting + count - MAX_WAITING) / pace:.0f} s"
+                )
+        new = await self.ingest.store_new(objects)
+        for obj, is_new in zip(objects, new, strict=True):
+            if is_new:  # what the book held already has been gossiped: a copy would only cost every node
+                self.book_gossip.announce(topic_of(obj.kind), obj.raw, author=obj.author)
+        log.info("relayed %d object(s), %d new, by %d author(s)", len(objects), sum(new), len(per_author))
+        return list(zip(objects, new, strict=True))
 
     def _sign_all(self, specs: Sequence[ListingSpec], now: int) -> list[Listing]:
         listings = []

@@ -61,10 +61,15 @@ def split_batch(data: bytes) -> list[bytes]:
 
 def decode_batch(data: bytes, *, kinds: tuple[str, ...], now: int | None) -> list[object]:
     """Split and verify every object (``InvalidObject`` names the first bad one's index)."""
+    return decode_objects(split_batch(data), kinds=kinds, now=now, path="batch[2]")
+
+
+def decode_objects(raws: Sequence[bytes], *, kinds: tuple[str, ...], now: int | None, path: str) -> list[object]:
+    """Verify every object through the trust boundary; ``InvalidObject`` names the first bad one ``path[i]``."""
     objects = []
-    for i, raw in enumerate(split_batch(data)):
+    for i, raw in enumerate(raws):
         try:
             objects.append(boundary.decode(raw, kind=kinds, now=now))
         except InvalidObject as err:
-            raise InvalidObject(f"batch[2][{i}].{err.path}", err.reason, err.code) from None
+            raise err.under(f"{path}[{i}]") from None
     return objects

@@ -38,9 +38,11 @@ from swapmeet.node.home import Home
 from swapmeet.node.http.app import create_app
 from swapmeet.node.http.guard import TokenGuard
 from swapmeet.node.http.server import serve_api
+from swapmeet.node.ingest import BOOK_KINDS
 from swapmeet.node.ledgerview import ChainHeld, Reputation
 from swapmeet.node.matching import MatchResult, RingFound, propose_ring
 from swapmeet.protocol import settlement as st
+from swapmeet.protocol.batch import decode_objects
 from swapmeet.protocol.build import (
     make_offer,
     make_rating,
@@ -153,6 +155,15 @@ class FakeNode:
         for listing in listings:
             self.add(listing)
         return listings
+
+    async def relay(self, raws: Sequence[bytes]) -> list[tuple[SignedObject, bool]]:
+        if not 1 <= len(raws) <= MAX_IMPORT:
+            raise InvalidObject("objects", f"expected 1 to {MAX_IMPORT} objects", "length")
+        objects = decode_objects(raws, kinds=BOOK_KINDS, now=int(time.time()), path="objects")
+        out = [(obj, obj.id not in self.objects) for obj in objects]  # type: ignore[attr-defined]
+        for obj, _ in out:
+            self.objects[obj.id] = obj
+        return out
 
     def add(self, listing: Listing) -> None:
         self.objects[listing.id] = listing
@@ -694,6 +705,39 @@ async def test_an_import_publishes_all_in_order_or_none(tmp_path: Path) -> None:
             big = [spec(desc="x" * 1000) for _ in range(MAX_IMPORT)]
             assert len(json.dumps({"listings": big})) > 4 * 65536
             assert len(await r.call("publish_many", big)) == MAX_IMPORT
+
+
+async def test_a_relay_verifies_every_object_and_keeps_all_or_none(tmp_path: Path) -> None:
+    """POST /v1/objects: other authors' signed objects in hex; a forged one or bad hex names its index."""
+    with trio.fail_after(LIMIT_S):
+        node = FakeNode()
+        async with running(node, tmp_path) as r:
+            now = int(time.time())
+            theirs = [
+                sign_listing(who, ListingSpec(title=f"Jar {n}", have=(parse_item("1 x jar"),)), created=now)
+                for n, who in enumerate((BOB, CAROL))
+            ]
+            relayed = await r.call("relay", [x.raw for x in theirs])
+            assert [(x["kind"], x["id"], x["author"], x["new"]) for x in relayed] == [
+                ("listing", x.id.hex(), peer_id(x.author), True) for x in theirs
+            ]
+            assert [x["new"] for x in await r.call("relay", [theirs[0].raw])] == [False]
+            held = len(node.objects)
+
+            forged = bytearray(
+                sign_listing(BOB, ListingSpec(title="Jar 9", have=(parse_item("1 x jar"),)), created=now).raw
+            )
+            forged[-1] ^= 1  # the last byte of the signature
+            with pytest.raises(InvalidObject, match=r"objects\[1\]\.listing\.signature: does not verify"):
+                await r.call("relay", [theirs[0].raw, bytes(forged)])
+            for bad, path in (
+                ([theirs[0].raw.hex(), "zz"], "objects[1]"),
+                ([], "objects"),
+                (["00"] * (MAX_IMPORT + 1), "objects"),
+            ):
+                status, _, body = await r.raw("POST", "/v1/objects", body=json.dumps({"objects": bad}).encode())
+                assert status == 400 and body["code"] == "invalid" and body["path"] == path, body
+            assert len(node.objects) == held
 
 
 # --- bad input: one-line JSON errors ---

@@ -84,8 +84,8 @@ async def test_a_burst_of_publishes_goes_out_in_few_messages(autojump_clock: tri
 
     gossip = BookGossip.__new__(BookGossip)
     gossip.me = b"me" * 16
-    gossip._own_pace = AuthorRateLimiter(rate=100, burst=100)
-    gossip._outbox = {"listings": [], "offers": []}
+    gossip._pace = AuthorRateLimiter(rate=100, burst=100)
+    gossip._outbox = {"listings": {}, "offers": {}}
     gossip._outbox_ready = trio.Event()
     topic = RecordingTopic()
     gossip.topics = {"listings": topic, "offers": RecordingTopic()}  # type: ignore[dict-item]
@@ -105,27 +105,67 @@ async def test_a_burst_of_publishes_goes_out_in_few_messages(autojump_clock: tri
     assert len(topic.messages) <= 4, [len(x) for x in sent]
 
 
-async def test_over_our_pace_objects_go_in_batches_not_one_a_message(autojump_clock: trio.testing.MockClock) -> None:
-    """60 listings at once with our pace (40 at once, 4/s): 40 go at once, the rest in batches of PACED_BATCH
-    as the tokens for a batch come (not one message per token), and the last batch as soon as it can."""
-    from swapmeet.node.bookgossip import OWN_PACE, PACED_BATCH
+def paced_gossip() -> tuple[BookGossip, list[tuple[float, list[bytes]]]]:
+    """A BookGossip with the real pace and no host; what it publishes on "listings": (when, objects)."""
+    from swapmeet.node.bookgossip import OWN_PACE
     from swapmeet.protocol import batch
     from swapmeet.protocol.ratelimit import AUTHOR_BURST, AUTHOR_RATE, AuthorRateLimiter
 
     gossip = BookGossip.__new__(BookGossip)
     gossip.me = b"me" * 16
-    gossip._own_pace = AuthorRateLimiter(rate=AUTHOR_RATE * OWN_PACE, burst=AUTHOR_BURST * OWN_PACE)
-    gossip._outbox = {"listings": [], "offers": []}
+    gossip._pace = AuthorRateLimiter(rate=AUTHOR_RATE * OWN_PACE, burst=AUTHOR_BURST * OWN_PACE)
+    gossip._outbox = {"listings": {}, "offers": {}}
     gossip._outbox_ready = trio.Event()
+    sent: list[tuple[float, list[bytes]]] = []
     topic = RecordingTopic()
-    gossip.topics = {"listings": topic, "offers": RecordingTopic()}  # type: ignore[dict-item]
-    sent_at: list[float] = []
 
     async def publish(data: bytes) -> None:
-        topic.messages.append(data)
-        sent_at.append(trio.current_time())
+        sent.append((trio.current_time(), batch.split_batch(data)))
 
     topic.publish = publish  # type: ignore[method-assign]
+    gossip.topics = {"listings": topic, "offers": RecordingTopic()}  # type: ignore[dict-item]
+    return gossip, sent
+
+
+async def test_relayed_authors_are_paced_each_on_its_own_and_sent_in_messages_of_their_own(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Objects other authors signed (a relay): each author has its own pace (ALICE's backlog does not hold BOB
+    back), and a message carries one author's objects (a receiver that finds one author over its budget
+    rejects that message, not the others' objects with it)."""
+    from swapmeet.node.bookgossip import PACED_BATCH
+
+    gossip, sent = paced_gossip()
+    alices = [listing(ALICE, series=bytes([i]) * 16).raw for i in range(50)]
+    bobs = [listing(BOB, series=bytes([100 + i]) * 16).raw for i in range(10)]
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(gossip._publish_waiting)
+        for raw in alices:
+            gossip.announce("listings", raw, author=ALICE.public_key)
+        for raw in bobs:
+            gossip.announce("listings", raw, author=BOB.public_key)
+        assert gossip.waiting(ALICE.public_key) == 50 and gossip.waiting(BOB.public_key) == 10
+        await trio.sleep(30)
+        nursery.cancel_scope.cancel()
+    by_whom = {raw: "alice" for raw in alices} | {raw: "bob" for raw in bobs}
+    messages = [(round(t - start, 2), {by_whom[raw] for raw in objects}, len(objects)) for t, objects in sent]
+    assert messages == [
+        (0.0, {"alice"}, 40),  # both within their burst at once, in two messages
+        (0.0, {"bob"}, 10),
+        (PACED_BATCH / 4.0, {"alice"}, PACED_BATCH),  # the rest of alice's at her pace
+        (PACED_BATCH / 4.0 + 0.5, {"alice"}, 2),
+    ], messages
+    assert gossip.waiting(ALICE.public_key) == 0 and gossip._outbox["listings"] == {}
+
+
+async def test_over_our_pace_objects_go_in_batches_not_one_a_message(autojump_clock: trio.testing.MockClock) -> None:
+    """60 listings at once with our pace (40 at once, 4/s): 40 go at once, the rest in batches of PACED_BATCH
+    as the tokens for a batch come (not one message per token), and the last batch as soon as it can."""
+    from swapmeet.node.bookgossip import OWN_PACE, PACED_BATCH
+    from swapmeet.protocol.ratelimit import AUTHOR_RATE
+
+    gossip, sent = paced_gossip()
     start = trio.current_time()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(gossip._publish_waiting)
@@ -133,8 +173,9 @@ async def test_over_our_pace_objects_go_in_batches_not_one_a_message(autojump_cl
             gossip.announce("listings", listing(ALICE, series=bytes([i]) * 16).raw)
         await trio.sleep(30)
         nursery.cancel_scope.cancel()
-    sizes = [len(batch.split_batch(m)) for m in topic.messages]
+    sizes = [len(objects) for _, objects in sent]
     assert sizes == [40, PACED_BATCH, PACED_BATCH, 60 - 40 - 2 * PACED_BATCH], sizes
+    sent_at = [t for t, _ in sent]
     gaps = [round(b - a, 2) for a, b in zip([start, *sent_at], sent_at, strict=False)]
     pace = AUTHOR_RATE * OWN_PACE
     assert gaps == [0.0, PACED_BATCH / pace, PACED_BATCH / pace, 4 / pace], gaps

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import trio
 from swapmeet.cli.localswarm import LocalSwarm
+from swapmeet.node.contract import MAX_IMPORT, Busy
 from swapmeet.node.host import GossipSettings, open_host, topic
 from swapmeet.protocol import batch, boundary
 from swapmeet.protocol.build import make_listing, parse_item
@@ -186,6 +187,45 @@ def test_a_catalogue_import_reaches_every_node_in_one_gossip_message(swarm: Loca
     for i in swarm.running():
         if i != 1:
             assert one_message in swarm.log_text(i)[marks[i] :], swarm.log_tail(i)
+
+
+def test_objects_other_authors_signed_are_relayed_each_author_in_its_own_paced_messages(swarm: LocalSwarm) -> None:
+    # A program that keeps its own keys publishes through node 1 (POST /v1/objects): the node verifies the
+    # objects as it would gossip, stores them and sends each author's in its own message, paced below the
+    # author's budget (PROTOCOL.md §13).
+    authors = [Identity(secrets.token_bytes(32)) for _ in range(3)]
+    now = int(time.time())
+    signed = [
+        make_listing(who, created=now, expires=now + 3600, title=unique(f"Bowl {n}"), have=[parse_item("1 x bowl")])
+        for who in authors
+        for n in range(5)
+    ]
+    marks = log_marks(swarm)
+    relayed = swarm.client(1).relay([x.raw for x in signed])
+    assert [(x["id"], x["new"]) for x in relayed] == [(x.id.hex(), True) for x in signed]
+    wait_everywhere(swarm, {x.id.hex() for x in signed}, what="relayed listings")
+    for i in swarm.running():
+        if i == 1:
+            continue
+        text = swarm.log_text(i)[marks[i] :]
+        # one message per author, whoever forwarded it: "gossip from <forwarder>: 5 new object(s)" three times
+        assert len(re.findall(r"gossip from \S+: 5 new object\(s\)", text)) == 3, swarm.log_tail(i)
+        assert "over its rate limit" not in text
+    assert [x["new"] for x in swarm.client(2).relay([signed[0].raw])] == [False]  # held: not gossiped again
+
+    # One author's backlog is bounded: past the burst its objects wait for the pace, and a relay that would
+    # queue more than MAX_WAITING of them is refused whole (429) with when to try again.
+    shop = Identity(secrets.token_bytes(32))
+    catalogue = [
+        make_listing(shop, created=now, expires=now + 3600, title=f"Cup {n}", have=[parse_item("1 x cup")])
+        for n in range(MAX_IMPORT + 100)
+    ]
+    assert all(x["new"] for x in swarm.client(3).relay([x.raw for x in catalogue[:MAX_IMPORT]]))
+    before = swarm.listing_ids(3)
+    # 216 wait after a burst of 40; 100 more would be 316: refused (it takes 15 s at 4/s to get under again)
+    with pytest.raises(Busy, match=r"100 object\(s\) by .* already wait to go out .* try again in \d+ s"):
+        swarm.client(3).relay([x.raw for x in catalogue[MAX_IMPORT:]])
+    assert swarm.listing_ids(3) == before
 
 
 def test_a_catalogue_with_one_bad_listing_publishes_nothing(swarm: LocalSwarm, tmp_path: Path) -> None:

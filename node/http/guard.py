@@ -22,8 +22,13 @@ from ..contract import MAX_IMPORT, TooLarge
 
 MAX_BODY = 64 * 1024  # bytes; a listing is at most 16 KiB signed, its JSON request far less
 MAX_UPLOAD = 16 * 1024 * 1024  # a photo as the camera wrote it (POST /v1/photos); the node re-encodes it
-# Paths whose bodies may be larger than MAX_BODY: a photo, and an import of up to MAX_IMPORT listings.
-LARGE_BODIES = {"/v1/photos": MAX_UPLOAD, "/v1/listings/import": MAX_IMPORT * MAX_BODY}
+# Paths whose bodies may be larger than MAX_BODY: a photo, an import of up to MAX_IMPORT listings, and as many
+# signed objects to relay (each at most 16 KiB, twice that in hex).
+LARGE_BODIES = {
+    "/v1/photos": MAX_UPLOAD,
+    "/v1/listings/import": MAX_IMPORT * MAX_BODY,
+    "/v1/objects": MAX_IMPORT * MAX_BODY,
+}
 
 _UNAUTHORIZED = {
     "error": "missing or wrong API token: send 'Authorization: Bearer <token>'"

@@ -218,6 +218,23 @@ class ListingsIn(_In):
     )
 
 
+class ObjectsIn(_In):
+    """Listings, withdrawals and offers other authors signed, to verify, store and publish: all, or none."""
+
+    objects: list[str] = Field(
+        min_length=1,
+        max_length=MAX_IMPORT,
+        description=f"1 to {MAX_IMPORT} signed objects, each its CBOR bytes in hex (as GET /v1/objects/ID?raw=true)",
+    )
+
+
+class RelayedOut(_Open):
+    kind: str
+    id: str
+    author: str
+    new: bool = Field(description="the book did not hold it: it was stored and is being published")
+
+
 class ListingRowOut(ListingOut):  # type: ignore[misc,valid-type]
     author_forked: bool = Field(description="this node holds a fork proof against the author")
 

@@ -14,6 +14,9 @@ is a full 64-hex object id or an unambiguous prefix of at least
                                       ``MAX_IMPORT``; 201 + the listings, in order)
 ``POST /v1/listings/{ID}/withdraw``   withdraw one of our listings (200 + withdrawal)
 ``GET  /v1/objects/{ID}``             any object the node holds (``?raw=true`` adds its hex bytes)
+``POST /v1/objects``                  relay listings, withdrawals and offers other authors signed, all or none
+                                      (``{"objects": [hex]}``, 1 to ``MAX_IMPORT``; 200 + ``[{"kind", "id",
+                                      "author", "new"}]``; 429 ``busy`` when an author's objects wait for its pace)
 ``GET  /v1/resolve/{PREFIX}``         ``{"id": "<64 hex>"}``
 ``POST /v1/offers``                   make an offer on a listing in the book (body: ``{"listing": ID, "give":
                                       [item], "take": [item] | null, "expires_in_s", "note"}``; 201 + offer row)
@@ -79,6 +82,7 @@ from .models import (
     MatchOut,
     NoteIn,
     NoticeOut,
+    ObjectsIn,
     OfferIn,
     OfferRowOut,
     PeerOut,
@@ -87,6 +91,7 @@ from .models import (
     RateIn,
     RatingOut,
     ReceiptOut,
+    RelayedOut,
     StatusOut,
     StoppingOut,
     TradeOut,
@@ -265,6 +270,21 @@ async def get_object(market: Market, object_id: str, raw: bool = False) -> dict[
     if raw:
         rendered["raw"] = obj.raw.hex()
     return rendered
+
+
+@router.post("/v1/objects", response_model=list[RelayedOut])
+async def relay(market: Market, body: ObjectsIn) -> list[dict[str, Any]]:
+    """Verify, store and publish objects other authors signed (all or none)."""
+    raws = []
+    for i, text in enumerate(body.objects):
+        try:
+            raws.append(bytes.fromhex(text))
+        except ValueError:
+            raise InvalidObject(f"objects[{i}]", "expected the object's bytes in hex", "format") from None
+    return [
+        {"kind": obj.kind, "id": obj.id.hex(), "author": peer_id(obj.author), "new": new}
+        for obj, new in await market.relay(raws)
+    ]
 
 
 @router.get("/v1/resolve/{prefix}", response_model=IdOut)
