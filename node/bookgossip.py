@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from functools import partial
 
 import trio
 from swapmeet.protocol import batch
+from swapmeet.protocol.identity import peer_id
 from swapmeet.protocol.objects import KIND_LISTING, KIND_OFFER, KIND_WITHDRAWAL
 from swapmeet.protocol.ratelimit import AuthorRateLimiter
 
 from .activity import Activity
-from .contract import MAX_IMPORT
+from .contract import MAX_IMPORT, Busy
 from .gossip import PerAuthor, VerifiedTopic
 from .host import DEFAULT_MAX_MESSAGE_SIZE, P2PError, P2PHost, topic
 from .ingest import BookIngest
@@ -104,14 +106,24 @@ class BookGossip:
         self._outbox[topic_name].setdefault(author or self.me, []).append(raw)
         self._outbox_ready.set()
 
-    @property
-    def pace(self) -> float:
-        """Objects per second each author's objects go out at, sustained."""
-        return self._pace.rate
-
     def waiting(self, author: bytes) -> int:
         """How many of ``author``'s objects wait for its pace (both topics)."""
         return sum(len(authors.get(author, ())) for authors in self._outbox.values())
+
+    def check_room(self, per_author: Mapping[bytes, int]) -> None:
+        """Raise :class:`Busy` if announcing ``per_author[a]`` more objects of each author ``a`` would leave more
+        than MAX_WAITING of them waiting: queued without bound, one author's backlog would hold memory and put
+        its newest objects ever further behind. The caller hears how long until there is room. (Callers that
+        run at once may each pass before any announces: a call's worth more per call in flight.)"""
+        for author, count in per_author.items():
+            waiting = self.waiting(author)
+            if waiting + count > MAX_WAITING:
+                pace = self._pace.rate
+                raise Busy(
+                    f"{count} object(s) by {peer_id(author)}: {waiting} of its objects already wait to go out "
+                    f"at its pace of {pace:g}/s (at most {MAX_WAITING}); try again in "
+                    f"{(waiting + count - MAX_WAITING) / pace:.0f} s"
+                )
 
     async def _read(self, verified_topic: VerifiedTopic[list[object]]) -> None:
         send, receive = trio.open_memory_channel[tuple[str, list[object]]](STORE_QUEUE)

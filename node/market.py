@@ -25,7 +25,7 @@ import trio
 from swapmeet.protocol import batch
 from swapmeet.protocol.build import make_withdrawal, sign_listing
 from swapmeet.protocol.errors import InvalidObject
-from swapmeet.protocol.identity import Identity, peer_id
+from swapmeet.protocol.identity import Identity
 from swapmeet.protocol.listing_spec import ListingSpec
 from swapmeet.protocol.objects import LedgerEntry, Listing, SignedObject, Withdrawal
 from swapmeet.protocol.settlement import ExchangeState, OfferState
@@ -33,8 +33,8 @@ from swapmeet.protocol.settlement import ExchangeState, OfferState
 from . import jsonview
 from .activity import Activity
 from .book import BookObject, OfferBook
-from .bookgossip import MAX_WAITING, BookGossip, topic_of
-from .contract import DEFAULT_LIMIT, MAX_IMPORT, AmbiguousPrefix, Busy, Conflict, UnknownObject, package_version
+from .bookgossip import BookGossip, topic_of
+from .contract import DEFAULT_LIMIT, MAX_IMPORT, AmbiguousPrefix, Conflict, UnknownObject, package_version
 from .events import EventFeed, Subscription, TooManySubscribers
 from .host import P2PHost
 from .ingest import BOOK_KINDS, BookIngest
@@ -183,18 +183,7 @@ class Market:
             partial(batch.decode_objects, raws, kinds=BOOK_KINDS, now=_now(), path="objects")
         )
         per_author = Counter(obj.author for obj in objects)
-        for author, count in per_author.items():
-            # Queued without bound, one author's backlog would hold memory and put its newest objects ever
-            # further behind; the caller hears how long until there is room. (Relays of one author that run
-            # at once may each pass before any is announced: a relay's worth more per request in flight.)
-            waiting = self.book_gossip.waiting(author)
-            if waiting + count > MAX_WAITING:
-                pace = self.book_gossip.pace
-                raise Busy(
-                    f"{count} object(s) by {peer_id(author)}: {waiting} of its objects already wait to go out "
-                    f"at its pace of {pace:g}/s (at most {MAX_WAITING}); try again in "
-                    f"{(waiting + count - MAX_WAITING) / pace:.0f} s"
-                )
+        self.book_gossip.check_room(per_author)
         new = await self.ingest.store_new(objects)
         for obj, is_new in zip(objects, new, strict=True):
             if is_new:  # what the book held already has been gossiped: a copy would only cost every node
