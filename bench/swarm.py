@@ -1197,13 +1197,16 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list[Callable[[], Any]]) -
         time.sleep(SETTLE_S)
         # Bursts start at the uniform rate the swarm sustained: the question is how far batching lifts it.
         start_at = [r for r in burst_rates if r >= node_rate] or burst_rates[-1:]
-        if relayed is None:
-            burst_ladder = Ladder(f"burst{BURST}", nodes, start_at, node_publish, pool, burst=BURST, refine=not quick)
-        else:
-            burst_ladder = Ladder(
-                f"burst{BURST}", nodes, start_at, relayed.publish, pool, burst=BURST, refine=not quick,
-                prepare=relayed.prepare,
-            )  # fmt: skip
+        burst_ladder = Ladder(
+            f"burst{BURST}",
+            nodes,
+            start_at,
+            relayed.publish if relayed else node_publish,
+            pool,
+            burst=BURST,
+            refine=not quick,
+            prepare=relayed.prepare if relayed else None,
+        )
         climb([burst_ladder], step_s, rng, counter, time.monotonic() + (15 if quick else 120))
         burst_rate = burst_ladder.best
         say(f"{stamp()} the node swarm sustains {burst_rate:g} objects/s in bursts of {BURST} ({burst_authors})")
