@@ -159,6 +159,43 @@ async def test_relayed_authors_are_paced_each_on_its_own_and_sent_in_messages_of
     assert gossip.waiting(ALICE.public_key) == 0 and gossip._outbox["listings"] == {}
 
 
+async def test_a_relay_that_would_leave_over_max_waiting_of_an_author_waiting_is_refused_whole() -> None:
+    """One author's backlog is bounded: past its burst its objects wait for the pace, and a relay that would queue
+    more than MAX_WAITING of them is refused whole (429 busy) with when to try again, before anything is stored."""
+    import time
+
+    from swapmeet.node.bookgossip import MAX_WAITING
+    from swapmeet.node.contract import Busy
+    from swapmeet.node.market import Market
+    from swapmeet.protocol.identity import Identity
+
+    gossip, _ = paced_gossip()  # its publisher is not running: everything announced waits
+    shop = Identity(b"\x07" * 32)
+    for i in range(MAX_WAITING - 40):  # what a relay of MAX_WAITING leaves after the burst of 40
+        gossip.announce("listings", listing(shop, series=i.to_bytes(16, "big")).raw, author=shop.public_key)
+    stored: list[object] = []
+
+    class Ingest:
+        async def store_new(self, objects: list[object]) -> list[bool]:
+            stored.extend(objects)
+            return [True] * len(objects)
+
+    market = Market.__new__(Market)
+    market.book_gossip, market.ingest = gossip, Ingest()  # type: ignore[assignment]
+    now = int(time.time())
+    more = [
+        listing(shop, series=(10_000 + i).to_bytes(16, "big"), created=now, expires=now + 3600).raw for i in range(100)
+    ]
+    # 216 wait; 100 more would be 316: refused (it takes 15 s at 4/s to get under again)
+    with pytest.raises(Busy, match=r"100 object\(s\) by .* already wait to go out .* try again in \d+ s"):
+        await market.relay(more)
+    assert stored == [] and gossip.waiting(shop.public_key) == MAX_WAITING - 40
+    # another author is not held back by the shop's backlog
+    theirs = [listing(ALICE, series=bytes([i]) * 16, created=now, expires=now + 3600).raw for i in range(100)]
+    assert [new for _, new in await market.relay(theirs)] == [True] * 100
+    assert gossip.waiting(ALICE.public_key) == 100
+
+
 async def test_over_our_pace_objects_go_in_batches_not_one_a_message(autojump_clock: trio.testing.MockClock) -> None:
     """60 listings at once with our pace (40 at once, 4/s): 40 go at once, the rest in batches of PACED_BATCH
     as the tokens for a batch come (not one message per token), and the last batch as soon as it can."""
